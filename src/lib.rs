@@ -13,5 +13,6 @@
 #![forbid(unsafe_code)]
 
 pub mod balance;
+pub mod h1;
 pub mod rewrite;
 pub mod target;

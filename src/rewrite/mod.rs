@@ -43,7 +43,11 @@ pub enum Decision {
     /// `[[rewrite]]` index, for logs.
     Proxy { target: Target, rule: usize },
     /// `R[=code]`: answer with a redirect to `location` (already escaped for a header).
-    Redirect { status: u16, location: String, rule: usize },
+    Redirect {
+        status: u16,
+        location: String,
+        rule: usize,
+    },
     /// `F` → 403.
     Forbidden { rule: usize },
     /// `G` → 410.
