@@ -13,6 +13,9 @@
 #![forbid(unsafe_code)]
 
 pub mod balance;
+pub mod config;
 pub mod h1;
 pub mod rewrite;
+pub mod route;
 pub mod target;
+pub mod tls;

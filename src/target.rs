@@ -76,10 +76,7 @@ impl Url {
 
     /// The host without IPv6 brackets, as a resolver or TLS server name wants it.
     pub fn bare_host(&self) -> &str {
-        self.host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(&self.host)
+        self.host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(&self.host)
     }
 }
 
@@ -122,23 +119,14 @@ pub enum TargetError {
 impl fmt::Display for TargetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::NoScheme => {
-                f.write_str("expected a URL such as http://host:port/ or balancer://name/")
-            }
-            Self::UnknownScheme(s) => write!(
-                f,
-                "unsupported scheme {s:?} (expected http, https, ws, wss or balancer)"
-            ),
-            Self::OneSlash => {
-                f.write_str("scheme followed by one slash (write scheme://host, with two)")
-            }
+            Self::NoScheme => f.write_str("expected a URL such as http://host:port/ or balancer://name/"),
+            Self::UnknownScheme(s) => write!(f, "unsupported scheme {s:?} (expected http, https, ws, wss or balancer)"),
+            Self::OneSlash => f.write_str("scheme followed by one slash (write scheme://host, with two)"),
             Self::EmptyHost => f.write_str("empty host"),
             Self::UserInfo => f.write_str("user:password@ is not allowed in a target"),
             Self::BadPort(p) => write!(f, "invalid port {p:?}"),
             Self::BadHost(h) => write!(f, "invalid host {h:?}"),
-            Self::BadPath => {
-                f.write_str("path contains a space, control or non-ASCII byte, or '#'")
-            }
+            Self::BadPath => f.write_str("path contains a space, control or non-ASCII byte, or '#'"),
         }
     }
 }
@@ -169,13 +157,9 @@ pub fn parse_target(s: &str) -> Result<Target, TargetError> {
         if authority.is_empty() || !authority.bytes().all(is_name_byte) {
             return Err(TargetError::BadHost(authority.to_string()));
         }
-        return Ok(Target::Balancer {
-            name: authority.to_string(),
-            path,
-        });
+        return Ok(Target::Balancer { name: authority.to_string(), path });
     }
-    let scheme =
-        Scheme::parse(scheme).ok_or_else(|| TargetError::UnknownScheme(scheme.to_string()))?;
+    let scheme = Scheme::parse(scheme).ok_or_else(|| TargetError::UnknownScheme(scheme.to_string()))?;
     if authority.contains('@') {
         return Err(TargetError::UserInfo);
     }
@@ -187,12 +171,7 @@ pub fn parse_target(s: &str) -> Result<Target, TargetError> {
             _ => return Err(TargetError::BadPort(p.to_string())),
         },
     };
-    Ok(Target::Url(Url {
-        scheme,
-        host: host.to_ascii_lowercase(),
-        port,
-        path,
-    }))
+    Ok(Target::Url(Url { scheme, host: host.to_ascii_lowercase(), port, path }))
 }
 
 /// Splits `host[:port]`; IPv6 literals must be bracketed.
@@ -201,9 +180,7 @@ pub fn split_host_port(authority: &str) -> Result<(&str, Option<&str>), TargetEr
         return Err(TargetError::EmptyHost);
     }
     if let Some(v6) = authority.strip_prefix('[') {
-        let end = v6
-            .find(']')
-            .ok_or_else(|| TargetError::BadHost(authority.to_string()))?;
+        let end = v6.find(']').ok_or_else(|| TargetError::BadHost(authority.to_string()))?;
         let addr = &v6[..end];
         if addr.parse::<std::net::Ipv6Addr>().is_err() {
             return Err(TargetError::BadHost(authority.to_string()));
@@ -211,10 +188,9 @@ pub fn split_host_port(authority: &str) -> Result<(&str, Option<&str>), TargetEr
         let host = &authority[..end + 2];
         return match &v6[end + 1..] {
             "" => Ok((host, None)),
-            p => p
-                .strip_prefix(':')
-                .map(|p| (host, Some(p)))
-                .ok_or_else(|| TargetError::BadHost(authority.to_string())),
+            p => {
+                p.strip_prefix(':').map(|p| (host, Some(p))).ok_or_else(|| TargetError::BadHost(authority.to_string()))
+            }
         };
     }
     let (host, port) = match authority.split_once(':') {
@@ -249,17 +225,11 @@ mod tests {
     fn parses_targets() {
         for (input, want) in [
             ("http://127.0.0.1:3000", Ok("http://127.0.0.1:3000/")),
-            (
-                "https://Server01:3000/app/",
-                Ok("https://server01:3000/app/"),
-            ),
+            ("https://Server01:3000/app/", Ok("https://server01:3000/app/")),
             ("wss://localhost:443/x?y=1", Ok("wss://localhost/x?y=1")),
             ("ws://[::1]:8080", Ok("ws://[::1]:8080/")),
             ("http://h?q", Ok("http://h/?q")),
-            (
-                "balancer://backend-cluster/",
-                Ok("balancer://backend-cluster/"),
-            ),
+            ("balancer://backend-cluster/", Ok("balancer://backend-cluster/")),
             ("wss:/localhost:3000/", Err(TargetError::OneSlash)),
             ("unix:/run/x.sock|http://a/", Err(TargetError::OneSlash)),
             ("ftp://a/", Err(TargetError::UnknownScheme("ftp".into()))),

@@ -37,7 +37,10 @@ pub fn canned(status: u16, extra_headers: &[(&str, &str)], close: bool) -> Vec<u
     let reason = reason(status);
     let body_len = 3 + 1 + reason.len() + 1;
     let mut out = Vec::with_capacity(160);
-    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {body_len}\r\n");
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {body_len}\r\n"
+    );
     for (name, value) in extra_headers {
         let _ = write!(out, "{name}: {value}\r\n");
     }

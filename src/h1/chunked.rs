@@ -59,13 +59,7 @@ pub struct ChunkedDecoder {
 
 impl Default for ChunkedDecoder {
     fn default() -> Self {
-        Self {
-            state: State::Size { digits: 0 },
-            size: 0,
-            ext_line: 0,
-            ext_total: 0,
-            trailer: 0,
-        }
+        Self { state: State::Size { digits: 0 }, size: 0, ext_line: 0, ext_total: 0, trailer: 0 }
     }
 }
 
@@ -85,10 +79,7 @@ impl ChunkedDecoder {
                 if self.size == 0 {
                     self.state = State::DataCr;
                 }
-                return Ok(Decoded {
-                    consumed: i + n,
-                    data: i..i + n,
-                });
+                return Ok(Decoded { consumed: i + n, data: i..i + n });
             }
             self.step(input[i])?;
             i += 1;
@@ -96,10 +87,7 @@ impl ChunkedDecoder {
                 break;
             }
         }
-        Ok(Decoded {
-            consumed: i,
-            data: i..i,
-        })
+        Ok(Decoded { consumed: i, data: i..i })
     }
 
     fn step(&mut self, b: u8) -> Result<(), ChunkError> {
@@ -119,9 +107,7 @@ impl ChunkedDecoder {
                 State::Ext
             }
             (State::Size { .. }, b'\r') => State::SizeLf,
-            (State::Size { .. } | State::SizeWs, _) => {
-                return Err(ChunkError("invalid chunk size line"))
-            }
+            (State::Size { .. } | State::SizeWs, _) => return Err(ChunkError("invalid chunk size line")),
             (State::Ext, b'\r') => State::SizeLf,
             (State::Ext, b) if b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80 => {
                 self.ext_line += 1;
@@ -137,14 +123,10 @@ impl ChunkedDecoder {
             (State::SizeLf, _) => return Err(ChunkError("bare CR in chunk size line")),
             (State::DataCr, b'\r') => State::DataLf,
             (State::DataLf, b'\n') => State::Size { digits: 0 },
-            (State::DataCr | State::DataLf, _) => {
-                return Err(ChunkError("chunk data not followed by CRLF"))
-            }
+            (State::DataCr | State::DataLf, _) => return Err(ChunkError("chunk data not followed by CRLF")),
             (State::TrailerStart, b'\r') => State::TrailerLf { empty: true },
             (State::TrailerLine, b'\r') => State::TrailerLf { empty: false },
-            (State::TrailerStart | State::TrailerLine, b'\n') => {
-                return Err(ChunkError("bare LF in trailer"))
-            }
+            (State::TrailerStart | State::TrailerLine, b'\n') => return Err(ChunkError("bare LF in trailer")),
             (State::TrailerStart | State::TrailerLine, _) => {
                 self.trailer += 1;
                 if self.trailer > MAX_TRAILER_BYTES {
@@ -198,8 +180,7 @@ mod tests {
 
     #[test]
     fn decodes_at_any_split() {
-        let input =
-            b"5\r\nhello\r\n6;a=b\r\n world\r\nA \t;x\r\n0123456789\r\n0\r\nTrailer: t\r\n\r\n";
+        let input = b"5\r\nhello\r\n6;a=b\r\n world\r\nA \t;x\r\n0123456789\r\n0\r\nTrailer: t\r\n\r\n";
         for step in 1..input.len() {
             let (body, done) = decode_all(input, step).expect("valid");
             assert_eq!(body, b"hello world0123456789", "step {step}");
@@ -218,11 +199,7 @@ mod tests {
         }
         wire.extend_from_slice(LAST_CHUNK);
         for step in [1, 3, 100, 4096, wire.len()] {
-            assert_eq!(
-                decode_all(&wire, step).expect("valid").0,
-                body,
-                "step {step}"
-            );
+            assert_eq!(decode_all(&wire, step).expect("valid").0, body, "step {step}");
         }
     }
 
@@ -249,16 +226,8 @@ mod tests {
             b"0\r\nX: a\nb\r\n\r\n",
         ];
         for input in cases {
-            assert!(
-                decode_all(input, input.len()).is_err(),
-                "input {:?}",
-                String::from_utf8_lossy(input)
-            );
-            assert!(
-                decode_all(input, 1).is_err(),
-                "bytewise {:?}",
-                String::from_utf8_lossy(input)
-            );
+            assert!(decode_all(input, input.len()).is_err(), "input {:?}", String::from_utf8_lossy(input));
+            assert!(decode_all(input, 1).is_err(), "bytewise {:?}", String::from_utf8_lossy(input));
         }
     }
 }

@@ -46,12 +46,8 @@ pub struct ResponseFraming {
 }
 
 /// The body framing of a response to a request with `method` (B3, B4, B8).
-pub fn response_framing(
-    method: &str,
-    head: &ResponseHead,
-) -> Result<ResponseFraming, FramingError> {
-    let bodiless =
-        method == "HEAD" || head.status < 200 || head.status == 204 || head.status == 304;
+pub fn response_framing(method: &str, head: &ResponseHead) -> Result<ResponseFraming, FramingError> {
+    let bodiless = method == "HEAD" || head.status < 200 || head.status == 204 || head.status == 304;
     let chunked = transfer_coding(&head.headers)?;
     let length = content_length(&head.headers)?;
     let reusable = !(chunked.is_some() && length.is_some());
@@ -77,17 +73,13 @@ fn transfer_coding(headers: &Headers) -> Result<Option<()>, FramingError> {
     for value in headers.all("Transfer-Encoding") {
         for coding in tokens(value) {
             if !coding.eq_ignore_ascii_case(b"chunked") {
-                return Err(FramingError(
-                    "Transfer-Encoding other than a single chunked",
-                ));
+                return Err(FramingError("Transfer-Encoding other than a single chunked"));
             }
             seen += 1;
         }
     }
     match seen {
-        0 if headers.get("Transfer-Encoding").is_some() => {
-            Err(FramingError("empty Transfer-Encoding"))
-        }
+        0 if headers.get("Transfer-Encoding").is_some() => Err(FramingError("empty Transfer-Encoding")),
         0 => Ok(None),
         1 => Ok(Some(())),
         _ => Err(FramingError("chunked applied more than once")),
@@ -104,18 +96,14 @@ fn content_length(headers: &Headers) -> Result<Option<u64>, FramingError> {
     if values.next().is_some() {
         return Err(FramingError("more than one Content-Length"));
     }
-    parse_length(trim(first))
-        .map(Some)
-        .ok_or(FramingError("invalid Content-Length"))
+    parse_length(trim(first)).map(Some).ok_or(FramingError("invalid Content-Length"))
 }
 
 fn parse_length(v: &[u8]) -> Option<u64> {
     if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    v.iter().try_fold(0u64, |n, &d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
+    v.iter().try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
 }
 
 #[cfg(test)]
@@ -124,11 +112,7 @@ mod tests {
     use crate::h1::head::{parse_request_head, parse_response_head};
 
     fn framing_of(extra: &str) -> Result<Framing, FramingError> {
-        let version = if extra.starts_with("1.0") {
-            "HTTP/1.0"
-        } else {
-            "HTTP/1.1"
-        };
+        let version = if extra.starts_with("1.0") { "HTTP/1.0" } else { "HTTP/1.1" };
         let extra = extra.trim_start_matches("1.0");
         let head = format!("POST / {version}\r\nHost: a\r\n{extra}\r\n");
         request_framing(&parse_request_head(head.as_bytes()).expect("valid head"))
@@ -146,25 +130,13 @@ mod tests {
             ("TRANSFER-ENCODING: CHUNKED\r\n", Ok(Chunked)),
             ("Transfer-Encoding:\tchunked\r\n", Ok(Chunked)),
             ("Transfer-Encoding: ,chunked\r\n", Ok(Chunked)),
-            (
-                "Content-Length: 13\r\nTransfer-Encoding: chunked\r\n",
-                Err(()),
-            ), // S1
-            (
-                "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n",
-                Err(()),
-            ), // S2
-            ("Transfer-Encoding: xchunked\r\n", Err(())), // S3
+            ("Content-Length: 13\r\nTransfer-Encoding: chunked\r\n", Err(())), // S1
+            ("Transfer-Encoding: chunked\r\nContent-Length: 4\r\n", Err(())),  // S2
+            ("Transfer-Encoding: xchunked\r\n", Err(())),                      // S3
             ("Transfer-Encoding: chunk\r\n", Err(())),
             ("Transfer-Encoding: \"chunked\"\r\n", Err(())),
-            (
-                "Transfer-Encoding: cow\r\nTransfer-Encoding: chunked\r\n",
-                Err(()),
-            ),
-            (
-                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
-                Err(()),
-            ), // S4
+            ("Transfer-Encoding: cow\r\nTransfer-Encoding: chunked\r\n", Err(())),
+            ("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", Err(())), // S4
             ("Transfer-Encoding: chunked, chunked\r\n", Err(())),
             ("Transfer-Encoding: chunked, gzip\r\n", Err(())), // S7
             ("Transfer-Encoding: gzip, chunked\r\n", Err(())),
@@ -185,11 +157,7 @@ mod tests {
             ("1.0Transfer-Encoding: chunked\r\n", Err(())), // S8
             ("1.0Content-Length: 3\r\n", Ok(Length(3))),
         ] {
-            assert_eq!(
-                framing_of(headers).map_err(|_| ()),
-                want,
-                "headers {headers:?}"
-            );
+            assert_eq!(framing_of(headers).map_err(|_| ()), want, "headers {headers:?}");
         }
     }
 
@@ -197,70 +165,21 @@ mod tests {
     fn response_framing_table() {
         use Framing::*;
         for (method, head, want, reusable) in [
-            (
-                "GET",
-                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
-                Ok(Length(2)),
-                true,
-            ),
+            ("GET", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", Ok(Length(2)), true),
             ("GET", "HTTP/1.1 200 OK\r\n\r\n", Ok(UntilClose), true),
-            (
-                "GET",
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-                Ok(Chunked),
-                true,
-            ),
-            (
-                "GET",
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 30\r\n\r\n",
-                Ok(Chunked),
-                false,
-            ), // B3
-            (
-                "HEAD",
-                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
-                Ok(None),
-                true,
-            ), // B8
+            ("GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", Ok(Chunked), true),
+            ("GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 30\r\n\r\n", Ok(Chunked), false), // B3
+            ("HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Ok(None), true), // B8
             ("GET", "HTTP/1.1 204 No Content\r\n\r\n", Ok(None), true),
-            (
-                "GET",
-                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
-                Ok(None),
-                true,
-            ),
-            (
-                "GET",
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
-                Err(()),
-                true,
-            ), // B4
-            (
-                "GET",
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
-                Err(()),
-                true,
-            ),
-            (
-                "GET",
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
-                Err(()),
-                true,
-            ),
-            (
-                "GET",
-                "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-                Err(()),
-                true,
-            ),
+            ("GET", "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", Ok(None), true),
+            ("GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", Err(()), true), // B4
+            ("GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", Err(()), true),
+            ("GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", Err(()), true),
+            ("GET", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", Err(()), true),
         ] {
             let head = parse_response_head(head.as_bytes()).expect("valid head");
             let got = response_framing(method, &head);
-            assert_eq!(
-                got.map(|f| f.framing).map_err(|_| ()),
-                want,
-                "{method} {head:?}"
-            );
+            assert_eq!(got.map(|f| f.framing).map_err(|_| ()), want, "{method} {head:?}");
             if let Ok(f) = got {
                 assert_eq!(f.reusable, reusable, "{method} {head:?}");
             }

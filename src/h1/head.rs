@@ -44,9 +44,7 @@ impl fmt::Display for HeadError {
         match self {
             Self::TooLarge => f.write_str("head too large"),
             Self::Malformed(why) => f.write_str(why),
-            Self::MethodNotAllowed => {
-                f.write_str("CONNECT is not served (sidecar is not a forward proxy)")
-            }
+            Self::MethodNotAllowed => f.write_str("CONNECT is not served (sidecar is not a forward proxy)"),
         }
     }
 }
@@ -63,9 +61,7 @@ impl From<ScanError> for HeadError {
 
 fn from_httparse(e: httparse::Error) -> HeadError {
     HeadError::Malformed(match e {
-        httparse::Error::HeaderName => {
-            "invalid header name (space, control byte, missing colon or obs-fold)"
-        }
+        httparse::Error::HeaderName => "invalid header name (space, control byte, missing colon or obs-fold)",
         httparse::Error::HeaderValue => "control byte in a header value",
         httparse::Error::NewLine => "invalid line ending",
         httparse::Error::Status => "invalid status line",
@@ -90,21 +86,13 @@ impl Headers {
             let start = (s.as_ptr() as usize).wrapping_sub(base) as u32;
             start..start + s.len() as u32
         };
-        let lines = parsed
-            .iter()
-            .map(|h| (offset(h.name.as_bytes()), offset(h.value)))
-            .collect();
-        Self {
-            raw: buf.to_vec(),
-            lines,
-        }
+        let lines = parsed.iter().map(|h| (offset(h.name.as_bytes()), offset(h.value))).collect();
+        Self { raw: buf.to_vec(), lines }
     }
 
     /// `(name, value)` in the order received; names keep their case.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
-        self.lines
-            .iter()
-            .map(|(n, v)| (self.name(n), &self.raw[v.start as usize..v.end as usize]))
+        self.lines.iter().map(|(n, v)| (self.name(n), &self.raw[v.start as usize..v.end as usize]))
     }
 
     fn name(&self, r: &Range<u32>) -> &str {
@@ -114,29 +102,22 @@ impl Headers {
 
     /// Every value of `name` (case-insensitive), in order.
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        self.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
 
     /// The only or first value of `name`.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
 
     pub fn count(&self, name: &str) -> usize {
-        self.iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .count()
+        self.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count()
     }
 
     /// Whether a comma-separated header (across all its lines) holds `token`,
     /// case-insensitively (RFC 9110 §5.6.1 lists; `Connection: keep-alive, Upgrade`).
     pub fn has_token(&self, name: &str, token: &str) -> bool {
-        self.all(name)
-            .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(token.as_bytes())))
+        self.all(name).any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(token.as_bytes())))
     }
 
     pub fn len(&self) -> usize {
@@ -154,14 +135,8 @@ pub fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 pub fn trim(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t'))
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\t'))
-        .map_or(start, |e| e + 1);
+    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |e| e + 1);
     &v[start..end]
 }
 
@@ -192,10 +167,7 @@ impl RequestHead {
     /// `Expect: 100-continue` on a 1.1 request (RFC 9110 §10.1.1: ignore it from 1.0).
     pub fn expects_continue(&self) -> bool {
         self.version == Version::Http11
-            && self
-                .headers
-                .get("Expect")
-                .is_some_and(|v| trim(v).eq_ignore_ascii_case(b"100-continue"))
+            && self.headers.get("Expect").is_some_and(|v| trim(v).eq_ignore_ascii_case(b"100-continue"))
     }
 }
 
@@ -210,24 +182,13 @@ pub fn parse_request_head(buf: &[u8]) -> Result<RequestHead, HeadError> {
     let method = req.method.unwrap_or_default().to_string();
     let target = req.path.unwrap_or_default();
     if !target.bytes().all(crate::target::is_target_byte) {
-        return Err(HeadError::Malformed(
-            "request target contains a control, space, non-ASCII byte or '#'",
-        ));
+        return Err(HeadError::Malformed("request target contains a control, space, non-ASCII byte or '#'"));
     }
     let target = target.to_string();
-    let version = if req.version == Some(0) {
-        Version::Http10
-    } else {
-        Version::Http11
-    };
+    let version = if req.version == Some(0) { Version::Http10 } else { Version::Http11 };
     let n = req.headers.len();
     let headers = Headers::from_parsed(buf, &req.headers[..n]);
-    let head = RequestHead {
-        method,
-        target,
-        version,
-        headers,
-    };
+    let head = RequestHead { method, target, version, headers };
     check_request(&head)?;
     Ok(head)
 }
@@ -237,9 +198,7 @@ fn check_request(head: &RequestHead) -> Result<(), HeadError> {
         return Err(HeadError::MethodNotAllowed);
     }
     match head.headers.count("Host") {
-        0 if head.version == Version::Http11 => {
-            return Err(HeadError::Malformed("HTTP/1.1 request without Host"))
-        }
+        0 if head.version == Version::Http11 => return Err(HeadError::Malformed("HTTP/1.1 request without Host")),
         0 => {}
         1 => {
             let host = head.headers.get("Host").unwrap_or_default();
@@ -254,9 +213,7 @@ fn check_request(head: &RequestHead) -> Result<(), HeadError> {
         Some(b'/') => Ok(()),
         Some(b'*') if t.len() == 1 && head.method == "OPTIONS" => Ok(()),
         _ if is_absolute_form(&head.target) => Ok(()),
-        _ => Err(HeadError::Malformed(
-            "request target is not origin-form or http(s) absolute-form",
-        )),
+        _ => Err(HeadError::Malformed("request target is not origin-form or http(s) absolute-form")),
     }
 }
 
@@ -264,10 +221,7 @@ fn check_request(head: &RequestHead) -> Result<(), HeadError> {
 /// absolute-form sidecar accepts; it routes by the path and never connects to the
 /// host named (SECURITY O1, O2).
 fn is_absolute_form(target: &str) -> bool {
-    let lower = target
-        .get(..8)
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
+    let lower = target.get(..8).map(str::to_ascii_lowercase).unwrap_or_default();
     let rest = if lower.starts_with("http://") {
         &target[7..]
     } else if lower.starts_with("https://") {
@@ -287,9 +241,8 @@ pub fn is_valid_host(v: &[u8]) -> bool {
     };
     match crate::target::split_host_port(s) {
         Ok((host, port)) => {
-            port.is_none_or(|p| {
-                !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
-            }) && !host.ends_with("..")
+            port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
+                && !host.ends_with("..")
                 && (host.starts_with('[') || !host.contains('_'))
         }
         Err(_) => false,
@@ -319,26 +272,14 @@ pub fn parse_response_head(buf: &[u8]) -> Result<ResponseHead, HeadError> {
         return Err(HeadError::Malformed("status code out of range"));
     }
     let reason = res.reason.unwrap_or_default();
-    if !reason
-        .bytes()
-        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
-    {
+    if !reason.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) {
         return Err(HeadError::Malformed("invalid reason phrase"));
     }
     let reason = reason.to_string();
-    let version = if res.version == Some(0) {
-        Version::Http10
-    } else {
-        Version::Http11
-    };
+    let version = if res.version == Some(0) { Version::Http10 } else { Version::Http11 };
     let n = res.headers.len();
     let headers = Headers::from_parsed(buf, &res.headers[..n]);
-    Ok(ResponseHead {
-        status,
-        reason,
-        version,
-        headers,
-    })
+    Ok(ResponseHead { status, reason, version, headers })
 }
 
 #[cfg(test)]
@@ -358,7 +299,7 @@ mod tests {
             ("GET http://a/x HTTP/1.1\r\nHost: a\r\n\r\n", true),
             ("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", true),
             ("GET / HTTP/1.1\r\nHost: [::1]:8000\r\n\r\n", true),
-            ("GET / HTTP/1.1\r\n\r\n", false), // H1
+            ("GET / HTTP/1.1\r\n\r\n", false),                       // H1
             ("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", false), // H2
             ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", false),
             ("GET / HTTP/1.1\r\nHost: a@b\r\n\r\n", false),
@@ -376,17 +317,14 @@ mod tests {
             ("GET /#frag HTTP/1.1\r\nHost: a\r\n\r\n", false),
             ("GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n", false),
             ("GET /caf\u{e9} HTTP/1.1\r\nHost: a\r\n\r\n", false),
-            ("GET * HTTP/1.1\r\nHost: a\r\n\r\n", false), // O4
-            ("GET a:80 HTTP/1.1\r\nHost: a\r\n\r\n", false), // authority-form
+            ("GET * HTTP/1.1\r\nHost: a\r\n\r\n", false),        // O4
+            ("GET a:80 HTTP/1.1\r\nHost: a\r\n\r\n", false),     // authority-form
             ("GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n", false), // O2
             ("GET http://a@b/ HTTP/1.1\r\nHost: a\r\n\r\n", false),
-            (
-                "GET / HTTP/1.1\r\nHost: a\r\nContent-Length : 5\r\n\r\n",
-                false,
-            ), // S16
-            ("GET / HTTP/1.1\r\n Host: a\r\n\r\n", false), // S19
-            ("GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n", false), // S15
-            ("GET / HTTP/1.1\r\nHost: a\r\nFoo bar: x\r\n\r\n", false), // S17
+            ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length : 5\r\n\r\n", false), // S16
+            ("GET / HTTP/1.1\r\n Host: a\r\n\r\n", false),                      // S19
+            ("GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n", false),       // S15
+            ("GET / HTTP/1.1\r\nHost: a\r\nFoo bar: x\r\n\r\n", false),         // S17
             ("GET / HTTP/1.1\r\nHost: a\r\nF\x01o: x\r\n\r\n", false),
             ("GET / HTTP/1.1\r\nHost: a\r\n: v\r\n\r\n", false),
             ("GET / HTTP/1.1\r\nHost: a\r\nFoo bar\r\n\r\n", false),
@@ -394,19 +332,11 @@ mod tests {
             ("GET / HTTP/1.1\r\nHost: a\r\nX: a\x7f\r\n\r\n", false),
             ("GET / HTTP/1.1\r\nHost: a\x00.b\r\n\r\n", false),
         ] {
-            assert_eq!(
-                req(input).is_ok(),
-                ok,
-                "input {input:?}: {:?}",
-                req(input).err()
-            );
+            assert_eq!(req(input).is_ok(), ok, "input {input:?}: {:?}", req(input).err());
         }
         // HTAB and obs-text are legal in values.
         assert!(parse_request_head(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\tb \xff\r\n\r\n").is_ok());
-        assert_eq!(
-            req("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n").err(),
-            Some(HeadError::MethodNotAllowed)
-        );
+        assert_eq!(req("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n").err(), Some(HeadError::MethodNotAllowed));
     }
 
     #[test]
@@ -441,11 +371,7 @@ mod tests {
             ("HTTP/1.1 999 Nope\r\n\r\n", false),
             ("HTTP/2 200 OK\r\n\r\n", false),
         ] {
-            assert_eq!(
-                parse_response_head(input.as_bytes()).is_ok(),
-                ok,
-                "input {input:?}"
-            );
+            assert_eq!(parse_response_head(input.as_bytes()).is_ok(), ok, "input {input:?}");
         }
     }
 }

@@ -9,29 +9,15 @@ use super::framing::Framing;
 use super::head::{tokens, Headers, RequestHead, ResponseHead, Version};
 
 /// Always hop-by-hop (RFC 9110 §7.6.1), besides whatever `Connection` names and `Proxy-*`.
-const HOP_BY_HOP: [&str; 6] = [
-    "Connection",
-    "Keep-Alive",
-    "TE",
-    "Trailer",
-    "Transfer-Encoding",
-    "Upgrade",
-];
+const HOP_BY_HOP: [&str; 6] = ["Connection", "Keep-Alive", "TE", "Trailer", "Transfer-Encoding", "Upgrade"];
 
 /// Headers sidecar writes itself; a peer's copy is never passed through.
-const REWRITTEN_ON_REQUEST: [&str; 4] = [
-    "Host",
-    "Content-Length",
-    "X-Forwarded-Host",
-    "X-Forwarded-Proto",
-];
+const REWRITTEN_ON_REQUEST: [&str; 4] = ["Host", "Content-Length", "X-Forwarded-Host", "X-Forwarded-Proto"];
 
 fn is_hop_by_hop(name: &str, connection: &Headers) -> bool {
     HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
         || name.len() >= 5 && name[..5].eq_ignore_ascii_case("proxy")
-        || connection
-            .all("Connection")
-            .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
+        || connection.all("Connection").any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
 }
 
 /// Facts about the client connection that go into forwarding headers.
@@ -59,26 +45,15 @@ pub struct Outgoing<'a> {
 
 /// Writes the request head for the backend. Always HTTP/1.1: the backend connection is
 /// pooled whatever the client spoke.
-pub fn write_request_head(
-    head: &RequestHead,
-    out: &Outgoing<'_>,
-    fwd: &Forwarding<'_>,
-    buf: &mut Vec<u8>,
-) {
-    let _ = write!(
-        buf,
-        "{} {} HTTP/1.1\r\nHost: {}\r\n",
-        head.method, out.target, out.host
-    );
+pub fn write_request_head(head: &RequestHead, out: &Outgoing<'_>, fwd: &Forwarding<'_>, buf: &mut Vec<u8>) {
+    let _ = write!(buf, "{} {} HTTP/1.1\r\nHost: {}\r\n", head.method, out.target, out.host);
     let h = &head.headers;
     let mut xff: Vec<&[u8]> = Vec::new();
     let mut via: Vec<&[u8]> = Vec::new();
     for (name, value) in h.iter() {
         if name.contains('_')
             || is_hop_by_hop(name, h)
-            || REWRITTEN_ON_REQUEST
-                .iter()
-                .any(|r| r.eq_ignore_ascii_case(name))
+            || REWRITTEN_ON_REQUEST.iter().any(|r| r.eq_ignore_ascii_case(name))
         {
             continue;
         }
@@ -127,11 +102,7 @@ fn write_via(buf: &mut Vec<u8>, earlier: &[&[u8]], version: Version, pseudonym: 
         buf.extend_from_slice(v);
         buf.extend_from_slice(b", ");
     }
-    let proto = if version == Version::Http10 {
-        "1.0"
-    } else {
-        "1.1"
-    };
+    let proto = if version == Version::Http10 { "1.0" } else { "1.1" };
     let _ = write!(buf, "{proto} {pseudonym}\r\n");
 }
 
@@ -164,18 +135,8 @@ pub fn write_response_head(
     reverse: &dyn Fn(&[u8]) -> Option<Vec<u8>>,
     buf: &mut Vec<u8>,
 ) {
-    let reason = if res.reason.is_empty() {
-        "-"
-    } else {
-        &res.reason
-    };
-    let _ = write!(
-        buf,
-        "{} {} {}\r\n",
-        client_version.as_str(),
-        res.status,
-        reason
-    );
+    let reason = if res.reason.is_empty() { "-" } else { &res.reason };
+    let _ = write!(buf, "{} {} {}\r\n", client_version.as_str(), res.status, reason);
     let h = &res.headers;
     let bodiless = matches!(framing, Framing::None);
     let mut via_seen: Vec<&[u8]> = Vec::new();
@@ -185,19 +146,14 @@ pub fn write_response_head(
         }
         // A HEAD or 304 answer keeps the backend's Content-Length: it describes the
         // representation, not this message's body (RFC 9110 §8.6).
-        if name.eq_ignore_ascii_case("Content-Length")
-            && !(bodiless && res.status != 204 && res.status >= 200)
-        {
+        if name.eq_ignore_ascii_case("Content-Length") && !(bodiless && res.status != 204 && res.status >= 200) {
             continue;
         }
         if via.is_some() && name.eq_ignore_ascii_case("Via") {
             via_seen.push(value);
             continue;
         }
-        if ["Location", "Content-Location", "URI"]
-            .iter()
-            .any(|n| n.eq_ignore_ascii_case(name))
-        {
+        if ["Location", "Content-Location", "URI"].iter().any(|n| n.eq_ignore_ascii_case(name)) {
             if let Some(mapped) = reverse(value) {
                 push_header(buf, name, &mapped);
                 continue;
@@ -216,9 +172,7 @@ pub fn write_response_head(
         Framing::None | Framing::UntilClose => {}
     }
     match connection {
-        ClientConnection::Upgrade => {
-            buf.extend_from_slice(b"Upgrade: websocket\r\nConnection: Upgrade\r\n")
-        }
+        ClientConnection::Upgrade => buf.extend_from_slice(b"Upgrade: websocket\r\nConnection: Upgrade\r\n"),
         ClientConnection::Close => buf.extend_from_slice(b"Connection: close\r\n"),
         ClientConnection::KeepAlive if client_version == Version::Http10 => {
             buf.extend_from_slice(b"Connection: keep-alive\r\n")
@@ -238,17 +192,8 @@ mod tests {
 
     fn forward(request: &str, via: Option<&str>) -> String {
         let head = parse_request_head(request.as_bytes()).expect("valid head");
-        let out = Outgoing {
-            target: "/x",
-            host: "backend:3000",
-            framing: Framing::Length(5),
-            websocket: false,
-        };
-        let fwd = Forwarding {
-            peer_ip: "10.0.0.7",
-            proto: "https",
-            via,
-        };
+        let out = Outgoing { target: "/x", host: "backend:3000", framing: Framing::Length(5), websocket: false };
+        let fwd = Forwarding { peer_ip: "10.0.0.7", proto: "https", via };
         let mut buf = Vec::new();
         write_request_head(&head, &out, &fwd, &mut buf);
         String::from_utf8(buf).expect("ascii")
@@ -277,10 +222,7 @@ mod tests {
             "GET / HTTP/1.0\r\nHost: front\r\nX-Forwarded-For: 6.6.6.6\r\nVia: 1.1 edge\r\n\r\n",
             Some("sidecar"),
         );
-        assert!(
-            got.contains("X-Forwarded-For: 6.6.6.6, 10.0.0.7\r\n"),
-            "{got}"
-        );
+        assert!(got.contains("X-Forwarded-For: 6.6.6.6, 10.0.0.7\r\n"), "{got}");
         assert!(got.contains("Via: 1.1 edge, 1.0 sidecar\r\n"), "{got}");
     }
 
@@ -292,10 +234,8 @@ mod tests {
               Content-Location: https://other/\r\n\r\n",
         )
         .expect("valid head");
-        let reverse = |v: &[u8]| {
-            v.strip_prefix(b"http://backend:3000")
-                .map(|rest| [b"https://front".as_slice(), rest].concat())
-        };
+        let reverse =
+            |v: &[u8]| v.strip_prefix(b"http://backend:3000").map(|rest| [b"https://front".as_slice(), rest].concat());
         let mut buf = Vec::new();
         write_response_head(
             &res,
@@ -315,8 +255,7 @@ mod tests {
 
     #[test]
     fn head_response_keeps_content_length() {
-        let res =
-            parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n").expect("valid");
+        let res = parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n").expect("valid");
         let mut buf = Vec::new();
         write_response_head(
             &res,
@@ -327,9 +266,6 @@ mod tests {
             &|_| None,
             &mut buf,
         );
-        assert_eq!(
-            buf,
-            b"HTTP/1.0 200 OK\r\nContent-Length: 42\r\nConnection: keep-alive\r\n\r\n"
-        );
+        assert_eq!(buf, b"HTTP/1.0 200 OK\r\nContent-Length: 42\r\nConnection: keep-alive\r\n\r\n");
     }
 }

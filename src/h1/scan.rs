@@ -81,17 +81,9 @@ mod tests {
             (b"GET / HTTP/1.1\r\nX: a\r\n\rX", Err(ScanError::BareCr)),
             (b"GET / HTTP/1.1\r\nX: a\r\n\r\n", Ok(Some(24))),
             (b"GET / HTTP/1.1\r\nX: a\r", Ok(None)),
-            (
-                b"GET / HTTP/1.1\r\nX: aaaaaaaaaaaaaaaaaaa",
-                Err(ScanError::TooLarge),
-            ),
+            (b"GET / HTTP/1.1\r\nX: aaaaaaaaaaaaaaaaaaa", Err(ScanError::TooLarge)),
         ] {
-            assert_eq!(
-                HeadScanner::default().scan(input, 32),
-                want,
-                "input {:?}",
-                String::from_utf8_lossy(input)
-            );
+            assert_eq!(HeadScanner::default().scan(input, 32), want, "input {:?}", String::from_utf8_lossy(input));
         }
     }
 }

@@ -23,19 +23,12 @@ pub fn classify_upgrade(head: &RequestHead) -> Upgrade {
     if head.headers.get("Upgrade").is_none() {
         return Upgrade::Absent;
     }
-    let websocket = head.headers.has_token("Upgrade", "websocket")
-        && head.headers.has_token("Connection", "upgrade");
+    let websocket = head.headers.has_token("Upgrade", "websocket") && head.headers.has_token("Connection", "upgrade");
     if !websocket || head.version != Version::Http11 || head.method != "GET" {
         return Upgrade::Stripped;
     }
     match head.headers.count("Sec-WebSocket-Key") {
-        1 if head
-            .headers
-            .get("Sec-WebSocket-Key")
-            .is_some_and(|k| is_valid_key(trim(k))) =>
-        {
-            Upgrade::WebSocket
-        }
+        1 if head.headers.get("Sec-WebSocket-Key").is_some_and(|k| is_valid_key(trim(k))) => Upgrade::WebSocket,
         _ => Upgrade::Invalid("WebSocket handshake without one valid Sec-WebSocket-Key"),
     }
 }
@@ -44,9 +37,7 @@ pub fn classify_upgrade(head: &RequestHead) -> Upgrade {
 fn is_valid_key(key: &[u8]) -> bool {
     key.len() == 24
         && key.ends_with(b"==")
-        && key[..22]
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+        && key[..22].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
 }
 
 /// Checks a backend's 101 against the handshake sidecar forwarded (W8): it must
@@ -55,11 +46,7 @@ pub fn check_switch(request: &RequestHead, response: &ResponseHead) -> Result<()
     if !response.headers.has_token("Upgrade", "websocket") {
         return Err("101 without Upgrade: websocket");
     }
-    let key = request
-        .headers
-        .get("Sec-WebSocket-Key")
-        .map(trim)
-        .unwrap_or_default();
+    let key = request.headers.get("Sec-WebSocket-Key").map(trim).unwrap_or_default();
     let want = async_tungstenite::tungstenite::handshake::derive_accept_key(key);
     match response.headers.get("Sec-WebSocket-Accept").map(trim) {
         Some(got) if got == want.as_bytes() => Ok(()),
@@ -76,8 +63,7 @@ mod tests {
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
     fn request(first: &str, upgrade: &str, connection: &str, key: Option<&str>) -> RequestHead {
-        let mut s =
-            format!("{first}\r\nHost: a\r\nUpgrade: {upgrade}\r\nConnection: {connection}\r\n");
+        let mut s = format!("{first}\r\nHost: a\r\nUpgrade: {upgrade}\r\nConnection: {connection}\r\n");
         if let Some(k) = key {
             s.push_str(&format!("Sec-WebSocket-Key: {k}\r\n"));
         }
@@ -89,91 +75,22 @@ mod tests {
     fn classifies_upgrades() {
         use Upgrade::*;
         for (first, upgrade, connection, key, want) in [
-            (
-                "GET /chat HTTP/1.1",
-                "websocket",
-                "Upgrade",
-                Some(KEY),
-                WebSocket,
-            ),
-            (
-                "GET /chat HTTP/1.1",
-                "WebSocket",
-                "keep-alive, Upgrade",
-                Some(KEY),
-                WebSocket,
-            ), // Firefox
-            (
-                "GET /chat HTTP/1.1",
-                "websocket, h2c",
-                "Upgrade",
-                Some(KEY),
-                WebSocket,
-            ),
-            (
-                "GET /chat HTTP/1.1",
-                "h2c",
-                "Upgrade, HTTP2-Settings",
-                None,
-                Stripped,
-            ), // W4
-            (
-                "GET /chat HTTP/1.1",
-                "websocketx",
-                "Upgrade",
-                Some(KEY),
-                Stripped,
-            ), // W5
-            (
-                "GET /chat HTTP/1.1",
-                "websocket",
-                "upgradex",
-                Some(KEY),
-                Stripped,
-            ),
-            (
-                "GET /chat HTTP/1.1",
-                "websocket",
-                "keep-alive",
-                Some(KEY),
-                Stripped,
-            ),
-            (
-                "GET /chat HTTP/1.0",
-                "websocket",
-                "Upgrade",
-                Some(KEY),
-                Stripped,
-            ), // W6
-            (
-                "POST /chat HTTP/1.1",
-                "websocket",
-                "Upgrade",
-                Some(KEY),
-                Stripped,
-            ),
+            ("GET /chat HTTP/1.1", "websocket", "Upgrade", Some(KEY), WebSocket),
+            ("GET /chat HTTP/1.1", "WebSocket", "keep-alive, Upgrade", Some(KEY), WebSocket), // Firefox
+            ("GET /chat HTTP/1.1", "websocket, h2c", "Upgrade", Some(KEY), WebSocket),
+            ("GET /chat HTTP/1.1", "h2c", "Upgrade, HTTP2-Settings", None, Stripped), // W4
+            ("GET /chat HTTP/1.1", "websocketx", "Upgrade", Some(KEY), Stripped),     // W5
+            ("GET /chat HTTP/1.1", "websocket", "upgradex", Some(KEY), Stripped),
+            ("GET /chat HTTP/1.1", "websocket", "keep-alive", Some(KEY), Stripped),
+            ("GET /chat HTTP/1.0", "websocket", "Upgrade", Some(KEY), Stripped), // W6
+            ("POST /chat HTTP/1.1", "websocket", "Upgrade", Some(KEY), Stripped),
             ("GET / HTTP/1.1", "TLS/1.0", "Upgrade", None, Stripped), // T8
-            (
-                "GET /chat HTTP/1.1",
-                "websocket",
-                "Upgrade",
-                None,
-                Invalid(""),
-            ), // W7
-            (
-                "GET /chat HTTP/1.1",
-                "websocket",
-                "Upgrade",
-                Some("x"),
-                Invalid(""),
-            ),
+            ("GET /chat HTTP/1.1", "websocket", "Upgrade", None, Invalid("")), // W7
+            ("GET /chat HTTP/1.1", "websocket", "Upgrade", Some("x"), Invalid("")),
         ] {
             let got = classify_upgrade(&request(first, upgrade, connection, key));
             let same = std::mem::discriminant(&got) == std::mem::discriminant(&want);
-            assert!(
-                same,
-                "{first} Upgrade={upgrade:?} Connection={connection:?} key={key:?}: {got:?}"
-            );
+            assert!(same, "{first} Upgrade={upgrade:?} Connection={connection:?} key={key:?}: {got:?}");
         }
     }
 
