@@ -11,6 +11,8 @@ use crate::target::Target;
 /// One `[[proxy]]` entry, resolved.
 #[derive(Clone, Debug)]
 pub struct Route {
+    /// Position in the config file, for logs (`proxy[0]`).
+    pub index: usize,
     /// Normalised prefix; `/` or without a trailing slash.
     pub prefix: String,
     pub target: Target,
@@ -269,6 +271,7 @@ mod tests {
 
     fn routes() -> Routes {
         let route = |prefix: &str, to: &str| Route {
+            index: 0,
             prefix: prefix.to_string(),
             target: parse_target(to).expect("valid target"),
             reverse: true,

@@ -110,3 +110,8 @@ pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
     })?;
     resolve::resolve(path, &source)
 }
+
+/// Checks config text; `path` names it in diagnostics and anchors relative paths.
+pub fn parse(path: &Path, source: &str) -> Result<Config, Vec<Diagnostic>> {
+    resolve::resolve(path, source)
+}

@@ -272,6 +272,7 @@ impl Cx<'_> {
                 }
             }
             let route = Route {
+                index: i,
                 prefix,
                 target,
                 reverse: p.reverse.unwrap_or(true),

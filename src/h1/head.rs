@@ -10,6 +10,13 @@ use std::ops::Range;
 
 use super::scan::ScanError;
 
+/// Apache's `LimitRequestLine` / `LimitRequestFieldSize` (8190) and nginx's 8 KiB
+/// buffer: one request line or header line longer than this is refused with 431.
+pub const MAX_LINE_BYTES: usize = 8 * 1024;
+/// A backend's response head may be larger than a request's, but not unbounded
+/// (SECURITY B9).
+pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
+
 /// Apache's `LimitRequestFields` and HAProxy's `tune.http.maxhdr` are both about 100.
 pub const MAX_HEADERS: usize = 100;
 
@@ -188,9 +195,16 @@ pub fn parse_request_head(buf: &[u8]) -> Result<RequestHead, HeadError> {
     let version = if req.version == Some(0) { Version::Http10 } else { Version::Http11 };
     let n = req.headers.len();
     let headers = Headers::from_parsed(buf, &req.headers[..n]);
+    if target.len() > MAX_LINE_BYTES || head_lines_too_long(&req.headers[..n]) {
+        return Err(HeadError::TooLarge);
+    }
     let head = RequestHead { method, target, version, headers };
     check_request(&head)?;
     Ok(head)
+}
+
+fn head_lines_too_long(headers: &[httparse::Header<'_>]) -> bool {
+    headers.iter().any(|h| h.name.len() + h.value.len() + 2 > MAX_LINE_BYTES)
 }
 
 fn check_request(head: &RequestHead) -> Result<(), HeadError> {

@@ -1,0 +1,166 @@
+//! The running process: one thread per worker, each with its own single-threaded
+//! executor, its own listening sockets (SO_REUSEPORT), its own pool and counters. No
+//! state is shared between workers on the hot path.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_io::{Async, Timer};
+use futures_rustls::TlsAcceptor;
+use smol::LocalExecutor;
+
+use crate::config::Config;
+use crate::h1::canned::canned;
+use crate::net::listen::bind;
+use crate::net::stream::{with_timeout, Stream};
+use crate::proxy::{serve, ClientInfo, Worker};
+
+/// After `accept` fails for lack of descriptors, wait this long before the next try
+/// rather than spinning (SECURITY L6).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How often a worker closes pooled connections idle past their timeout.
+const POOL_PRUNE_EVERY: Duration = Duration::from_secs(5);
+
+/// The started proxy.
+pub struct Running {
+    /// Every bound address with whether it speaks TLS.
+    pub addrs: Vec<(SocketAddr, bool)>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Blocks until every worker stops.
+    pub fn wait(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Binds every listener for every worker (so a bind error is reported before anything
+/// runs) and starts the workers.
+pub fn start(config: Arc<Config>) -> io::Result<Running> {
+    let reuse_port = config.workers > 1;
+    let mut per_worker: Vec<Vec<TcpListener>> = (0..config.workers).map(|_| Vec::new()).collect();
+    let mut addrs = Vec::new();
+    for want in &config.listen {
+        let first =
+            bind(*want, reuse_port).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {want}: {e}")))?;
+        // With port 0 the first socket picks the port; the others join it.
+        let actual = first.local_addr()?;
+        per_worker[0].push(first);
+        for listeners in per_worker.iter_mut().skip(1) {
+            listeners.push(
+                bind(actual, true).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {actual}: {e}")))?,
+            );
+        }
+        let https = config.server_tls.is_some();
+        log::info!("listening on {actual} ({})", if https { "https" } else { "http" });
+        addrs.push((actual, https));
+    }
+    let mut threads = Vec::new();
+    for (i, listeners) in per_worker.into_iter().enumerate() {
+        let config = Arc::clone(&config);
+        let thread = std::thread::Builder::new()
+            .name(format!("sidecar-worker-{i}"))
+            .spawn(move || run_worker(config, listeners))?;
+        threads.push(thread);
+    }
+    Ok(Running { addrs, threads })
+}
+
+fn run_worker(config: Arc<Config>, listeners: Vec<TcpListener>) {
+    let ex = Rc::new(LocalExecutor::new());
+    let worker = Rc::new(Worker::new(Arc::clone(&config)));
+    let tls = config.server_tls.clone().map(TlsAcceptor::from);
+    let main = async {
+        for listener in listeners {
+            match Async::new(listener) {
+                Ok(l) => ex.spawn(accept_loop(Rc::clone(&ex), l, Rc::clone(&worker), tls.clone())).detach(),
+                Err(e) => log::error!("cannot register a listener: {e}"),
+            }
+        }
+        loop {
+            Timer::after(POOL_PRUNE_EVERY).await;
+            worker.pool.prune(Instant::now());
+        }
+    };
+    smol::block_on(ex.run(main));
+}
+
+async fn accept_loop(
+    ex: Rc<LocalExecutor<'static>>,
+    listener: Async<TcpListener>,
+    worker: Rc<Worker>,
+    tls: Option<TlsAcceptor>,
+) {
+    let local = listener.get_ref().local_addr().ok();
+    let mut last_error_log: Option<Instant> = None;
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                let _ = tcp.get_ref().set_nodelay(true);
+                let local = tcp.get_ref().local_addr().ok().or(local).unwrap_or(peer);
+                ex.spawn(connection(Rc::clone(&worker), tcp, peer, local, tls.clone())).detach();
+            }
+            Err(e) => {
+                // Out of descriptors (EMFILE/ENFILE) or a transient error: log at most
+                // once a second, back off, keep serving what is established.
+                if last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    log::error!("accept failed: {e}");
+                    last_error_log = Some(Instant::now());
+                }
+                Timer::after(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// Counts an open client connection for as long as it lives, panics included.
+struct Open(Rc<Worker>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open_connections.set(self.0.open_connections.get() - 1);
+    }
+}
+
+async fn connection(
+    worker: Rc<Worker>,
+    tcp: Async<TcpStream>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    tls: Option<TlsAcceptor>,
+) {
+    worker.open_connections.set(worker.open_connections.get() + 1);
+    let open = Open(Rc::clone(&worker));
+    let config = Arc::clone(&worker.config);
+    if worker.open_connections.get() > config.limits.max_connections {
+        // Over the limit: a clear answer beats a silent queue (documented in README).
+        let mut s = Stream::Plain(tcp);
+        if tls.is_none() {
+            let _ = futures_lite::AsyncWriteExt::write_all(&mut s, &canned(503, &[("Retry-After", "1")], true)).await;
+        }
+        log::warn!("{peer}: refused, max_connections ({}) reached", config.limits.max_connections);
+        drop(open);
+        return;
+    }
+    let https = tls.is_some();
+    let stream = match tls {
+        None => Stream::Plain(tcp),
+        Some(acceptor) => match with_timeout(config.timeouts.header, acceptor.accept(tcp)).await {
+            Ok(s) => Stream::ServerTls(Box::new(s)),
+            Err(e) => {
+                log::info!(target: "access", "{peer} \"-\" - - 0ms reason=\"TLS handshake failed: {e}\"");
+                return;
+            }
+        },
+    };
+    let info = ClientInfo { peer, peer_ip: peer.ip().to_string(), local, https };
+    serve(Rc::clone(&worker), stream, info).await;
+    drop(open);
+}
