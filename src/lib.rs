@@ -23,5 +23,6 @@ pub mod proxy;
 pub mod rewrite;
 pub mod route;
 pub mod server;
+pub mod signals;
 pub mod target;
 pub mod tls;

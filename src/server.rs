@@ -30,9 +30,34 @@ pub struct Running {
     /// Every bound address with whether it speaks TLS.
     pub addrs: Vec<(SocketAddr, bool)>,
     threads: Vec<JoinHandle<()>>,
+    /// Dropped to start draining (a closed channel wakes every worker).
+    shutdown: Option<async_channel::Sender<()>>,
+    reloads: Vec<async_channel::Sender<Arc<Config>>>,
+    listen: Vec<SocketAddr>,
 }
 
 impl Running {
+    /// Stops accepting everywhere and lets in-flight work finish (SPEC §4).
+    pub fn drain(&mut self) {
+        self.shutdown = None;
+    }
+
+    /// Hands a new config to every worker. Listener addresses are bound at start and
+    /// stay; a changed `listen` is reported and needs a restart.
+    pub fn reload(&mut self, config: Arc<Config>) {
+        if config.listen != self.listen || config.workers != self.threads.len() {
+            log::warn!("reload: server.listen and server.workers changes take effect only after a restart");
+        }
+        for tx in &self.reloads {
+            let _ = tx.try_send(Arc::clone(&config));
+        }
+    }
+
+    /// Whether every worker has stopped.
+    pub fn is_finished(&self) -> bool {
+        self.threads.iter().all(JoinHandle::is_finished)
+    }
+
     /// Blocks until every worker stops.
     pub fn wait(self) {
         for t in self.threads {
@@ -62,50 +87,81 @@ pub fn start(config: Arc<Config>) -> io::Result<Running> {
         log::info!("listening on {actual} ({})", if https { "https" } else { "http" });
         addrs.push((actual, https));
     }
+    let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
     let mut threads = Vec::new();
+    let mut reloads = Vec::new();
     for (i, listeners) in per_worker.into_iter().enumerate() {
         let config = Arc::clone(&config);
+        let shutdown = shutdown_rx.clone();
+        let (reload_tx, reload_rx) = async_channel::bounded(4);
+        reloads.push(reload_tx);
         let thread = std::thread::Builder::new()
             .name(format!("sidecar-worker-{i}"))
-            .spawn(move || run_worker(config, listeners))?;
+            .spawn(move || run_worker(config, listeners, shutdown, reload_rx))?;
         threads.push(thread);
     }
-    Ok(Running { addrs, threads })
+    let listen = config.listen.clone();
+    Ok(Running { addrs, threads, shutdown: Some(shutdown_tx), reloads, listen })
 }
 
-fn run_worker(config: Arc<Config>, listeners: Vec<TcpListener>) {
+fn run_worker(
+    config: Arc<Config>,
+    listeners: Vec<TcpListener>,
+    shutdown: async_channel::Receiver<()>,
+    reloads: async_channel::Receiver<Arc<Config>>,
+) {
     let ex = Rc::new(LocalExecutor::new());
-    let worker = Rc::new(Worker::new(Arc::clone(&config)));
-    let tls = config.server_tls.clone().map(TlsAcceptor::from);
+    let worker = Rc::new(Worker::new(config, shutdown));
     let main = async {
         for listener in listeners {
             match Async::new(listener) {
-                Ok(l) => ex.spawn(accept_loop(Rc::clone(&ex), l, Rc::clone(&worker), tls.clone())).detach(),
+                Ok(l) => ex.spawn(accept_loop(Rc::clone(&ex), l, Rc::clone(&worker))).detach(),
                 Err(e) => log::error!("cannot register a listener: {e}"),
             }
         }
-        loop {
-            Timer::after(POOL_PRUNE_EVERY).await;
-            worker.pool.prune(Instant::now());
+        let w = Rc::clone(&worker);
+        ex.spawn(async move {
+            while let Ok(config) = reloads.recv().await {
+                w.set_config(config);
+            }
+        })
+        .detach();
+        let prune = async {
+            loop {
+                Timer::after(POOL_PRUNE_EVERY).await;
+                worker.pool.prune(Instant::now());
+            }
+        };
+        futures_lite::future::or(prune, worker.shutdown()).await;
+        // Draining: the listeners close themselves; wait for open connections (tunnels
+        // end by themselves at the drain timeout), with one last deadline.
+        let last = Instant::now() + worker.config().timeouts.drain + Duration::from_secs(1);
+        while worker.open_connections.get() > 0 && Instant::now() < last {
+            Timer::after(Duration::from_millis(20)).await;
         }
     };
     smol::block_on(ex.run(main));
 }
 
-async fn accept_loop(
-    ex: Rc<LocalExecutor<'static>>,
-    listener: Async<TcpListener>,
-    worker: Rc<Worker>,
-    tls: Option<TlsAcceptor>,
-) {
+async fn accept_loop(ex: Rc<LocalExecutor<'static>>, listener: Async<TcpListener>, worker: Rc<Worker>) {
     let local = listener.get_ref().local_addr().ok();
     let mut last_error_log: Option<Instant> = None;
     loop {
-        match listener.accept().await {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            worker.shutdown().await;
+            None
+        });
+        let Some(accepted) = accepted.await else {
+            // Returning drops the listener: the socket closes and new connections are refused.
+            return;
+        };
+        match accepted {
             Ok((tcp, peer)) => {
                 let _ = tcp.get_ref().set_nodelay(true);
                 let local = tcp.get_ref().local_addr().ok().or(local).unwrap_or(peer);
-                ex.spawn(connection(Rc::clone(&worker), tcp, peer, local, tls.clone())).detach();
+                // TLS settings are read per connection, so SIGHUP reloads certificates.
+                let tls = worker.config().server_tls.clone().map(TlsAcceptor::from);
+                ex.spawn(connection(Rc::clone(&worker), tcp, peer, local, tls)).detach();
             }
             Err(e) => {
                 // Out of descriptors (EMFILE/ENFILE) or a transient error: log at most
@@ -138,7 +194,7 @@ async fn connection(
 ) {
     worker.open_connections.set(worker.open_connections.get() + 1);
     let open = Open(Rc::clone(&worker));
-    let config = Arc::clone(&worker.config);
+    let config = worker.config();
     if worker.open_connections.get() > config.limits.max_connections {
         // Over the limit: a clear answer beats a silent queue (documented in README).
         let mut s = Stream::Plain(tcp);

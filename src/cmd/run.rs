@@ -18,10 +18,7 @@ pub fn run(path: &Path) -> i32 {
         }
     };
     match server::start(Arc::new(config)) {
-        Ok(running) => {
-            running.wait();
-            0
-        }
+        Ok(running) => crate::signals::run_until_stopped(running, path),
         Err(e) => {
             log::error!("{e}");
             1

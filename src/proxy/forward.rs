@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::access_log::AccessRecord;
+use crate::config::Config;
 use crate::h1::canned::canned;
 use crate::h1::framing::{request_framing, response_framing, Framing};
 use crate::h1::head::{parse_response_head, HeadError, RequestHead, ResponseHead, Version};
@@ -41,7 +42,9 @@ pub async fn handle(w: &Worker, client: &mut Conn, info: &ClientInfo, head: Requ
     let mut record =
         AccessRecord { peer: Some(info.peer), request_line: Some(head.request_line()), tries: 0, ..Default::default() };
     let mut progress = Progress { body_done: true, responded: false, sent_continue: false };
-    let result = run(w, client, info, &head, &mut record, &mut progress).await;
+    // One config for the whole request, even if a reload lands meanwhile.
+    let config = w.config();
+    let result = run(w, &config, client, info, &head, &mut record, &mut progress).await;
     record.elapsed = started.elapsed();
     match result {
         Ok(Next::Tunnel { backend, record, .. }) => Next::Tunnel { backend, record, started },
@@ -65,8 +68,11 @@ pub async fn handle(w: &Worker, client: &mut Conn, info: &ClientInfo, head: Requ
                 let _ = client.write_all(&canned(status, extra, close)).await;
                 let _ = client.flush().await;
             }
-            if matches!(e, ProxyError::Upstream { .. }) {
-                log::warn!("{}: {e}", record.label_or_dash());
+            // Connect failures were logged per attempt; other replica faults here.
+            if let ProxyError::Upstream { cause, .. } = &e {
+                if !matches!(cause, UpstreamError::Connect(_)) {
+                    log::warn!("{}: {e}", record.label_or_dash());
+                }
             }
             log_access(&record);
             if close {
@@ -86,6 +92,7 @@ impl AccessRecord {
 
 async fn run(
     w: &Worker,
+    config: &Config,
     client: &mut Conn,
     info: &ClientInfo,
     head: &RequestHead,
@@ -98,7 +105,7 @@ async fn run(
     if let Upgrade::Invalid(why) = upgrade {
         return Err(ProxyError::BadRequest(why));
     }
-    let dest = match decide(&w.config, head, info, upgrade)? {
+    let dest = match decide(config, head, info, upgrade)? {
         Decided::Forward(d) => d,
         Decided::Redirect { status, location, label } => {
             record.route = Some(label);
@@ -120,13 +127,14 @@ async fn run(
         }
     };
     record.route = Some(dest.label.clone());
-    forward(w, client, info, head, framing, &dest, record, progress).await
+    forward(w, config, client, info, head, framing, &dest, record, progress).await
 }
 
 /// Sends the request to a replica of `dest` and relays the answer.
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     w: &Worker,
+    config: &Config,
     client: &mut Conn,
     info: &ClientInfo,
     head: &RequestHead,
@@ -135,8 +143,7 @@ async fn forward(
     record: &mut AccessRecord,
     progress: &mut Progress,
 ) -> Result<Next, ProxyError> {
-    let config = &w.config;
-    let members = candidates(w, &dest.target);
+    let members = candidates(w, config, &dest.target);
     let idempotent = matches!(head.method.as_str(), "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE");
     let mut last_error = None;
     let mut stale_retry_used = false;
@@ -172,9 +179,9 @@ async fn forward(
         let fwd = Forwarding { peer_ip: &info.peer_ip, proto: if info.https { "https" } else { "http" }, via };
         let mut out = Vec::with_capacity(512);
         write_request_head(head, &outgoing, &fwd, &mut out);
-        match send(w, client, &mut backend, head, framing, out, progress, url).await {
+        match send(config, client, &mut backend, head, framing, out, progress, url).await {
             Ok(Sent::Response(res)) => {
-                return relay(w, client, info, head, dest, url, backend, res, record, progress).await;
+                return relay(w, config, client, info, head, dest, url, backend, res, record, progress).await;
             }
             Ok(Sent::Failed(cause)) => {
                 // Nothing of the response arrived. Retry on a fresh connection when the
@@ -194,11 +201,11 @@ async fn forward(
 
 /// The replicas to try, in order. A URL target has one; a balancer lists its usable
 /// members starting at a rotating position.
-fn candidates(w: &Worker, target: &Target) -> Vec<Url> {
+fn candidates(w: &Worker, config: &Config, target: &Target) -> Vec<Url> {
     match target {
         Target::Url(u) => vec![Url { path: "/".to_string(), ..u.clone() }],
         Target::Balancer { name, .. } => {
-            let Some(b) = w.config.balancer(name) else { return Vec::new() };
+            let Some(b) = config.balancer(name) else { return Vec::new() };
             let usable: Vec<&crate::config::MemberConfig> =
                 b.members.iter().filter(|m| m.status == crate::config::MemberStatus::Normal).collect();
             if usable.is_empty() {
@@ -221,7 +228,7 @@ enum Sent {
 /// Writes head and body, reads the response head (relaying `100 Continue`).
 #[allow(clippy::too_many_arguments)]
 async fn send(
-    w: &Worker,
+    config: &Config,
     client: &mut Conn,
     backend: &mut Conn,
     head: &RequestHead,
@@ -230,7 +237,7 @@ async fn send(
     progress: &mut Progress,
     url: &Url,
 ) -> Result<Sent, ProxyError> {
-    let timeouts = &w.config.timeouts;
+    let timeouts = &config.timeouts;
     // A small body already in hand goes out with the head, in one write.
     if let Framing::Length(n) = framing {
         if !head.expects_continue() && client.buffered().len() as u64 >= n {
@@ -353,6 +360,7 @@ async fn read_response_head(
 #[allow(clippy::too_many_arguments)]
 async fn relay(
     w: &Worker,
+    config: &Config,
     client: &mut Conn,
     info: &ClientInfo,
     head: &RequestHead,
@@ -363,7 +371,6 @@ async fn relay(
     record: &mut AccessRecord,
     progress: &mut Progress,
 ) -> Result<Next, ProxyError> {
-    let config = &w.config;
     let replica = url.origin();
     let bad = |why: String| ProxyError::Upstream { replica: replica.clone(), cause: UpstreamError::Malformed(why) };
     let via = config.via.then(|| config.server_name.as_deref().unwrap_or("sidecar"));
@@ -395,7 +402,8 @@ async fn relay(
         Framing::Chunked | Framing::UntilClose if client_11 => (Framing::Chunked, Encoding::Chunked),
         Framing::Chunked | Framing::UntilClose => (Framing::UntilClose, Encoding::Raw),
     };
-    let keep_alive = head.wants_keep_alive() && progress.body_done && client_framing != Framing::UntilClose;
+    let keep_alive =
+        head.wants_keep_alive() && progress.body_done && client_framing != Framing::UntilClose && !w.draining.get();
     let connection = if keep_alive { ClientConnection::KeepAlive } else { ClientConnection::Close };
     let mut out = Vec::with_capacity(512);
     write_response_head(&res, head.version, client_framing, connection, via, &reverse, &mut out);

@@ -10,7 +10,7 @@ mod error;
 mod forward;
 pub mod tunnel;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -29,17 +29,44 @@ pub use error::{ProxyError, UpstreamError};
 /// Per worker thread: the config in force, the backend pool, counters. Shared by the
 /// worker's connection tasks through `Rc`: no locks on the hot path.
 pub struct Worker {
-    pub config: Arc<Config>,
+    config: RefCell<Arc<Config>>,
     pub pool: Pool,
     pub open_connections: Cell<usize>,
+    /// Set once SIGTERM/SIGINT arrived: no new requests on kept-alive connections.
+    pub draining: Cell<bool>,
+    /// Closed when draining starts; every wait that should end then listens on it.
+    shutdown: async_channel::Receiver<()>,
     /// Round-robin position per balancer, until the balancer module takes over.
     pub(crate) rotation: Cell<usize>,
 }
 
 impl Worker {
-    pub fn new(config: Arc<Config>) -> Self {
+    pub fn new(config: Arc<Config>, shutdown: async_channel::Receiver<()>) -> Self {
         let pool = Pool::new(config.timeouts.pool_idle);
-        Self { config, pool, open_connections: Cell::new(0), rotation: Cell::new(0) }
+        Self {
+            config: RefCell::new(config),
+            pool,
+            open_connections: Cell::new(0),
+            draining: Cell::new(false),
+            shutdown,
+            rotation: Cell::new(0),
+        }
+    }
+
+    /// The config in force now; a request keeps the one it started with.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.borrow())
+    }
+
+    /// SIGHUP: new connections and requests use `config` from now on.
+    pub fn set_config(&self, config: Arc<Config>) {
+        *self.config.borrow_mut() = config;
+    }
+
+    /// Completes when draining starts.
+    pub async fn shutdown(&self) {
+        let _ = self.shutdown.recv().await;
+        self.draining.set(true);
     }
 }
 
@@ -65,16 +92,23 @@ pub enum Next {
 
 /// Serves one client connection until it closes.
 pub async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) {
-    let config = Arc::clone(&worker.config);
     let mut client = Conn::new(stream);
     let mut first = true;
     loop {
+        let config = worker.config();
         client.shrink();
+        if worker.draining.get() {
+            return;
+        }
         if client.buffered().is_empty() {
             // Between requests a connection may idle for the keep-alive timeout; the
-            // first request must start within the header timeout.
+            // first request must start within the header timeout. Draining ends the wait.
             let wait = if first { config.timeouts.header } else { config.timeouts.keepalive };
-            match with_timeout(wait, client.fill(config.limits.max_head_bytes)).await {
+            let next = futures_lite::future::or(with_timeout(wait, client.fill(config.limits.max_head_bytes)), async {
+                worker.shutdown().await;
+                Ok(0)
+            });
+            match next.await {
                 Ok(n) if n > 0 => {}
                 _ => return,
             }
@@ -128,7 +162,10 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) {
                     backend_stream,
                     to_client,
                     config.timeouts.tunnel_idle,
-                    std::future::pending(),
+                    async {
+                        worker.shutdown().await;
+                        async_io::Timer::after(config.timeouts.drain).await;
+                    },
                 )
                 .await;
                 record.elapsed = started.elapsed();
