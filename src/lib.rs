@@ -13,16 +13,19 @@
 #![forbid(unsafe_code)]
 
 pub mod access_log;
+pub mod admin;
 pub mod balance;
 pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod h1;
+pub mod metrics;
 pub mod net;
 pub mod proxy;
 pub mod rewrite;
 pub mod route;
 pub mod server;
+pub mod shared;
 pub mod signals;
 pub mod target;
 pub mod tls;

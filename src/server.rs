@@ -18,6 +18,7 @@ use crate::h1::canned::canned;
 use crate::net::listen::bind;
 use crate::net::stream::{with_timeout, Stream};
 use crate::proxy::{serve, ClientInfo, Worker};
+use crate::shared::Shared;
 
 /// After `accept` fails for lack of descriptors, wait this long before the next try
 /// rather than spinning (SECURITY L6).
@@ -34,6 +35,7 @@ pub struct Running {
     shutdown: Option<async_channel::Sender<()>>,
     reloads: Vec<async_channel::Sender<Arc<Config>>>,
     listen: Vec<SocketAddr>,
+    pub shared: Arc<Shared>,
 }
 
 impl Running {
@@ -48,6 +50,7 @@ impl Running {
         if config.listen != self.listen || config.workers != self.threads.len() {
             log::warn!("reload: server.listen and server.workers changes take effect only after a restart");
         }
+        self.shared.set_config(Arc::clone(&config));
         for tx in &self.reloads {
             let _ = tx.try_send(Arc::clone(&config));
         }
@@ -68,7 +71,8 @@ impl Running {
 
 /// Binds every listener for every worker (so a bind error is reported before anything
 /// runs) and starts the workers.
-pub fn start(config: Arc<Config>) -> io::Result<Running> {
+pub fn start(shared: Arc<Shared>) -> io::Result<Running> {
+    let config = shared.config();
     let reuse_port = config.workers > 1;
     let mut per_worker: Vec<Vec<TcpListener>> = (0..config.workers).map(|_| Vec::new()).collect();
     let mut addrs = Vec::new();
@@ -91,27 +95,27 @@ pub fn start(config: Arc<Config>) -> io::Result<Running> {
     let mut threads = Vec::new();
     let mut reloads = Vec::new();
     for (i, listeners) in per_worker.into_iter().enumerate() {
-        let config = Arc::clone(&config);
+        let shared = Arc::clone(&shared);
         let shutdown = shutdown_rx.clone();
         let (reload_tx, reload_rx) = async_channel::bounded(4);
         reloads.push(reload_tx);
         let thread = std::thread::Builder::new()
             .name(format!("sidecar-worker-{i}"))
-            .spawn(move || run_worker(config, listeners, shutdown, reload_rx))?;
+            .spawn(move || run_worker(shared, listeners, shutdown, reload_rx))?;
         threads.push(thread);
     }
     let listen = config.listen.clone();
-    Ok(Running { addrs, threads, shutdown: Some(shutdown_tx), reloads, listen })
+    Ok(Running { addrs, threads, shutdown: Some(shutdown_tx), reloads, listen, shared })
 }
 
 fn run_worker(
-    config: Arc<Config>,
+    shared: Arc<Shared>,
     listeners: Vec<TcpListener>,
     shutdown: async_channel::Receiver<()>,
     reloads: async_channel::Receiver<Arc<Config>>,
 ) {
     let ex = Rc::new(LocalExecutor::new());
-    let worker = Rc::new(Worker::new(config, shutdown));
+    let worker = Rc::new(Worker::new(shared, shutdown));
     let main = async {
         for listener in listeners {
             match Async::new(listener) {
@@ -182,6 +186,7 @@ struct Open(Rc<Worker>);
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.open_connections.set(self.0.open_connections.get() - 1);
+        self.0.shared.metrics.open_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -193,6 +198,7 @@ async fn connection(
     tls: Option<TlsAcceptor>,
 ) {
     worker.open_connections.set(worker.open_connections.get() + 1);
+    worker.shared.metrics.open_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let open = Open(Rc::clone(&worker));
     let config = worker.config();
     if worker.open_connections.get() > config.limits.max_connections {

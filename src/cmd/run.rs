@@ -17,7 +17,15 @@ pub fn run(path: &Path) -> i32 {
             return 1;
         }
     };
-    match server::start(Arc::new(config)) {
+    let admin = config.admin;
+    let shared = crate::shared::Shared::new(Arc::new(config));
+    if let Some(addr) = admin {
+        if let Err(e) = crate::admin::start(addr, Arc::clone(&shared)) {
+            log::error!("cannot listen on {addr} (admin): {e}");
+            return 1;
+        }
+    }
+    match server::start(shared) {
         Ok(running) => crate::signals::run_until_stopped(running, path),
         Err(e) => {
             log::error!("{e}");

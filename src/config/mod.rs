@@ -92,6 +92,25 @@ pub struct BalancerConfig {
     pub members: Vec<MemberConfig>,
 }
 
+impl BalancerConfig {
+    /// Whether any member could take traffic now.
+    pub fn usable(&self) -> bool {
+        self.members.iter().any(|m| matches!(m.status, MemberStatus::Normal | MemberStatus::HotStandby))
+    }
+
+    /// The members as a JSON array, for `/status`.
+    pub fn members_json(&self) -> String {
+        let items: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| {
+                format!("{{\"url\":\"{}\",\"loadfactor\":{},\"status\":\"{:?}\"}}", m.url.origin(), m.weight, m.status)
+            })
+            .collect();
+        format!("[{}]", items.join(","))
+    }
+}
+
 impl Config {
     pub fn balancer(&self, name: &str) -> Option<&BalancerConfig> {
         self.balancers.iter().find(|b| b.name == name)

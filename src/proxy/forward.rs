@@ -3,6 +3,7 @@
 //! the application (STYLE §3): a stale pooled connection that died before any response
 //! byte, and a replica that could not be connected to.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use crate::access_log::AccessRecord;
@@ -13,6 +14,7 @@ use crate::h1::head::{parse_response_head, HeadError, RequestHead, ResponseHead,
 use crate::h1::headers::{write_request_head, write_response_head, ClientConnection, Forwarding, Outgoing, CONTINUE};
 use crate::h1::scan::HeadScanner;
 use crate::h1::upgrade::{check_switch, classify_upgrade, Upgrade};
+use crate::metrics::Metrics;
 use crate::net::connect::connect;
 use crate::net::stream::Conn;
 use crate::route::{join_paths, reverse_url};
@@ -21,7 +23,7 @@ use crate::target::{Target, Url};
 use super::body::{copy_body, CopyError, Encoding};
 use super::decide::{decide, Decided, Destination};
 use super::error::{ProxyError, UpstreamError};
-use super::{log_access, ClientInfo, Next, Worker};
+use super::{finish, ClientInfo, Next, Worker};
 
 /// How long to wait for a backend's `100 Continue` before sending the body anyway
 /// (RFC 9110 §10.1.1: a client "MAY proceed to send content" without it; curl waits 1 s).
@@ -49,7 +51,7 @@ pub async fn handle(w: &Worker, client: &mut Conn, info: &ClientInfo, head: Requ
     match result {
         Ok(Next::Tunnel { backend, record, .. }) => Next::Tunnel { backend, record, started },
         Ok(next) => {
-            log_access(&record);
+            finish(w, &record);
             next
         }
         Err(e) => {
@@ -74,7 +76,7 @@ pub async fn handle(w: &Worker, client: &mut Conn, info: &ClientInfo, head: Requ
                     log::warn!("{}: {e}", record.label_or_dash());
                 }
             }
-            log_access(&record);
+            finish(w, &record);
             if close {
                 Next::Close
             } else {
@@ -155,6 +157,8 @@ async fn forward(
         let fail = |cause: UpstreamError| ProxyError::Upstream { replica: url.origin(), cause };
         let pooled = if stale_retry_used { None } else { w.pool.take(url, Instant::now()) };
         let reused = pooled.is_some();
+        let counter = if reused { &w.shared.metrics.pool_reused } else { &w.shared.metrics.pool_new };
+        counter.fetch_add(1, Relaxed);
         let mut backend = match pooled {
             Some(c) => c,
             None => match connect(url, &config.backend_tls, config.timeouts.connect).await {
@@ -162,6 +166,7 @@ async fn forward(
                 Err(e) => {
                     // Nothing was sent: another replica may take it, whatever the method.
                     log::warn!("{}: {e}", url.origin());
+                    w.shared.metrics.connect_errors.fetch_add(1, Relaxed);
                     last_error = Some(fail(UpstreamError::Connect(e)));
                     i += 1;
                     continue;
@@ -179,7 +184,7 @@ async fn forward(
         let fwd = Forwarding { peer_ip: &info.peer_ip, proto: if info.https { "https" } else { "http" }, via };
         let mut out = Vec::with_capacity(512);
         write_request_head(head, &outgoing, &fwd, &mut out);
-        match send(config, client, &mut backend, head, framing, out, progress, url).await {
+        match send(config, &w.shared.metrics, client, &mut backend, head, framing, out, progress, url).await {
             Ok(Sent::Response(res)) => {
                 return relay(w, config, client, info, head, dest, url, backend, res, record, progress).await;
             }
@@ -229,6 +234,7 @@ enum Sent {
 #[allow(clippy::too_many_arguments)]
 async fn send(
     config: &Config,
+    metrics: &Metrics,
     client: &mut Conn,
     backend: &mut Conn,
     head: &RequestHead,
@@ -244,6 +250,7 @@ async fn send(
             out.extend_from_slice(&client.buffered()[..n as usize]);
             client.consume(n as usize);
             progress.body_done = true;
+            metrics.bytes_in.fetch_add(n, Relaxed);
         }
     }
     if let Err(e) = write_flush(backend, &out).await {
@@ -276,7 +283,10 @@ async fn send(
         }
         let encoding = if framing == Framing::Chunked { Encoding::Chunked } else { Encoding::Raw };
         match copy_body(client, &mut backend.stream, framing, encoding, timeouts.proxy, Vec::new()).await {
-            Ok(_) => progress.body_done = true,
+            Ok(n) => {
+                progress.body_done = true;
+                metrics.bytes_in.fetch_add(n, Relaxed);
+            }
             Err(CopyError::Write(e)) => {
                 return Err(ProxyError::Upstream { replica: url.origin(), cause: UpstreamError::Io(e) })
             }

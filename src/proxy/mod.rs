@@ -13,6 +13,7 @@ pub mod tunnel;
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,6 +24,7 @@ use crate::h1::head::{parse_request_head, HeadError, RequestHead};
 use crate::h1::scan::HeadScanner;
 use crate::net::pool::Pool;
 use crate::net::stream::{deadline, with_timeout, Conn, Stream};
+use crate::shared::Shared;
 
 pub use error::{ProxyError, UpstreamError};
 
@@ -30,6 +32,7 @@ pub use error::{ProxyError, UpstreamError};
 /// worker's connection tasks through `Rc`: no locks on the hot path.
 pub struct Worker {
     config: RefCell<Arc<Config>>,
+    pub shared: Arc<Shared>,
     pub pool: Pool,
     pub open_connections: Cell<usize>,
     /// Set once SIGTERM/SIGINT arrived: no new requests on kept-alive connections.
@@ -41,10 +44,12 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(config: Arc<Config>, shutdown: async_channel::Receiver<()>) -> Self {
+    pub fn new(shared: Arc<Shared>, shutdown: async_channel::Receiver<()>) -> Self {
+        let config = shared.config();
         let pool = Pool::new(config.timeouts.pool_idle);
         Self {
             config: RefCell::new(config),
+            shared,
             pool,
             open_connections: Cell::new(0),
             draining: Cell::new(false),
@@ -126,24 +131,26 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) {
                 };
                 let _ = client.write_all(&canned(status, &[], true)).await;
                 let _ = client.flush().await;
-                log_access(&AccessRecord {
+                let record = AccessRecord {
                     peer: Some(info.peer),
                     status,
                     elapsed: started.elapsed(),
                     reason: Some(reason),
                     ..Default::default()
-                });
+                };
+                finish(&worker, &record);
                 return;
             }
             None => {
                 let _ = client.write_all(&canned(408, &[], true)).await;
-                log_access(&AccessRecord {
+                let record = AccessRecord {
                     peer: Some(info.peer),
                     status: 408,
                     elapsed: started.elapsed(),
                     reason: Some("request head not complete within header_timeout".into()),
                     ..Default::default()
-                });
+                };
+                finish(&worker, &record);
                 return;
             }
         };
@@ -154,6 +161,7 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) {
                 return;
             }
             Next::Tunnel { backend, mut record, started } => {
+                worker.shared.metrics.open_tunnels.fetch_add(1, Relaxed);
                 let (client_stream, to_backend) = client.into_parts();
                 let (backend_stream, to_client) = backend.into_parts();
                 let stats = tunnel::run(
@@ -173,7 +181,11 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) {
                 if stats.end != tunnel::TunnelEnd::Closed {
                     record.reason = Some(format!("tunnel ended: {:?}", stats.end));
                 }
-                log_access(&record);
+                let m = &worker.shared.metrics;
+                m.open_tunnels.fetch_sub(1, Relaxed);
+                m.bytes_in.fetch_add(stats.up, Relaxed);
+                m.bytes_out.fetch_add(stats.down, Relaxed);
+                finish(&worker, &record);
                 return;
             }
         }
@@ -216,6 +228,12 @@ async fn read_head(client: &mut Conn, max_bytes: usize) -> Result<RequestHead, R
     }
 }
 
-pub fn log_access(record: &AccessRecord) {
+/// The end of a request: its access line and its counters.
+pub fn finish(worker: &Worker, record: &AccessRecord) {
     log::info!(target: "access", "{record}");
+    let m = &worker.shared.metrics;
+    m.request(record.route.as_deref().unwrap_or("-"), record.status, record.elapsed);
+    if let Some(bytes) = record.bytes {
+        m.bytes_out.fetch_add(bytes, Relaxed);
+    }
 }
