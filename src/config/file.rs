@@ -41,6 +41,7 @@ pub struct Server {
     pub max_head_bytes: Option<Spanned<u32>>,
     pub max_connections: Option<Spanned<u32>>,
     pub via: Option<bool>,
+    pub access_log: Option<Spanned<String>>,
     pub tls: Option<Spanned<ServerTls>>,
 }
 

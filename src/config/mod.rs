@@ -16,6 +16,7 @@ use futures_rustls::rustls::{ClientConfig, ServerConfig};
 pub use diag::Diagnostic;
 pub use duration::parse_duration;
 
+use crate::access_log::AccessFormat;
 use crate::rewrite::Rules;
 use crate::route::{ReverseRule, Routes};
 use crate::target::Url;
@@ -31,6 +32,7 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub via: bool,
+    pub access_log: AccessFormat,
     pub admin: Option<SocketAddr>,
     pub rules: Rules,
     /// The `[[rewrite]]` sources, for `check` and lints.

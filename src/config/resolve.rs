@@ -11,6 +11,7 @@ use super::diag::{Diagnostic, Lines};
 use super::duration::parse_duration;
 use super::file::{self, File};
 use super::{BalancerConfig, Config, Limits, MemberConfig, MemberStatus, Timeouts};
+use crate::access_log::AccessFormat;
 use crate::rewrite::{Field, RuleSource, Rules};
 use crate::route::{normalize_target, ReverseRule, Route, Routes};
 use crate::target::{parse_target, Scheme, Target, Url};
@@ -132,6 +133,19 @@ impl Cx<'_> {
             Some(v) => *v.get_ref(),
             None => DEFAULT_MAX_HEAD_BYTES,
         };
+        let access_log = match server.access_log.as_ref().map(|v| (v, v.get_ref().as_str())) {
+            None | Some((_, "combined")) => AccessFormat::Combined,
+            Some((_, "off")) => AccessFormat::Off,
+            Some((_, "json")) => AccessFormat::Json,
+            Some((v, other)) => {
+                self.err(
+                    v,
+                    "server.access_log",
+                    format!("unknown format {other:?} (expected \"off\", \"combined\" or \"json\")"),
+                );
+                AccessFormat::Combined
+            }
+        };
         let max_connections = server.max_connections.as_ref().map_or(DEFAULT_MAX_CONNECTIONS, |v| *v.get_ref());
         let server_tls = server.tls.as_ref().and_then(|tls| {
             let t = tls.get_ref();
@@ -191,6 +205,7 @@ impl Cx<'_> {
             timeouts,
             limits: Limits { max_head_bytes: max_head_bytes as usize, max_connections: max_connections as usize },
             via: server.via.unwrap_or(false),
+            access_log,
             admin,
             rules: rules?,
             rule_sources,

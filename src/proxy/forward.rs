@@ -31,6 +31,8 @@ const EXPECT_WAIT: Duration = Duration::from_secs(1);
 
 /// Where the request stands, so an error is answered correctly.
 struct Progress {
+    /// When the request head started arriving.
+    started: Instant,
     /// The request body has been read completely from the client (or there was none).
     body_done: bool,
     /// Bytes of the response have reached the client: no error page can follow.
@@ -42,8 +44,11 @@ struct Progress {
 /// Handles one request and says how the connection continues.
 pub async fn handle(w: &Worker, client: &mut Conn, info: &ClientInfo, head: RequestHead, started: Instant) -> Next {
     let mut record =
-        AccessRecord { peer: Some(info.peer), request_line: Some(head.request_line()), tries: 0, ..Default::default() };
-    let mut progress = Progress { body_done: true, responded: false, sent_continue: false };
+        AccessRecord { peer: Some(info.peer), request_line: Some(head.request_line()), ..Default::default() };
+    let header = |name| head.headers.get(name).map(|v| String::from_utf8_lossy(v).into_owned());
+    record.referer = header("Referer");
+    record.user_agent = header("User-Agent");
+    let mut progress = Progress { started, body_done: true, responded: false, sent_continue: false };
     // One config for the whole request, even if a reload lands meanwhile.
     let config = w.config();
     let result = run(w, &config, client, info, &head, &mut record, &mut progress).await;
@@ -391,6 +396,7 @@ async fn relay(
         reverse_url(v, &config.reverse, &front_origin(config.server_name.as_deref(), head, info))
     };
     record.status = res.status;
+    record.ttfb = Some(progress.started.elapsed());
     if res.status == 101 {
         if !dest.websocket {
             return Err(bad("101 to a request that was not a WebSocket handshake".into()));

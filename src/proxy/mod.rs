@@ -230,7 +230,11 @@ async fn read_head(client: &mut Conn, max_bytes: usize) -> Result<RequestHead, R
 
 /// The end of a request: its access line and its counters.
 pub fn finish(worker: &Worker, record: &AccessRecord) {
-    log::info!(target: "access", "{record}");
+    if let Some(line) = record.line(worker.config.borrow().access_log, std::time::SystemTime::now()) {
+        use std::io::Write;
+        // stdout is line-buffered: one write per line, lines from workers never interleave.
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
     let m = &worker.shared.metrics;
     m.request(record.route.as_deref().unwrap_or("-"), record.status, record.elapsed);
     if let Some(bytes) = record.bytes {
