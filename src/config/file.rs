@@ -40,6 +40,7 @@ pub struct Server {
     pub pool_idle_timeout: Option<Spanned<String>>,
     pub max_head_bytes: Option<Spanned<u32>>,
     pub max_connections: Option<Spanned<u32>>,
+    pub max_body_bytes: Option<Spanned<u64>>,
     pub via: Option<bool>,
     pub access_log: Option<Spanned<String>>,
     pub tls: Option<Spanned<ServerTls>>,

@@ -63,6 +63,8 @@ pub struct Timeouts {
 pub struct Limits {
     pub max_head_bytes: usize,
     pub max_connections: usize,
+    /// Request bodies over this are refused with 413; `None`: no limit.
+    pub max_body_bytes: Option<u64>,
 }
 
 /// `+H`, `+N`, `+D` (Apache's BalancerMember status letters).

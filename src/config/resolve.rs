@@ -203,7 +203,11 @@ impl Cx<'_> {
             server_name: server.server_name.as_ref().map(|s| s.get_ref().clone()),
             workers,
             timeouts,
-            limits: Limits { max_head_bytes: max_head_bytes as usize, max_connections: max_connections as usize },
+            limits: Limits {
+                max_head_bytes: max_head_bytes as usize,
+                max_connections: max_connections as usize,
+                max_body_bytes: server.max_body_bytes.as_ref().map(|v| *v.get_ref()),
+            },
             via: server.via.unwrap_or(false),
             access_log,
             admin,

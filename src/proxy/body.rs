@@ -29,10 +29,12 @@ pub enum CopyError {
     Truncated,
     /// The source's chunked coding is malformed.
     Chunk(&'static str),
+    /// More body than `max_bytes`.
+    TooLarge,
 }
 
-/// Copies one body. `prefix` (a head written just before) goes out with the first
-/// body bytes in one write. Returns the body bytes copied.
+/// Copies one body of at most `max_bytes`. `prefix` (a head written just before) goes
+/// out with the first body bytes in one write. Returns the body bytes copied.
 pub async fn copy_body(
     from: &mut Conn,
     to: &mut Stream,
@@ -40,6 +42,7 @@ pub async fn copy_body(
     encoding: Encoding,
     idle: Duration,
     prefix: Vec<u8>,
+    max_bytes: Option<u64>,
 ) -> Result<u64, CopyError> {
     let mut out = prefix;
     let mut copied = 0u64;
@@ -86,6 +89,9 @@ pub async fn copy_body(
                 out.extend_from_slice(bytes);
             }
             copied += bytes.len() as u64;
+            if max_bytes.is_some_and(|max| copied > max) {
+                return Err(CopyError::TooLarge);
+            }
         }
         from.consume(consumed);
         if !out.is_empty() && (out.len() >= READ_BYTES || from.buffered().is_empty()) {

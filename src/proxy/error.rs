@@ -49,6 +49,8 @@ pub enum ProxyError {
     /// The client's request is malformed; the text says how.
     BadRequest(&'static str),
     HeadTooLarge,
+    /// Over `max_body_bytes`: 413.
+    BodyTooLarge,
     MethodNotAllowed,
     NoRoute(&'static str),
     Forbidden,
@@ -73,6 +75,7 @@ impl ProxyError {
         match self {
             Self::BadRequest(_) => Some(400),
             Self::HeadTooLarge => Some(431),
+            Self::BodyTooLarge => Some(413),
             Self::MethodNotAllowed => Some(405),
             Self::NoRoute(_) => Some(404),
             Self::Forbidden => Some(403),
@@ -87,7 +90,14 @@ impl ProxyError {
     /// Client errors close the connection: after a framing problem nothing that follows
     /// can be trusted to be a request (SECURITY §0.1, S22).
     pub fn closes_connection(&self) -> bool {
-        matches!(self, Self::BadRequest(_) | Self::HeadTooLarge | Self::MethodNotAllowed | Self::ClientGone(_))
+        matches!(
+            self,
+            Self::BadRequest(_)
+                | Self::HeadTooLarge
+                | Self::BodyTooLarge
+                | Self::MethodNotAllowed
+                | Self::ClientGone(_)
+        )
     }
 }
 
@@ -96,6 +106,7 @@ impl fmt::Display for ProxyError {
         match self {
             Self::BadRequest(why) => f.write_str(why),
             Self::HeadTooLarge => f.write_str("request head too large"),
+            Self::BodyTooLarge => f.write_str("request body over max_body_bytes"),
             Self::MethodNotAllowed => f.write_str("CONNECT is not served"),
             Self::NoRoute(why) => f.write_str(why),
             Self::Forbidden => f.write_str("forbidden by a rewrite rule"),

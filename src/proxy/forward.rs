@@ -107,6 +107,12 @@ async fn run(
     progress: &mut Progress,
 ) -> Result<Next, ProxyError> {
     let framing = request_framing(head).map_err(|e| ProxyError::BadRequest(e.0))?;
+    if let (Framing::Length(n), Some(max)) = (framing, config.limits.max_body_bytes) {
+        if n > max {
+            progress.body_done = false;
+            return Err(ProxyError::BodyTooLarge);
+        }
+    }
     progress.body_done = framing == Framing::None;
     let upgrade = classify_upgrade(head);
     if let Upgrade::Invalid(why) = upgrade {
@@ -287,7 +293,17 @@ async fn send(
             }
         }
         let encoding = if framing == Framing::Chunked { Encoding::Chunked } else { Encoding::Raw };
-        match copy_body(client, &mut backend.stream, framing, encoding, timeouts.proxy, Vec::new()).await {
+        match copy_body(
+            client,
+            &mut backend.stream,
+            framing,
+            encoding,
+            timeouts.proxy,
+            Vec::new(),
+            config.limits.max_body_bytes,
+        )
+        .await
+        {
             Ok(n) => {
                 progress.body_done = true;
                 metrics.bytes_in.fetch_add(n, Relaxed);
@@ -296,6 +312,7 @@ async fn send(
                 return Err(ProxyError::Upstream { replica: url.origin(), cause: UpstreamError::Io(e) })
             }
             Err(CopyError::Chunk(why)) => return Err(ProxyError::BadRequest(why)),
+            Err(CopyError::TooLarge) => return Err(ProxyError::BodyTooLarge),
             Err(CopyError::Read(e)) => return Err(ProxyError::ClientGone(e)),
             Err(CopyError::Truncated) => {
                 return Err(ProxyError::ClientGone(std::io::Error::new(
@@ -431,7 +448,7 @@ async fn relay(
             Version::Http11 => !res.headers.has_token("Connection", "close"),
             Version::Http10 => res.headers.has_token("Connection", "keep-alive"),
         };
-    match copy_body(&mut backend, &mut client.stream, rf.framing, encoding, config.timeouts.proxy, out).await {
+    match copy_body(&mut backend, &mut client.stream, rf.framing, encoding, config.timeouts.proxy, out, None).await {
         Ok(n) => record.bytes = Some(n),
         Err(CopyError::Write(e)) => return Err(ProxyError::ClientGone(e)),
         Err(e) => {
