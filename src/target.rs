@@ -76,10 +76,7 @@ impl Url {
 
     /// The host without IPv6 brackets, as a resolver or TLS server name wants it.
     pub fn bare_host(&self) -> &str {
-        self.host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(&self.host)
+        self.host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(&self.host)
     }
 }
 
@@ -191,7 +188,9 @@ pub fn split_host_port(authority: &str) -> Result<(&str, Option<&str>), TargetEr
         let host = &authority[..end + 2];
         return match &v6[end + 1..] {
             "" => Ok((host, None)),
-            p => p.strip_prefix(':').map(|p| (host, Some(p))).ok_or_else(|| TargetError::BadHost(authority.to_string())),
+            p => {
+                p.strip_prefix(':').map(|p| (host, Some(p))).ok_or_else(|| TargetError::BadHost(authority.to_string()))
+            }
         };
     }
     let (host, port) = match authority.split_once(':') {

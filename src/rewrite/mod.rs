@@ -54,11 +54,32 @@ pub enum Decision {
     Refused { rule: usize, reason: String },
 }
 
+/// Which string of a `[[rewrite]]` entry an error is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Cond(usize),
+    Rule,
+}
+
+/// A rule that does not parse: where, and what was expected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleError {
+    pub entry: usize,
+    pub field: Field,
+    /// 1-based column in the cond/rule string.
+    pub column: usize,
+    pub message: String,
+}
+
 /// The compiled rule set.
 #[derive(Default, Debug)]
 pub struct Rules {}
 
 impl Rules {
+    pub fn parse(_entries: &[RuleSource<'_>]) -> Result<Rules, Vec<RuleError>> {
+        Ok(Rules {})
+    }
+
     pub fn evaluate(&self, _req: &dyn RequestVars) -> Decision {
         Decision::Pass
     }

@@ -1,0 +1,257 @@
+//! PURE. One access line per request and one per closed tunnel (STYLE §4, issue 5):
+//! Apache's "combined" format plus where the request went and how long it took, or the
+//! same facts as one JSON object. Wire bytes are escaped; only `Referer` and
+//! `User-Agent` values are logged, never `Authorization` or `Cookie`.
+
+use std::fmt::{self, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `[server] access_log`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AccessFormat {
+    Off,
+    #[default]
+    Combined,
+    Json,
+}
+
+/// Everything an access line says.
+#[derive(Clone, Debug, Default)]
+pub struct AccessRecord {
+    pub peer: Option<SocketAddr>,
+    /// `None` when no request line could be read.
+    pub request_line: Option<String>,
+    pub referer: Option<String>,
+    pub user_agent: Option<String>,
+    pub status: u16,
+    /// Response body bytes sent; `None` when no body was relayed.
+    pub bytes: Option<u64>,
+    /// From the first byte of the request head to the backend's response head.
+    pub ttfb: Option<Duration>,
+    pub elapsed: Duration,
+    pub route: Option<String>,
+    pub replica: Option<String>,
+    pub tries: u32,
+    /// Tunnel bytes client→backend and backend→client.
+    pub tunnel: Option<(u64, u64)>,
+    pub reason: Option<String>,
+}
+
+/// Appends `s` with `"`, `\` and bytes outside printable ASCII as `\xHH`.
+fn escaped(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if c.is_ascii_graphic() || c == ' ' => out.push(c),
+            c => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    let _ = write!(out, "\\x{b:02x}");
+                }
+            }
+        }
+    }
+}
+
+/// Appends `s` as a JSON string.
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// `25/Nov/2026:07:22:01 +0000`: Apache's `%t` in UTC.
+pub fn clf_time(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let month = MONTHS[(m - 1) as usize];
+    format!("{d:02}/{month}/{y}:{:02}:{:02}:{:02} +0000", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Days since 1970-01-01 → (year, month, day) (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+impl AccessRecord {
+    /// The line in `format` at time `now` (the end of the request), or `None` when off.
+    pub fn line(&self, format: AccessFormat, now: SystemTime) -> Option<String> {
+        match format {
+            AccessFormat::Off => None,
+            AccessFormat::Combined => Some(self.combined(now)),
+            AccessFormat::Json => Some(self.json(now)),
+        }
+    }
+
+    fn combined(&self, now: SystemTime) -> String {
+        let mut s = String::with_capacity(256);
+        match self.peer {
+            Some(p) => {
+                let _ = write!(s, "{}", p.ip());
+            }
+            None => s.push('-'),
+        }
+        let _ = write!(s, " - - [{}] \"", clf_time(now));
+        escaped(&mut s, self.request_line.as_deref().unwrap_or("-"));
+        let _ = write!(s, "\" {} ", self.status);
+        match self.bytes {
+            Some(b) if b > 0 => {
+                let _ = write!(s, "{b}");
+            }
+            _ => s.push('-'),
+        }
+        for v in [&self.referer, &self.user_agent] {
+            s.push_str(" \"");
+            escaped(&mut s, v.as_deref().unwrap_or("-"));
+            s.push('"');
+        }
+        let _ = write!(s, " {}", self);
+        s
+    }
+
+    fn json(&self, now: SystemTime) -> String {
+        let mut s = String::with_capacity(320);
+        s.push_str("{\"time\":");
+        json_string(&mut s, &clf_time(now));
+        let fields: [(&str, Option<String>); 6] = [
+            ("peer", self.peer.map(|p| p.to_string())),
+            ("request", self.request_line.clone()),
+            ("referer", self.referer.clone()),
+            ("user_agent", self.user_agent.clone()),
+            ("route", self.route.clone()),
+            ("replica", self.replica.clone()),
+        ];
+        for (name, value) in fields {
+            let _ = write!(s, ",\"{name}\":");
+            match value {
+                Some(v) => json_string(&mut s, &v),
+                None => s.push_str("null"),
+            }
+        }
+        let _ = write!(s, ",\"status\":{}", self.status);
+        let _ = write!(s, ",\"bytes\":{}", self.bytes.unwrap_or(0));
+        match self.ttfb {
+            Some(t) => {
+                let _ = write!(s, ",\"ttfb_ms\":{:.3}", t.as_secs_f64() * 1000.0);
+            }
+            None => s.push_str(",\"ttfb_ms\":null"),
+        }
+        let _ = write!(s, ",\"total_ms\":{:.3},\"tries\":{}", self.elapsed.as_secs_f64() * 1000.0, self.tries);
+        if let Some((up, down)) = self.tunnel {
+            let _ = write!(s, ",\"tunnel_up\":{up},\"tunnel_down\":{down}");
+        }
+        s.push_str(",\"reason\":");
+        match &self.reason {
+            Some(r) => json_string(&mut s, r),
+            None => s.push_str("null"),
+        }
+        s.push('}');
+        s
+    }
+}
+
+/// The short form (also the tail of a combined line): `route=… replica=… ttfb=…ms
+/// total=…ms [tries=…] [up=… down=…] [reason="…"]`.
+impl fmt::Display for AccessRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "route={} replica={}", self.route.as_deref().unwrap_or("-"), self.replica.as_deref().unwrap_or("-"))?;
+        match self.ttfb {
+            Some(t) => write!(f, " ttfb={}ms", t.as_millis())?,
+            None => f.write_str(" ttfb=-")?,
+        }
+        write!(f, " total={}ms", self.elapsed.as_millis())?;
+        if self.tries > 1 {
+            write!(f, " tries={}", self.tries)?;
+        }
+        if let Some((up, down)) = self.tunnel {
+            write!(f, " up={up} down={down}")?;
+        }
+        if let Some(reason) = &self.reason {
+            let mut s = String::new();
+            escaped(&mut s, reason);
+            write!(f, " reason=\"{s}\"")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn clf_times() {
+        for (secs, want) in [
+            (0, "01/Jan/1970:00:00:00 +0000"),
+            (951_782_400, "29/Feb/2000:00:00:00 +0000"),
+            (1_795_591_321, "25/Nov/2026:07:22:01 +0000"),
+        ] {
+            assert_eq!(clf_time(at(secs)), want, "secs {secs}");
+        }
+    }
+
+    #[test]
+    fn formats_lines() {
+        let peer = "10.0.0.7:51234".parse().ok();
+        let ok = AccessRecord {
+            peer,
+            request_line: Some("GET /api/items HTTP/1.1".into()),
+            user_agent: Some("curl/8.0".into()),
+            status: 200,
+            bytes: Some(5120),
+            ttfb: Some(Duration::from_millis(3)),
+            elapsed: Duration::from_millis(12),
+            route: Some("proxy[0]".into()),
+            replica: Some("https://server01:3000".into()),
+            tries: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            ok.line(AccessFormat::Combined, at(1_795_591_321)).as_deref(),
+            Some(
+                "10.0.0.7 - - [25/Nov/2026:07:22:01 +0000] \"GET /api/items HTTP/1.1\" 200 5120 \"-\" \"curl/8.0\" \
+                 route=proxy[0] replica=https://server01:3000 ttfb=3ms total=12ms"
+            )
+        );
+        let bad = AccessRecord { peer, status: 400, reason: Some("bad \"x\"\r\n".into()), ..Default::default() };
+        let line = bad.line(AccessFormat::Combined, at(0)).unwrap_or_default();
+        assert!(
+            line.ends_with(
+                "\"-\" 400 - \"-\" \"-\" route=- replica=- ttfb=- total=0ms reason=\"bad \\x22x\\x22\\x0d\\x0a\""
+            ),
+            "{line}"
+        );
+        let json = bad.line(AccessFormat::Json, at(0)).unwrap_or_default();
+        assert!(
+            json.contains("\"status\":400") && json.contains("\"reason\":\"bad \\\"x\\\"\\u000d\\u000a\""),
+            "{json}"
+        );
+        assert_eq!(bad.line(AccessFormat::Off, at(0)), None);
+    }
+}

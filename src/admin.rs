@@ -1,0 +1,185 @@
+//! The admin listener (`[admin] listen`, never the public port): `GET /healthz`,
+//! `/readyz`, `/metrics` (Prometheus text) and `/status` (JSON). It runs on its own
+//! thread so a busy proxy cannot starve a health probe, answers one request per
+//! connection, and reads only the shared state.
+
+use std::fmt::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_io::Async;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::Config;
+use crate::h1::head::parse_request_head;
+use crate::h1::scan::HeadScanner;
+use crate::net::stream::deadline;
+use crate::shared::Shared;
+
+/// An admin request must arrive quickly and small; probes are tiny.
+const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
+const ADMIN_MAX_HEAD: usize = 8 * 1024;
+
+/// Binds the admin address and serves it on a thread of its own.
+pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<SocketAddr> {
+    let listener = crate::net::listen::bind(addr, false)?;
+    let bound = listener.local_addr()?;
+    log::info!("admin listening on {bound} (http)");
+    std::thread::Builder::new().name("sidecar-admin".into()).spawn(move || {
+        let ex = smol::LocalExecutor::new();
+        smol::block_on(ex.run(async {
+            let Ok(listener) = Async::<TcpListener>::new(listener) else { return };
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => ex.spawn(serve(stream, Arc::clone(&shared))).detach(),
+                    Err(_) => {
+                        async_io::Timer::after(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }));
+    })?;
+    Ok(bound)
+}
+
+async fn serve(mut stream: Async<TcpStream>, shared: Arc<Shared>) {
+    let mut buf = Vec::new();
+    let read = async {
+        let mut scanner = HeadScanner::default();
+        loop {
+            if let Ok(Some(len)) = scanner.scan(&buf, ADMIN_MAX_HEAD) {
+                return parse_request_head(&buf[..len]).ok();
+            }
+            let mut chunk = [0u8; 1024];
+            match stream.read(&mut chunk).await {
+                Ok(n) if n > 0 && buf.len() < ADMIN_MAX_HEAD => buf.extend_from_slice(&chunk[..n]),
+                _ => return None,
+            }
+        }
+    };
+    let Some(Some(head)) = deadline(ADMIN_READ_TIMEOUT, read).await else { return };
+    let path = head.target.split('?').next().unwrap_or("");
+    let (status, kind, body) = if head.method != "GET" && head.method != "HEAD" {
+        (405, "text/plain", "method not allowed\n".to_string())
+    } else {
+        answer(path, &shared)
+    };
+    let reason = crate::h1::canned::reason(status);
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if head.method != "HEAD" {
+        out.push_str(&body);
+    }
+    let _ = stream.write_all(out.as_bytes()).await;
+}
+
+fn answer(path: &str, shared: &Shared) -> (u16, &'static str, String) {
+    let config = shared.config();
+    match path {
+        "/healthz" => (200, "text/plain", "ok\n".into()),
+        "/readyz" => match not_ready(&config) {
+            None => (200, "text/plain", "ready\n".into()),
+            Some(why) => (503, "text/plain", format!("not ready: {why}\n")),
+        },
+        "/metrics" => {
+            let mut s = String::new();
+            shared.metrics.render(&mut s);
+            (200, "text/plain; version=0.0.4", s)
+        }
+        "/status" => (200, "application/json", status_json(&config, shared)),
+        _ => (404, "text/plain", "not found (try /healthz, /readyz, /metrics, /status)\n".into()),
+    }
+}
+
+/// Why the proxy should not get traffic, if it should not: a route whose every
+/// replica is out of service.
+fn not_ready(config: &Config) -> Option<String> {
+    for route in config.routes.iter() {
+        if let crate::target::Target::Balancer { name, .. } = &route.target {
+            if let Some(b) = config.balancer(name) {
+                if !b.usable() {
+                    return Some(format!("proxy[{}]: no usable member in balancer {name:?}", route.index));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn status_json(config: &Config, shared: &Shared) -> String {
+    let mut s = String::from("{");
+    let _ = write!(s, "\"uptime_seconds\":{},", shared.started.elapsed().as_secs());
+    let _ = write!(s, "\"open_connections\":{},", shared.metrics.open_connections.load(Relaxed));
+    let _ = write!(s, "\"open_tunnels\":{},", shared.metrics.open_tunnels.load(Relaxed));
+    s.push_str("\"routes\":[");
+    for (i, r) in config.routes.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let _ = write!(
+            s,
+            "{{\"name\":\"proxy[{}]\",\"path\":{},\"to\":{},\"reverse\":{},\"preserve_host\":{},\"upgrade\":{}}}",
+            r.index,
+            json_str(&r.prefix),
+            json_str(&r.target.to_string()),
+            r.reverse,
+            r.preserve_host,
+            r.upgrade
+        );
+    }
+    s.push_str("],\"rules\":[");
+    for (i, (conds, rule)) in config.rule_sources.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let conds: Vec<String> = conds.iter().map(|c| json_str(c)).collect();
+        let _ = write!(s, "{{\"name\":\"rewrite[{i}]\",\"cond\":[{}],\"rule\":{}}}", conds.join(","), json_str(rule));
+    }
+    s.push_str("],\"balancers\":[");
+    for (i, b) in config.balancers.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let _ = write!(
+            s,
+            "{{\"name\":{},\"method\":{},\"members\":{}}}",
+            json_str(&b.name),
+            json_str(&b.method),
+            b.members_json()
+        );
+    }
+    s.push_str("]}\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+}

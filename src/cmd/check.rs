@@ -1,0 +1,64 @@
+//! `sidecar check`: validate the config and print what it resolves to, in a form a
+//! person can read (SPEC §2).
+
+use std::fmt::Write;
+use std::path::Path;
+
+use crate::config::{self, Config, MemberStatus};
+
+pub fn check(path: &Path) -> i32 {
+    match config::load(path) {
+        Ok(c) => {
+            print!("{}", describe(&c));
+            println!("{}: ok", path.display());
+            0
+        }
+        Err(diagnostics) => {
+            for d in diagnostics {
+                eprintln!("{d}");
+            }
+            1
+        }
+    }
+}
+
+/// The resolved config as text.
+pub fn describe(c: &Config) -> String {
+    let mut s = String::new();
+    let scheme = if c.server_tls.is_some() { "https" } else { "http" };
+    for addr in &c.listen {
+        let _ = writeln!(s, "listen  {scheme}://{addr}");
+    }
+    let _ = writeln!(s, "workers {}", c.workers);
+    if let Some(admin) = c.admin {
+        let _ = writeln!(s, "admin   http://{admin}");
+    }
+    for (i, (conds, rule)) in c.rule_sources.iter().enumerate() {
+        let _ = writeln!(s, "rewrite[{i}]");
+        for cond in conds {
+            let _ = writeln!(s, "  RewriteCond {cond}");
+        }
+        let _ = writeln!(s, "  RewriteRule {rule}");
+    }
+    for r in c.routes.iter() {
+        let _ = writeln!(
+            s,
+            "proxy[{}] {} -> {} (reverse={}, preserve_host={}, upgrade={})",
+            r.index, r.prefix, r.target, r.reverse, r.preserve_host, r.upgrade
+        );
+    }
+    for b in &c.balancers {
+        let _ = writeln!(s, "balancer {} method={} maxattempts={}", b.name, b.method, b.max_attempts);
+        for m in &b.members {
+            let status = match m.status {
+                MemberStatus::Normal => "",
+                MemberStatus::HotStandby => " +H (hot standby)",
+                MemberStatus::Draining => " +N (draining)",
+                MemberStatus::Disabled => " +D (disabled)",
+            };
+            let _ =
+                writeln!(s, "  member {} loadfactor={} retry={}s{status}", m.url.origin(), m.weight, m.retry.as_secs());
+        }
+    }
+    s
+}

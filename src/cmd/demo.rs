@@ -1,0 +1,187 @@
+//! `sidecar demo`: two example replicas (an HTTP page and a WebSocket echo, on one port
+//! each) and the proxy in front of them, all on loopback, configured from a TOML
+//! string through the same loader as a real sidecar.toml (SPEC §2).
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+
+use async_io::Async;
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use async_tungstenite::tungstenite::protocol::Role;
+use async_tungstenite::WebSocketStream;
+use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
+
+use crate::config;
+use crate::h1::head::{parse_request_head, trim, RequestHead};
+use crate::h1::scan::HeadScanner;
+use crate::h1::upgrade::{classify_upgrade, Upgrade};
+use crate::server;
+
+pub fn demo(port: u16) -> i32 {
+    super::init_logging();
+    let mut replicas = Vec::new();
+    for n in 1..=2 {
+        match start_replica(n) {
+            Ok(addr) => replicas.push(addr),
+            Err(e) => {
+                eprintln!("demo: cannot start replica {n}: {e}");
+                return 1;
+            }
+        }
+    }
+    let members: Vec<String> = replicas.iter().map(|a| format!("\"http://{a}\"")).collect();
+    let ws_members: Vec<String> = replicas.iter().map(|a| format!("\"ws://{a}\"")).collect();
+    let listen =
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() { format!("127.0.0.1:{port}") } else { "127.0.0.1:0".into() };
+    let source = format!(
+        r#"
+[server]
+listen = "{listen}"
+
+[[rewrite]]
+cond = ["%{{HTTP:Upgrade}} websocket [NC]", "%{{HTTP:Connection}} upgrade [NC]"]
+rule = ".* balancer://demo-ws%{{REQUEST_URI}} [P,L]"
+
+[[proxy]]
+path = "/"
+to = "balancer://demo/"
+
+[balancer.demo]
+members = [{}]
+
+[balancer.demo-ws]
+members = [{}]
+"#,
+        members.join(", "),
+        ws_members.join(", ")
+    );
+    let config = match config::parse(Path::new("(demo)"), &source) {
+        Ok(c) => c,
+        Err(diagnostics) => {
+            for d in diagnostics {
+                eprintln!("{d}");
+            }
+            return 1;
+        }
+    };
+    let running = match server::start(crate::shared::Shared::new(Arc::new(config))) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            return 1;
+        }
+    };
+    let proxy = running.addrs[0].0;
+    println!(
+        "sidecar demo: proxy on http://{proxy}/ in front of replicas {}",
+        replicas.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and ")
+    );
+    println!();
+    println!("  browser:    http://{proxy}/            (the page opens a WebSocket through the proxy)");
+    println!("  curl:       curl -i http://{proxy}/hello");
+    println!("  websocket:  curl -i -N --http1.1 -H 'Connection: Upgrade' -H 'Upgrade: websocket' \\");
+    println!("                -H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' http://{proxy}/echo");
+    println!("              (or: websocat ws://{proxy}/echo)");
+    println!();
+    println!("Requests alternate between the replicas; Ctrl-C stops everything.");
+    running.wait();
+    0
+}
+
+/// Starts one replica on an ephemeral loopback port, on its own thread.
+fn start_replica(n: u32) -> std::io::Result<SocketAddr> {
+    let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0))?;
+    let addr = listener.get_ref().local_addr()?;
+    std::thread::Builder::new().name(format!("demo-replica-{n}")).spawn(move || {
+        let ex = smol::LocalExecutor::new();
+        smol::block_on(ex.run(async {
+            loop {
+                if let Ok((stream, _)) = listener.accept().await {
+                    ex.spawn(replica_connection(n, stream)).detach();
+                }
+            }
+        }));
+    })?;
+    Ok(addr)
+}
+
+async fn replica_connection(n: u32, mut stream: Async<TcpStream>) {
+    let mut buf = Vec::new();
+    loop {
+        let Some((head, len)) = read_head(&mut stream, &mut buf).await else { return };
+        buf.drain(..len);
+        if classify_upgrade(&head) == Upgrade::WebSocket {
+            let key = head.headers.get("Sec-WebSocket-Key").map(trim).unwrap_or_default();
+            let answer = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                derive_accept_key(key)
+            );
+            if stream.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+            echo(n, stream).await;
+            return;
+        }
+        let body = if head.target == "/" {
+            PAGE.replace("{n}", &n.to_string())
+        } else {
+            format!("hello from replica {n}: {} {}\n", head.method, head.target)
+        };
+        let kind = if head.target == "/" { "text/html" } else { "text/plain" };
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {kind}; charset=utf-8\r\nContent-Length: {}\r\nX-Replica: {n}\r\n\r\n",
+            body.len()
+        );
+        let mut out = response.into_bytes();
+        if head.method != "HEAD" {
+            out.extend_from_slice(body.as_bytes());
+        }
+        if stream.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_head(stream: &mut Async<TcpStream>, buf: &mut Vec<u8>) -> Option<(RequestHead, usize)> {
+    let mut scanner = HeadScanner::default();
+    loop {
+        if let Ok(Some(len)) = scanner.scan(buf, 64 * 1024) {
+            return parse_request_head(&buf[..len]).ok().map(|h| (h, len));
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.ok().filter(|&n| n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn echo(n: u32, stream: Async<TcpStream>) {
+    let mut ws = WebSocketStream::from_raw_socket(stream, Role::Server, None).await;
+    while let Some(Ok(msg)) = ws.next().await {
+        if msg.is_text() || msg.is_binary() {
+            let reply = match msg.into_text() {
+                Ok(t) => format!("replica {n} echoes: {t}").into(),
+                Err(_) => continue,
+            };
+            if ws.send(reply).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+const PAGE: &str = r#"<!doctype html>
+<meta charset="utf-8"><title>sidecar demo</title>
+<h1>Served by replica {n} through sidecar</h1>
+<p>WebSocket: <span id="state">connecting…</span></p>
+<form id="f"><input id="m" value="hello" autofocus> <button>send</button></form>
+<pre id="log"></pre>
+<script>
+const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/echo");
+const log = (t) => document.getElementById("log").textContent += t + "\n";
+ws.onopen = () => document.getElementById("state").textContent = "open";
+ws.onclose = () => document.getElementById("state").textContent = "closed";
+ws.onmessage = (e) => log(e.data);
+document.getElementById("f").onsubmit = (e) => { e.preventDefault(); ws.send(document.getElementById("m").value); };
+</script>
+"#;

@@ -1,0 +1,64 @@
+//! A config problem with its place: `file:line: key: message`. Every check in
+//! `resolve.rs` produces one of these; all are collected, sorted by line and printed
+//! before anything listens (STYLE §5).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    pub line: usize,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}: {}", self.file.display(), self.line, self.key, self.message)
+    }
+}
+
+/// Maps byte offsets of the source to 1-based line numbers.
+pub struct Lines<'a> {
+    pub file: &'a Path,
+    pub source: &'a str,
+}
+
+impl Lines<'_> {
+    pub fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.source.len());
+        self.source.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    }
+
+    pub fn at(&self, offset: usize, key: impl Into<String>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            file: self.file.to_path_buf(),
+            line: self.line_of(offset),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The dotted key for a TOML syntax/type error at `offset`: the enclosing
+    /// `[table]` header plus the key written on that line.
+    pub fn key_at(&self, offset: usize) -> String {
+        let end = offset.min(self.source.len());
+        let before = &self.source[..end];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let line = self.source[line_start..].lines().next().unwrap_or("");
+        let table = before[..line_start]
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+        let key = line.split_once('=').map(|(k, _)| k.trim().to_string()).filter(|k| !k.starts_with('['));
+        match (table, key) {
+            (Some(t), Some(k)) => format!("{t}.{k}"),
+            (Some(t), None) => t,
+            (None, Some(k)) => k,
+            (None, None) => "(top level)".to_string(),
+        }
+    }
+}

@@ -1,0 +1,475 @@
+//! The serde mirror → a checked `Config`, or every problem at once, each with its
+//! file, line and key (STYLE §5). Defaults are named constants with the reason.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::diag::{Diagnostic, Lines};
+use super::duration::parse_duration;
+use super::file::{self, File};
+use super::{BalancerConfig, Config, Limits, MemberConfig, MemberStatus, Timeouts};
+use crate::access_log::AccessFormat;
+use crate::rewrite::{Field, RuleSource, Rules};
+use crate::route::{normalize_target, ReverseRule, Route, Routes};
+use crate::target::{parse_target, Scheme, Target, Url};
+
+/// Apache's `ProxyTimeout` defaults to `Timeout`, 60 s.
+const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(60);
+/// A backend on the same host or pod answers a connect in microseconds; 5 s covers a
+/// busy remote one without leaving a client hanging on a dead address.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// SPEC §3 comment; nginx's 60 s is generous to slowloris.
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Between Apache's 5 s (too short for browsers) and nginx's 75 s.
+const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// SPEC §3: WebSockets are long-lived; nginx's 60 s is the classic "drops after a minute".
+const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Shorter than nginx's upstream 60 s; a connection the backend closed sooner is
+/// detected before reuse (`net::pool`).
+const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// nginx allows 4 × 8 KiB of head; one line may not exceed 8 KiB (`h1::head`).
+const DEFAULT_MAX_HEAD_BYTES: u32 = 32 * 1024;
+const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+/// Apache's balancer `retry` is 60 s; 10 s brings a restarted replica back sooner.
+const DEFAULT_RETRY: Duration = Duration::from_secs(10);
+const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(300);
+const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+pub fn resolve(path: &Path, source: &str) -> Result<Config, Vec<Diagnostic>> {
+    let lines = Lines { file: path, source };
+    let file: File = toml::from_str(source).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        vec![lines.at(offset, lines.key_at(offset), e.message().trim().to_string())]
+    })?;
+    let base = path.parent().map_or_else(PathBuf::new, Path::to_path_buf);
+    let mut cx = Cx { lines: &lines, base, errors: Vec::new() };
+    let config = cx.resolve(file, path);
+    let mut errors = cx.errors;
+    if errors.is_empty() {
+        if let Some(config) = config {
+            return Ok(config);
+        }
+    }
+    errors.sort_by_key(|d| d.line);
+    Err(errors)
+}
+
+struct Cx<'a> {
+    lines: &'a Lines<'a>,
+    base: PathBuf,
+    errors: Vec<Diagnostic>,
+}
+
+impl Cx<'_> {
+    fn err<T>(&mut self, at: &Spanned<T>, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(self.lines.at(at.span().start, key, message));
+    }
+
+    fn duration(&mut self, v: &Option<Spanned<String>>, key: &str, default: Duration) -> Duration {
+        let Some(v) = v else { return default };
+        match parse_duration(v.get_ref()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.err(v, key, e);
+                default
+            }
+        }
+    }
+
+    fn file_path(&mut self, v: &Spanned<String>, key: &str) -> PathBuf {
+        let p = self.base.join(v.get_ref());
+        if !p.is_file() {
+            self.err(v, key, format!("{}: no such file (paths are relative to the config file)", v.get_ref()));
+        }
+        p
+    }
+
+    fn resolve(&mut self, file: File, path: &Path) -> Option<Config> {
+        let server = file.server.get_ref();
+        let mut listen = Vec::new();
+        for addr in &server.listen.get_ref().0 {
+            match addr.parse::<SocketAddr>() {
+                Ok(a) => listen.push(a),
+                Err(_) => self.err(
+                    &server.listen,
+                    "server.listen",
+                    format!("{addr:?} is not an address (expected e.g. \"127.0.0.1:8080\" or \"[::]:8443\")"),
+                ),
+            }
+        }
+        if listen.is_empty() && server.listen.get_ref().0.is_empty() {
+            self.err(&server.listen, "server.listen", "at least one address is needed");
+        }
+        let timeouts = Timeouts {
+            proxy: self.duration(&server.proxy_timeout, "server.proxy_timeout", DEFAULT_PROXY_TIMEOUT),
+            connect: self.duration(&server.connect_timeout, "server.connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+            header: self.duration(&server.header_timeout, "server.header_timeout", DEFAULT_HEADER_TIMEOUT),
+            keepalive: self.duration(&server.keepalive_timeout, "server.keepalive_timeout", DEFAULT_KEEPALIVE_TIMEOUT),
+            tunnel_idle: self.duration(
+                &server.tunnel_idle_timeout,
+                "server.tunnel_idle_timeout",
+                DEFAULT_TUNNEL_IDLE_TIMEOUT,
+            ),
+            drain: self.duration(&server.drain_timeout, "server.drain_timeout", DEFAULT_DRAIN_TIMEOUT),
+            pool_idle: self.duration(&server.pool_idle_timeout, "server.pool_idle_timeout", DEFAULT_POOL_IDLE_TIMEOUT),
+        };
+        let workers = match &server.workers {
+            Some(w) if *w.get_ref() == 0 || *w.get_ref() > 256 => {
+                self.err(w, "server.workers", "expected a number of threads from 1 to 256");
+                1
+            }
+            Some(w) => *w.get_ref() as usize,
+            None => 1,
+        };
+        let max_head_bytes = match &server.max_head_bytes {
+            Some(v) if *v.get_ref() < 1024 => {
+                self.err(v, "server.max_head_bytes", "expected at least 1024");
+                DEFAULT_MAX_HEAD_BYTES
+            }
+            Some(v) => *v.get_ref(),
+            None => DEFAULT_MAX_HEAD_BYTES,
+        };
+        let access_log = match server.access_log.as_ref().map(|v| (v, v.get_ref().as_str())) {
+            None | Some((_, "combined")) => AccessFormat::Combined,
+            Some((_, "off")) => AccessFormat::Off,
+            Some((_, "json")) => AccessFormat::Json,
+            Some((v, other)) => {
+                self.err(
+                    v,
+                    "server.access_log",
+                    format!("unknown format {other:?} (expected \"off\", \"combined\" or \"json\")"),
+                );
+                AccessFormat::Combined
+            }
+        };
+        let max_connections = server.max_connections.as_ref().map_or(DEFAULT_MAX_CONNECTIONS, |v| *v.get_ref());
+        let server_tls = server.tls.as_ref().and_then(|tls| {
+            let t = tls.get_ref();
+            let cert = self.file_path(&t.cert, "server.tls.cert");
+            let key = self.file_path(&t.key, "server.tls.key");
+            if !cert.is_file() || !key.is_file() {
+                return None;
+            }
+            crate::tls::server_config(&cert, &key).map_err(|e| self.err(tls, "server.tls", e)).ok()
+        });
+        let admin = file.admin.as_ref().and_then(|a| match a.get_ref().listen.get_ref().parse::<SocketAddr>() {
+            Ok(addr) if listen.contains(&addr) => {
+                self.err(&a.get_ref().listen, "admin.listen", "must differ from every server.listen address");
+                None
+            }
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.err(&a.get_ref().listen, "admin.listen", "expected an address such as \"127.0.0.1:9901\"");
+                None
+            }
+        });
+        let ca = file
+            .backend_tls
+            .as_ref()
+            .and_then(|b| b.get_ref().ca.as_ref())
+            .map(|ca| (self.file_path(ca, "backend_tls.ca"), ca));
+        let backend_tls = match crate::tls::client_config(ca.as_ref().map(|(p, _)| p.as_path()).filter(|p| p.is_file()))
+        {
+            Ok(c) => Some(c),
+            Err(e) => {
+                if let Some((_, at)) = &ca {
+                    self.err(at, "backend_tls.ca", e);
+                }
+                None
+            }
+        };
+        let balancers: Vec<BalancerConfig> = file.balancer.iter().map(|(name, b)| self.balancer(name, b)).collect();
+        let balancer_names: Vec<&str> = balancers.iter().map(|b| b.name.as_str()).collect();
+        let rule_sources: Vec<(Vec<String>, String)> = file
+            .rewrite
+            .iter()
+            .map(|r| {
+                (r.get_ref().cond.iter().map(|c| c.get_ref().clone()).collect(), r.get_ref().rule.get_ref().clone())
+            })
+            .collect();
+        let rules = self.rules(&file.rewrite, &rule_sources);
+        let (routes, reverse) = self.routes(&file.proxy, &balancer_names, &balancers);
+        if file.proxy.is_empty() && file.rewrite.is_empty() {
+            self.err(&file.server, "proxy", "no [[proxy]] or [[rewrite]] entry: nothing would be served");
+        }
+        Some(Config {
+            path: path.to_path_buf(),
+            listen,
+            server_tls,
+            server_name: server.server_name.as_ref().map(|s| s.get_ref().clone()),
+            workers,
+            timeouts,
+            limits: Limits {
+                max_head_bytes: max_head_bytes as usize,
+                max_connections: max_connections as usize,
+                max_body_bytes: server.max_body_bytes.as_ref().map(|v| *v.get_ref()),
+            },
+            via: server.via.unwrap_or(false),
+            access_log,
+            admin,
+            rules: rules?,
+            rule_sources,
+            routes,
+            reverse,
+            balancers,
+            backend_tls: backend_tls?,
+        })
+    }
+
+    fn rules(&mut self, entries: &[Spanned<file::Rewrite>], sources: &[(Vec<String>, String)]) -> Option<Rules> {
+        let srcs: Vec<RuleSource<'_>> = sources.iter().map(|(c, r)| RuleSource { conds: c, rule: r }).collect();
+        match Rules::parse(&srcs) {
+            Ok(rules) => Some(rules),
+            Err(errors) => {
+                for e in errors {
+                    let Some(entry) = entries.get(e.entry) else { continue };
+                    let (at, key) = match e.field {
+                        Field::Cond(i) => match entry.get_ref().cond.get(i) {
+                            Some(c) => (c.span().start, format!("rewrite[{}].cond[{i}]", e.entry)),
+                            None => (entry.span().start, format!("rewrite[{}].cond", e.entry)),
+                        },
+                        Field::Rule => (entry.get_ref().rule.span().start, format!("rewrite[{}].rule", e.entry)),
+                    };
+                    self.errors.push(self.lines.at(at, key, format!("column {}: {}", e.column, e.message)));
+                }
+                None
+            }
+        }
+    }
+
+    fn routes(
+        &mut self,
+        entries: &[Spanned<file::Proxy>],
+        balancer_names: &[&str],
+        balancers: &[BalancerConfig],
+    ) -> (Routes, Vec<ReverseRule>) {
+        let mut routes = Vec::new();
+        let mut reverse = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            let p = entry.get_ref();
+            let key = format!("proxy[{i}]");
+            let prefix = match normalize_target(p.path.get_ref()) {
+                Ok(n) if p.path.get_ref().starts_with('/') && n.query.is_none() => {
+                    let t = n.path.trim_end_matches('/');
+                    if t.is_empty() {
+                        "/".to_string()
+                    } else {
+                        t.to_string()
+                    }
+                }
+                _ => {
+                    self.err(&p.path, format!("{key}.path"), "expected a path starting with / (no query)");
+                    continue;
+                }
+            };
+            if routes.iter().any(|r: &Route| r.prefix == prefix) {
+                self.err(
+                    &p.path,
+                    format!("{key}.path"),
+                    format!("{prefix:?} is already routed by an earlier [[proxy]]"),
+                );
+            }
+            let target = match parse_target(p.to.get_ref()) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.err(&p.to, format!("{key}.to"), e.to_string());
+                    continue;
+                }
+            };
+            if let Target::Balancer { name, .. } = &target {
+                if !balancer_names.contains(&name.as_str()) {
+                    self.err(
+                        &p.to,
+                        format!("{key}.to"),
+                        format!("unknown balancer {name:?} (expected one of: {})", balancer_names.join(", ")),
+                    );
+                    continue;
+                }
+            }
+            let route = Route {
+                index: i,
+                prefix,
+                target,
+                reverse: p.reverse.unwrap_or(true),
+                preserve_host: p.preserve_host.unwrap_or(false),
+                upgrade: p.upgrade.unwrap_or(true),
+            };
+            if route.reverse {
+                reverse.extend(reverse_rules(&route, balancers));
+            }
+            routes.push(route);
+        }
+        (Routes::new(routes), reverse)
+    }
+
+    fn balancer(&mut self, name: &Spanned<String>, b: &Spanned<file::Balancer>) -> BalancerConfig {
+        let key = format!("balancer.{}", name.get_ref());
+        let spec = b.get_ref();
+        let method = match &spec.method {
+            Some(m) if ["byrequests", "bybusyness", "bytraffic"].contains(&m.get_ref().as_str()) => m.get_ref().clone(),
+            Some(m) => {
+                self.err(
+                    m,
+                    format!("{key}.method"),
+                    format!("unknown method {:?} (expected byrequests, bybusyness or bytraffic)", m.get_ref()),
+                );
+                String::new()
+            }
+            None => "bybusyness".to_string(),
+        };
+        let retry = self.duration(&spec.retry, &format!("{key}.retry"), DEFAULT_RETRY);
+        let retry_max = self.duration(&spec.retry_max, &format!("{key}.retry_max"), DEFAULT_RETRY_MAX).max(retry);
+        let fail_on_status = spec.failonstatus.clone().unwrap_or_default();
+        let mut members = Vec::new();
+        for (i, m) in spec.members.iter().enumerate() {
+            let mkey = format!("{key}.members[{i}]");
+            let entry = &m.get_ref().0;
+            let url = match parse_target(entry.url.get_ref()) {
+                Ok(Target::Url(u)) => u,
+                Ok(Target::Balancer { .. }) => {
+                    self.err(m, &mkey, "a member cannot be another balancer");
+                    continue;
+                }
+                Err(e) => {
+                    self.err(m, &mkey, format!("{:?}: {e}", entry.url.get_ref()));
+                    continue;
+                }
+            };
+            let status = match entry.status.as_ref().map(|s| s.get_ref().as_str()) {
+                None | Some("") => MemberStatus::Normal,
+                Some("+H" | "H") => MemberStatus::HotStandby,
+                Some("+N" | "N") => MemberStatus::Draining,
+                Some("+D" | "D") => MemberStatus::Disabled,
+                Some(other) => {
+                    self.err(
+                        m,
+                        format!("{mkey}.status"),
+                        format!("unknown status {other:?} (expected \"+H\", \"+N\" or \"+D\")"),
+                    );
+                    MemberStatus::Normal
+                }
+            };
+            let weight = match &entry.loadfactor {
+                Some(w) if !(1..=100).contains(w.get_ref()) => {
+                    self.err(m, format!("{mkey}.loadfactor"), "expected a weight from 1 to 100 (Apache's range)");
+                    1
+                }
+                Some(w) => *w.get_ref(),
+                None => 1,
+            };
+            members.push(MemberConfig {
+                url,
+                weight,
+                status,
+                route: entry.route.clone(),
+                retry: self.duration(&entry.retry, &format!("{mkey}.retry"), retry),
+                fail_on_status: entry.failonstatus.clone().unwrap_or_else(|| fail_on_status.clone()),
+            });
+        }
+        if spec.members.is_empty() {
+            self.err(b, format!("{key}.members"), "a balancer needs at least one member");
+        }
+        BalancerConfig {
+            name: name.get_ref().clone(),
+            method,
+            retry_max,
+            sticky_session: spec.stickysession.clone(),
+            max_attempts: spec.maxattempts.as_ref().map_or(DEFAULT_MAX_ATTEMPTS, |m| *m.get_ref()).max(1),
+            members,
+        }
+    }
+}
+
+/// The backend URLs a route's responses may name, for ProxyPassReverse: one per
+/// member for a balancer, with ws/wss written as the http/https a backend uses.
+fn reverse_rules(route: &Route, balancers: &[BalancerConfig]) -> Vec<ReverseRule> {
+    let rule = |url: &Url, path: &str| {
+        let scheme = match url.scheme {
+            Scheme::Ws | Scheme::Http => Scheme::Http,
+            Scheme::Wss | Scheme::Https => Scheme::Https,
+        };
+        let origin = Url { scheme, path: String::new(), ..url.clone() }.origin();
+        ReverseRule { backend: format!("{origin}{path}"), front_prefix: route.prefix.clone() }
+    };
+    match &route.target {
+        Target::Url(u) => vec![rule(u, &u.path)],
+        Target::Balancer { name, path } => balancers
+            .iter()
+            .filter(|b| &b.name == name)
+            .flat_map(|b| b.members.iter().map(|m| rule(&m.url, path)))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(source: &str) -> Vec<String> {
+        match resolve(Path::new("sidecar.toml"), source) {
+            Ok(_) => vec![],
+            Err(e) => e.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn spec_example_resolves() {
+        let source = r#"
+[server]
+listen = ["127.0.0.1:8443", "[::1]:8443"]
+server_name = "ws.example.com"
+proxy_timeout = "60s"
+
+[[rewrite]]
+cond = ["%{HTTP:Upgrade} websocket [NC]", "%{HTTP:Connection} upgrade [NC]"]
+rule = ".* wss://localhost:3000%{REQUEST_URI} [P,L]"
+
+[[proxy]]
+path = "/"
+to = "balancer://backend-cluster/"
+reverse = true
+preserve_host = false
+
+[balancer.backend-cluster]
+method = "byrequests"
+retry = "10s"
+members = [
+  "https://server01:3000",
+  { url = "https://server03:3000", loadfactor = 2 },
+  { url = "https://spare:3000", status = "+H" },
+]
+"#;
+        assert_eq!(errors(source), Vec::<String>::new());
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        for (source, want) in [
+            ("[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n", "sidecar.toml:3: server.bogus: unknown field `bogus`"),
+            (
+                "[server]\nlisten = \"127.0.0.1:1\"\n[[proxy]]\npath = \"/\"\nto = \"balancer://backend-clustr/\"\n[balancer.backend-cluster]\nmembers = [\"http://a:1\"]\n",
+                "sidecar.toml:5: proxy[0].to: unknown balancer \"backend-clustr\" (expected one of: backend-cluster)",
+            ),
+            (
+                "[server]\nlisten = \"127.0.0.1:1\"\nproxy_timeout = \"10\"\n[[proxy]]\npath = \"/\"\nto = \"http://a/\"\n",
+                "sidecar.toml:3: server.proxy_timeout: invalid duration \"10\"",
+            ),
+            (
+                "[server]\nlisten = \"127.0.0.1:1\"\n[server.tls]\ncert = \"certs/server.crt\"\nkey = \"certs/server.key\"\n[[proxy]]\npath = \"/\"\nto = \"http://a/\"\n",
+                "sidecar.toml:4: server.tls.cert: certs/server.crt: no such file (paths are relative to the config file)",
+            ),
+            (
+                "[server]\nlisten = \"127.0.0.1:1\"\n[[proxy]]\npath = \"/\"\nto = \"wss:/localhost:3000/\"\n",
+                "sidecar.toml:5: proxy[0].to: scheme followed by one slash",
+            ),
+            ("[server]\nlisten = \"nowhere\"\n[[proxy]]\npath = \"/\"\nto = \"http://a/\"\n", "sidecar.toml:2: server.listen: \"nowhere\" is not an address"),
+        ] {
+            let got = errors(source);
+            assert!(got.iter().any(|e| e.starts_with(want)), "want {want:?}, got {got:?}");
+        }
+    }
+}

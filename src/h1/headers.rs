@@ -1,0 +1,271 @@
+//! PURE. The heads sidecar writes: a request to a backend and a response to a client,
+//! re-serialised from parsed heads (never the peer's raw bytes, SECURITY §0.1), with
+//! hop-by-hop headers removed, `X-Forwarded-*` and `Via` added, and ProxyPassReverse
+//! applied (SPEC §4).
+
+use std::io::Write;
+
+use super::framing::Framing;
+use super::head::{tokens, Headers, RequestHead, ResponseHead, Version};
+
+/// Always hop-by-hop (RFC 9110 §7.6.1), besides whatever `Connection` names and `Proxy-*`.
+const HOP_BY_HOP: [&str; 6] = ["Connection", "Keep-Alive", "TE", "Trailer", "Transfer-Encoding", "Upgrade"];
+
+/// Headers sidecar writes itself; a peer's copy is never passed through.
+const REWRITTEN_ON_REQUEST: [&str; 4] = ["Host", "Content-Length", "X-Forwarded-Host", "X-Forwarded-Proto"];
+
+fn is_hop_by_hop(name: &str, connection: &Headers) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+        || name.len() >= 5 && name[..5].eq_ignore_ascii_case("proxy")
+        || connection.all("Connection").any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
+}
+
+/// Facts about the client connection that go into forwarding headers.
+#[derive(Clone, Copy, Debug)]
+pub struct Forwarding<'a> {
+    /// The client's address, appended to `X-Forwarded-For`.
+    pub peer_ip: &'a str,
+    /// `http` or `https`: the client-facing scheme, for `X-Forwarded-Proto`.
+    pub proto: &'static str,
+    /// `Some(pseudonym)` when `via = true`.
+    pub via: Option<&'a str>,
+}
+
+/// What the backend should receive.
+#[derive(Clone, Copy, Debug)]
+pub struct Outgoing<'a> {
+    /// The request-target to send (origin-form, valid on the wire).
+    pub target: &'a str,
+    /// The `Host` header to send.
+    pub host: &'a str,
+    pub framing: Framing,
+    /// Forward as a WebSocket handshake (`Upgrade: websocket`, `Connection: Upgrade`).
+    pub websocket: bool,
+}
+
+/// Writes the request head for the backend. Always HTTP/1.1: the backend connection is
+/// pooled whatever the client spoke.
+pub fn write_request_head(head: &RequestHead, out: &Outgoing<'_>, fwd: &Forwarding<'_>, buf: &mut Vec<u8>) {
+    let _ = write!(buf, "{} {} HTTP/1.1\r\nHost: {}\r\n", head.method, out.target, out.host);
+    let h = &head.headers;
+    let mut xff: Vec<&[u8]> = Vec::new();
+    let mut via: Vec<&[u8]> = Vec::new();
+    for (name, value) in h.iter() {
+        if name.contains('_')
+            || is_hop_by_hop(name, h)
+            || REWRITTEN_ON_REQUEST.iter().any(|r| r.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("X-Forwarded-For") {
+            xff.push(value);
+            continue;
+        }
+        if fwd.via.is_some() && name.eq_ignore_ascii_case("Via") {
+            via.push(value);
+            continue;
+        }
+        push_header(buf, name, value);
+    }
+    // Added after stripping, so a client's `Connection: X-Forwarded-For` cannot remove
+    // them (CVE-2022-31813). The client's XFF is kept in front, as Apache does; only
+    // the last element is sidecar's own word.
+    buf.extend_from_slice(b"X-Forwarded-For: ");
+    for v in &xff {
+        buf.extend_from_slice(v);
+        buf.extend_from_slice(b", ");
+    }
+    let _ = write!(buf, "{}\r\n", fwd.peer_ip);
+    if let Some(client_host) = h.get("Host") {
+        push_header(buf, "X-Forwarded-Host", client_host);
+    }
+    let _ = write!(buf, "X-Forwarded-Proto: {}\r\n", fwd.proto);
+    if let Some(pseudonym) = fwd.via {
+        write_via(buf, &via, head.version, pseudonym);
+    }
+    match out.framing {
+        Framing::Length(n) => {
+            let _ = write!(buf, "Content-Length: {n}\r\n");
+        }
+        Framing::Chunked => buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::None | Framing::UntilClose => {}
+    }
+    if out.websocket {
+        buf.extend_from_slice(b"Upgrade: websocket\r\nConnection: Upgrade\r\n");
+    }
+    buf.extend_from_slice(b"\r\n");
+}
+
+fn write_via(buf: &mut Vec<u8>, earlier: &[&[u8]], version: Version, pseudonym: &str) {
+    buf.extend_from_slice(b"Via: ");
+    for v in earlier {
+        buf.extend_from_slice(v);
+        buf.extend_from_slice(b", ");
+    }
+    let proto = if version == Version::Http10 { "1.0" } else { "1.1" };
+    let _ = write!(buf, "{proto} {pseudonym}\r\n");
+}
+
+fn push_header(buf: &mut Vec<u8>, name: &str, value: &[u8]) {
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b": ");
+    buf.extend_from_slice(value);
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// How the client connection continues after this response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientConnection {
+    KeepAlive,
+    Close,
+    /// 101: the connection becomes a tunnel.
+    Upgrade,
+}
+
+/// Writes the response head for the client. `framing` is what sidecar will send
+/// (which may differ from the backend's: chunked to an HTTP/1.0 client becomes
+/// close-delimited). `reverse` maps a backend URL in `Location`, `Content-Location` or
+/// `URI` to the client-facing one (ProxyPassReverse), `None` to leave it.
+pub fn write_response_head(
+    res: &ResponseHead,
+    client_version: Version,
+    framing: Framing,
+    connection: ClientConnection,
+    via: Option<&str>,
+    reverse: &dyn Fn(&[u8]) -> Option<Vec<u8>>,
+    buf: &mut Vec<u8>,
+) {
+    let reason = if res.reason.is_empty() { "-" } else { &res.reason };
+    let _ = write!(buf, "{} {} {}\r\n", client_version.as_str(), res.status, reason);
+    let h = &res.headers;
+    let bodiless = matches!(framing, Framing::None);
+    let mut via_seen: Vec<&[u8]> = Vec::new();
+    for (name, value) in h.iter() {
+        if is_hop_by_hop(name, h) {
+            continue;
+        }
+        // A HEAD or 304 answer keeps the backend's Content-Length: it describes the
+        // representation, not this message's body (RFC 9110 §8.6).
+        if name.eq_ignore_ascii_case("Content-Length") && !(bodiless && res.status != 204 && res.status >= 200) {
+            continue;
+        }
+        if via.is_some() && name.eq_ignore_ascii_case("Via") {
+            via_seen.push(value);
+            continue;
+        }
+        if ["Location", "Content-Location", "URI"].iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            if let Some(mapped) = reverse(value) {
+                push_header(buf, name, &mapped);
+                continue;
+            }
+        }
+        push_header(buf, name, value);
+    }
+    if let Some(pseudonym) = via {
+        write_via(buf, &via_seen, res.version, pseudonym);
+    }
+    match framing {
+        Framing::Length(n) => {
+            let _ = write!(buf, "Content-Length: {n}\r\n");
+        }
+        Framing::Chunked => buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::None | Framing::UntilClose => {}
+    }
+    match connection {
+        ClientConnection::Upgrade => buf.extend_from_slice(b"Upgrade: websocket\r\nConnection: Upgrade\r\n"),
+        ClientConnection::Close => buf.extend_from_slice(b"Connection: close\r\n"),
+        ClientConnection::KeepAlive if client_version == Version::Http10 => {
+            buf.extend_from_slice(b"Connection: keep-alive\r\n")
+        }
+        ClientConnection::KeepAlive => {}
+    }
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// An interim `100 Continue` for the client.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::h1::head::{parse_request_head, parse_response_head};
+
+    fn forward(request: &str, via: Option<&str>) -> String {
+        let head = parse_request_head(request.as_bytes()).expect("valid head");
+        let out = Outgoing { target: "/x", host: "backend:3000", framing: Framing::Length(5), websocket: false };
+        let fwd = Forwarding { peer_ip: "10.0.0.7", proto: "https", via };
+        let mut buf = Vec::new();
+        write_request_head(&head, &out, &fwd, &mut buf);
+        String::from_utf8(buf).expect("ascii")
+    }
+
+    #[test]
+    fn request_head_strips_and_adds() {
+        let got = forward(
+            "POST /a HTTP/1.1\r\nHost: front\r\nConnection: close, X-Forwarded-For, X-Secret\r\nX-Secret: s\r\n\
+             X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: http\r\nKeep-Alive: 5\r\nTE: trailers\r\n\
+             Proxy-Authorization: x\r\nProxy: http://evil\r\nX_Forwarded_For: 1.1.1.1\r\nUpgrade: h2c\r\n\
+             HTTP2-Settings: AA\r\nContent-Length: 5\r\nX-Keep-Case: 1\r\n\r\n",
+            None,
+        );
+        assert_eq!(
+            got,
+            "POST /x HTTP/1.1\r\nHost: backend:3000\r\nHTTP2-Settings: AA\r\nX-Keep-Case: 1\r\n\
+             X-Forwarded-For: 10.0.0.7\r\nX-Forwarded-Host: front\r\nX-Forwarded-Proto: https\r\n\
+             Content-Length: 5\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn request_head_appends_xff_and_via() {
+        let got = forward(
+            "GET / HTTP/1.0\r\nHost: front\r\nX-Forwarded-For: 6.6.6.6\r\nVia: 1.1 edge\r\n\r\n",
+            Some("sidecar"),
+        );
+        assert!(got.contains("X-Forwarded-For: 6.6.6.6, 10.0.0.7\r\n"), "{got}");
+        assert!(got.contains("Via: 1.1 edge, 1.0 sidecar\r\n"), "{got}");
+    }
+
+    #[test]
+    fn response_head_strips_frames_and_reverses() {
+        let res = parse_response_head(
+            b"HTTP/1.1 302 Found\r\nLocation: http://backend:3000/x\r\nContent-Length: 0\r\n\
+              Transfer-Encoding: chunked\r\nConnection: X-Drop\r\nX-Drop: 1\r\nKeep-Alive: timeout=5\r\n\
+              Content-Location: https://other/\r\n\r\n",
+        )
+        .expect("valid head");
+        let reverse =
+            |v: &[u8]| v.strip_prefix(b"http://backend:3000").map(|rest| [b"https://front".as_slice(), rest].concat());
+        let mut buf = Vec::new();
+        write_response_head(
+            &res,
+            Version::Http11,
+            Framing::Chunked,
+            ClientConnection::KeepAlive,
+            None,
+            &reverse,
+            &mut buf,
+        );
+        assert_eq!(
+            String::from_utf8(buf).expect("ascii"),
+            "HTTP/1.1 302 Found\r\nLocation: https://front/x\r\nContent-Location: https://other/\r\n\
+             Transfer-Encoding: chunked\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn head_response_keeps_content_length() {
+        let res = parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n").expect("valid");
+        let mut buf = Vec::new();
+        write_response_head(
+            &res,
+            Version::Http10,
+            Framing::None,
+            ClientConnection::KeepAlive,
+            None,
+            &|_| None,
+            &mut buf,
+        );
+        assert_eq!(buf, b"HTTP/1.0 200 OK\r\nContent-Length: 42\r\nConnection: keep-alive\r\n\r\n");
+    }
+}

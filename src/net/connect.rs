@@ -1,0 +1,104 @@
+//! Opening a connection to a backend: resolve, TCP connect within the connect
+//! timeout, TLS with SNI and verification for https/wss. Every failure is classified
+//! so the balancer can tell a dead replica from a slow one.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_io::Async;
+use futures_rustls::pki_types::ServerName;
+use futures_rustls::rustls::ClientConfig;
+use futures_rustls::TlsConnector;
+
+use super::stream::{Conn, Stream};
+use crate::target::Url;
+
+/// Why a backend connection could not be opened. Always the replica's fault (or the
+/// network's), never the client's.
+#[derive(Debug)]
+pub enum ConnectError {
+    Resolve(io::Error),
+    Refused(io::Error),
+    Timeout,
+    Tls(io::Error),
+}
+
+impl ConnectError {
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout)
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Resolve(e) => write!(f, "cannot resolve: {e}"),
+            Self::Refused(e) => write!(f, "connect failed: {e}"),
+            Self::Timeout => f.write_str("connect timed out"),
+            Self::Tls(e) => write!(f, "TLS handshake failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Resolve(e) | Self::Refused(e) | Self::Tls(e) => Some(e),
+            Self::Timeout => None,
+        }
+    }
+}
+
+/// Opens a connection to `url` (plain or TLS by scheme), all within `timeout`.
+pub async fn connect(url: &Url, tls: &Arc<ClientConfig>, timeout: Duration) -> Result<Conn, ConnectError> {
+    let deadline = async_io::Timer::after(timeout);
+    let attempt = async {
+        let addrs = resolve(url).await?;
+        let tcp = connect_any(&addrs).await?;
+        if !url.scheme.is_tls() {
+            return Ok(Conn::new(Stream::Plain(tcp)));
+        }
+        // An IP literal becomes ServerName::IpAddress: rustls sends no SNI for it and
+        // checks the IP SAN (RFC 6066, SECURITY T3).
+        let name = ServerName::try_from(url.bare_host().to_string())
+            .map_err(|e| ConnectError::Tls(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        let stream = TlsConnector::from(Arc::clone(tls)).connect(name, tcp).await.map_err(ConnectError::Tls)?;
+        Ok(Conn::new(Stream::ClientTls(Box::new(stream))))
+    };
+    futures_lite::future::or(attempt, async {
+        deadline.await;
+        Err(ConnectError::Timeout)
+    })
+    .await
+}
+
+async fn resolve(url: &Url) -> Result<Vec<SocketAddr>, ConnectError> {
+    if let Ok(ip) = url.bare_host().parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, url.port)]);
+    }
+    let host = url.bare_host().to_string();
+    let port = url.port;
+    // getaddrinfo blocks; smol runs it on its blocking pool.
+    let addrs = smol::net::resolve((host.as_str(), port)).await.map_err(ConnectError::Resolve)?;
+    if addrs.is_empty() {
+        return Err(ConnectError::Resolve(io::Error::new(io::ErrorKind::NotFound, "no addresses")));
+    }
+    Ok(addrs)
+}
+
+async fn connect_any(addrs: &[SocketAddr]) -> Result<Async<TcpStream>, ConnectError> {
+    let mut last = None;
+    for addr in addrs {
+        match Async::<TcpStream>::connect(*addr).await {
+            Ok(s) => {
+                let _ = s.get_ref().set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(ConnectError::Refused(last.unwrap_or_else(|| io::Error::other("no address"))))
+}

@@ -1,0 +1,6 @@
+//! Sockets: streams and buffered connections, listeners, backend connects, the pool.
+
+pub mod connect;
+pub mod listen;
+pub mod pool;
+pub mod stream;

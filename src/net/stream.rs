@@ -1,0 +1,173 @@
+//! A byte stream to a client or a backend, plain or TLS, and `Conn`: a stream with the
+//! bytes read from it but not yet used (a pipelined request, the first WebSocket
+//! frame after a 101). Also the one place that turns a future plus a deadline into a
+//! result.
+
+use std::future::Future;
+use std::io;
+use std::net::TcpStream;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_io::{Async, Timer};
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+/// Bytes read from a socket per read call; also the most a `Conn` buffers beyond a head.
+pub const READ_BYTES: usize = 16 * 1024;
+
+pub enum Stream {
+    Plain(Async<TcpStream>),
+    ServerTls(Box<futures_rustls::server::TlsStream<Async<TcpStream>>>),
+    ClientTls(Box<futures_rustls::client::TlsStream<Async<TcpStream>>>),
+}
+
+impl Stream {
+    /// The TCP socket under any TLS.
+    pub fn tcp(&self) -> &Async<TcpStream> {
+        match self {
+            Self::Plain(s) => s,
+            Self::ServerTls(s) => s.get_ref().0,
+            Self::ClientTls(s) => s.get_ref().0,
+        }
+    }
+
+    /// A pooled connection is usable only if the peer has neither closed it nor sent
+    /// anything unasked (SECURITY B6): a non-blocking peek must find nothing to read.
+    pub fn is_idle_and_open(&self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.tcp().get_ref().peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Stream::Plain($s) => $e,
+            Stream::ServerTls($s) => $e,
+            Stream::ClientTls($s) => $e,
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        delegate!(self, s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        delegate!(self, s => Pin::new(s).poll_write(cx, buf))
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_flush(cx))
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_close(cx))
+    }
+}
+
+/// A stream and its read-ahead. `buf[start..end]` holds bytes read and not yet used;
+/// the buffer is zeroed once when it grows, never per read.
+pub struct Conn {
+    pub stream: Stream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Conn {
+    pub fn new(stream: Stream) -> Self {
+        Self { stream, buf: Vec::new(), start: 0, end: 0 }
+    }
+
+    /// Bytes read and not yet consumed.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads once more, appending to the buffered bytes, letting the buffer grow to
+    /// `limit` bytes. Returns the number of new bytes; 0 means the peer closed.
+    pub async fn fill(&mut self, limit: usize) -> io::Result<usize> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            if self.buf.len() >= limit {
+                return Err(io::Error::new(io::ErrorKind::OutOfMemory, "read buffer full"));
+            }
+            let grown = if self.buf.is_empty() { READ_BYTES } else { self.buf.len() * 2 };
+            self.buf.resize(grown.min(limit), 0);
+        }
+        let n = futures_lite::AsyncReadExt::read(&mut self.stream, &mut self.buf[self.end..]).await?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Releases the buffer's memory once it is empty (an idle keep-alive connection or
+    /// a pooled one should not hold 16 KiB).
+    pub fn shrink(&mut self) {
+        if self.start == self.end {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    pub async fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush().await
+    }
+
+    /// The stream and the read-ahead, for a tunnel.
+    pub fn into_parts(mut self) -> (Stream, Vec<u8>) {
+        let rest = self.take_buffered();
+        (self.stream, rest)
+    }
+
+    /// Takes the read-ahead out, leaving the buffer empty and released.
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let rest = self.buffered().to_vec();
+        self.buf = Vec::new();
+        self.start = 0;
+        self.end = 0;
+        rest
+    }
+}
+
+/// The error a deadline produces.
+pub fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "timed out")
+}
+
+/// Runs `fut` for at most `limit`; `None` when the time ran out.
+pub async fn deadline<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        Timer::after(limit).await;
+        None
+    })
+    .await
+}
+
+/// Runs `fut` for at most `limit`.
+pub async fn with_timeout<T>(limit: Duration, fut: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    futures_lite::future::or(fut, async {
+        Timer::after(limit).await;
+        Err(timed_out())
+    })
+    .await
+}

@@ -1,0 +1,164 @@
+//! Where a request goes: rewrite rules first (RewriteEngine runs before ProxyPass, as
+//! in Apache), then the `[[proxy]]` table. The result names a target from config only;
+//! nothing in the request can name a host (SECURITY §0.4).
+
+use std::borrow::Cow;
+use std::cell::OnceCell;
+
+use crate::config::Config;
+use crate::h1::head::RequestHead;
+use crate::h1::upgrade::Upgrade;
+use crate::rewrite::{Decision, RequestVars};
+use crate::route::{normalize_target, upstream_target, NormPath, PathError};
+use crate::target::Target;
+
+use super::error::ProxyError;
+use super::ClientInfo;
+
+/// A request's destination.
+#[derive(Debug)]
+pub struct Destination {
+    pub target: Target,
+    /// Path and query to send, before a balancer member's own path is put in front.
+    pub upstream_target: String,
+    pub preserve_host: bool,
+    /// Forward as a WebSocket handshake and tunnel after a valid 101.
+    pub websocket: bool,
+    /// `proxy[i]` or `rewrite[i]`, for the access line.
+    pub label: String,
+    /// The client-facing prefix of the route, for ProxyPassReverse.
+    pub reverse: bool,
+}
+
+/// What to do with a request.
+#[derive(Debug)]
+pub enum Decided {
+    Forward(Destination),
+    /// Answer locally: a redirect from an `R` rule.
+    Redirect {
+        status: u16,
+        location: String,
+        label: String,
+    },
+    /// `OPTIONS *`: nothing to forward.
+    OptionsStar,
+}
+
+/// The server variables of one request, computed only when a rule asks.
+struct Vars<'a> {
+    head: &'a RequestHead,
+    path: &'a NormPath,
+    info: &'a ClientInfo,
+    server_name: &'a str,
+    decoded: OnceCell<String>,
+    request_line: OnceCell<String>,
+    remote: OnceCell<String>,
+}
+
+impl RequestVars for Vars<'_> {
+    fn method(&self) -> &str {
+        &self.head.method
+    }
+    fn path(&self) -> &str {
+        self.decoded.get_or_init(|| self.path.decoded())
+    }
+    fn query(&self) -> &str {
+        self.path.query.as_deref().unwrap_or("")
+    }
+    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        let mut values = self.head.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v);
+        let first = values.next()?;
+        let mut joined: Option<Vec<u8>> = None;
+        for more in values {
+            let j = joined.get_or_insert_with(|| first.to_vec());
+            j.extend_from_slice(b", ");
+            j.extend_from_slice(more);
+        }
+        Some(match joined {
+            None => String::from_utf8_lossy(first),
+            Some(j) => Cow::Owned(String::from_utf8_lossy(&j).into_owned()),
+        })
+    }
+    fn request_line(&self) -> &str {
+        self.request_line.get_or_init(|| self.head.request_line())
+    }
+    fn remote_addr(&self) -> &str {
+        self.remote.get_or_init(|| self.info.peer_ip.clone())
+    }
+    fn server_name(&self) -> &str {
+        self.server_name
+    }
+    fn server_port(&self) -> u16 {
+        self.info.local.port()
+    }
+    fn https(&self) -> bool {
+        self.info.https
+    }
+}
+
+fn path_error(e: PathError) -> ProxyError {
+    match e {
+        PathError::Malformed(why) => ProxyError::BadRequest(why),
+        PathError::EncodedSlash => ProxyError::NoRoute("encoded slash in path (Apache AllowEncodedSlashes Off)"),
+    }
+}
+
+pub fn decide(config: &Config, head: &RequestHead, info: &ClientInfo, upgrade: Upgrade) -> Result<Decided, ProxyError> {
+    if head.target == "*" {
+        return Ok(Decided::OptionsStar);
+    }
+    let norm = normalize_target(&head.target).map_err(path_error)?;
+    let host = head.headers.get("Host").and_then(|h| std::str::from_utf8(h).ok());
+    let server_name = config.server_name.as_deref().or(host).unwrap_or("");
+    let vars = Vars {
+        head,
+        path: &norm,
+        info,
+        server_name,
+        decoded: OnceCell::new(),
+        request_line: OnceCell::new(),
+        remote: OnceCell::new(),
+    };
+    let websocket = upgrade == Upgrade::WebSocket;
+    let rewritten;
+    let norm = match config.rules.evaluate(&vars) {
+        Decision::Pass => &norm,
+        Decision::Rewritten { path_and_query, .. } => {
+            rewritten = normalize_target(&path_and_query).map_err(path_error)?;
+            &rewritten
+        }
+        Decision::Proxy { target, rule } => {
+            let upstream_target = match &target {
+                Target::Url(u) => u.path.clone(),
+                Target::Balancer { path, .. } => path.clone(),
+            };
+            return Ok(Decided::Forward(Destination {
+                target,
+                upstream_target,
+                preserve_host: false,
+                websocket,
+                label: format!("rewrite[{rule}]"),
+                reverse: false,
+            }));
+        }
+        Decision::Redirect { status, location, rule } => {
+            return Ok(Decided::Redirect { status, location, label: format!("rewrite[{rule}]") })
+        }
+        Decision::Forbidden { .. } => return Err(ProxyError::Forbidden),
+        Decision::Gone { .. } => return Err(ProxyError::Gone),
+        Decision::Refused { .. } => return Err(ProxyError::BadRequest("rewrite result is not a valid request target")),
+    };
+    let route = config.routes.find(&norm.path).ok_or(ProxyError::NoRoute("no [[proxy]] path matches"))?;
+    let base_path = match &route.target {
+        Target::Url(u) => u.path.as_str(),
+        Target::Balancer { path, .. } => path.as_str(),
+    };
+    Ok(Decided::Forward(Destination {
+        target: route.target.clone(),
+        upstream_target: upstream_target(&route.prefix, base_path, norm),
+        preserve_host: route.preserve_host,
+        websocket: websocket && route.upgrade,
+        label: format!("proxy[{}]", route.index),
+        reverse: route.reverse,
+    }))
+}

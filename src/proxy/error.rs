@@ -1,0 +1,121 @@
+//! What can go wrong while proxying one request, whose fault it is, and what the client
+//! is told (SPEC §4 errors; STYLE §3).
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use crate::net::connect::ConnectError;
+
+/// A backend's failure. Always the replica's fault.
+#[derive(Debug)]
+pub enum UpstreamError {
+    Connect(ConnectError),
+    /// No response head within `proxy_timeout`.
+    Timeout,
+    /// The connection broke while sending or receiving.
+    Io(io::Error),
+    /// The backend closed before a complete response head.
+    Closed,
+    /// The response violates HTTP or sidecar's rules (SECURITY §1.2).
+    Malformed(String),
+}
+
+impl UpstreamError {
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Self::Timeout => true,
+            Self::Connect(c) => c.is_timeout(),
+            Self::Io(e) => e.kind() == io::ErrorKind::TimedOut,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Connect(e) => e.fmt(f),
+            Self::Timeout => f.write_str("no response within proxy_timeout"),
+            Self::Io(e) => write!(f, "connection failed: {e}"),
+            Self::Closed => f.write_str("closed before a complete response head"),
+            Self::Malformed(why) => write!(f, "bad response: {why}"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum ProxyError {
+    /// The client's request is malformed; the text says how.
+    BadRequest(&'static str),
+    HeadTooLarge,
+    /// Over `max_body_bytes`: 413.
+    BodyTooLarge,
+    MethodNotAllowed,
+    NoRoute(&'static str),
+    Forbidden,
+    Gone,
+    /// A backend failed; `replica` names it.
+    Upstream {
+        replica: String,
+        cause: UpstreamError,
+    },
+    /// No replica can take the request now.
+    AllReplicasDown {
+        balancer: String,
+        retry_after: Duration,
+    },
+    /// The client went away or broke the connection; nobody to answer.
+    ClientGone(io::Error),
+}
+
+impl ProxyError {
+    /// What the client is sent; `None` when the client is already gone.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::BadRequest(_) => Some(400),
+            Self::HeadTooLarge => Some(431),
+            Self::BodyTooLarge => Some(413),
+            Self::MethodNotAllowed => Some(405),
+            Self::NoRoute(_) => Some(404),
+            Self::Forbidden => Some(403),
+            Self::Gone => Some(410),
+            Self::Upstream { cause, .. } if cause.is_timeout() => Some(504),
+            Self::Upstream { .. } => Some(502),
+            Self::AllReplicasDown { .. } => Some(503),
+            Self::ClientGone(_) => None,
+        }
+    }
+
+    /// Client errors close the connection: after a framing problem nothing that follows
+    /// can be trusted to be a request (SECURITY §0.1, S22).
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            Self::BadRequest(_)
+                | Self::HeadTooLarge
+                | Self::BodyTooLarge
+                | Self::MethodNotAllowed
+                | Self::ClientGone(_)
+        )
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadRequest(why) => f.write_str(why),
+            Self::HeadTooLarge => f.write_str("request head too large"),
+            Self::BodyTooLarge => f.write_str("request body over max_body_bytes"),
+            Self::MethodNotAllowed => f.write_str("CONNECT is not served"),
+            Self::NoRoute(why) => f.write_str(why),
+            Self::Forbidden => f.write_str("forbidden by a rewrite rule"),
+            Self::Gone => f.write_str("gone by a rewrite rule"),
+            Self::Upstream { replica, cause } => write!(f, "{replica}: {cause}"),
+            Self::AllReplicasDown { balancer, retry_after } => {
+                write!(f, "no usable replica in balancer {balancer:?} (next retry in {}s)", retry_after.as_secs())
+            }
+            Self::ClientGone(e) => write!(f, "client connection lost: {e}"),
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! One request: decide, pick a replica, send the head and body, read the answer, relay
+//! it or switch to a tunnel. Retries happen only where the request cannot have reached
+//! the application (STYLE §3): a stale pooled connection that died before any response
+//! byte, and a replica that could not be connected to.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use crate::access_log::AccessRecord;
+use crate::config::Config;
+use crate::h1::canned::canned;
+use crate::h1::framing::{request_framing, response_framing, Framing};
+use crate::h1::head::{parse_response_head, HeadError, RequestHead, ResponseHead, Version};
+use crate::h1::headers::{write_request_head, write_response_head, ClientConnection, Forwarding, Outgoing, CONTINUE};
+use crate::h1::scan::HeadScanner;
+use crate::h1::upgrade::{check_switch, classify_upgrade, Upgrade};
+use crate::metrics::Metrics;
+use crate::net::connect::connect;
+use crate::net::stream::Conn;
+use crate::route::{join_paths, reverse_url};
+use crate::target::{Target, Url};
+
+use super::body::{copy_body, CopyError, Encoding};
+use super::decide::{decide, Decided, Destination};
+use super::error::{ProxyError, UpstreamError};
+use super::{finish, ClientInfo, Next, Worker};
+
+/// How long to wait for a backend's `100 Continue` before sending the body anyway
+/// (RFC 9110 §10.1.1: a client "MAY proceed to send content" without it; curl waits 1 s).
+const EXPECT_WAIT: Duration = Duration::from_secs(1);
+
+/// Where the request stands, so an error is answered correctly.
+struct Progress {
+    /// When the request head started arriving.
+    started: Instant,
+    /// The request body has been read completely from the client (or there was none).
+    body_done: bool,
+    /// Bytes of the response have reached the client: no error page can follow.
+    responded: bool,
+    /// A `100 Continue` went to the client.
+    sent_continue: bool,
+}
+
+/// Handles one request and says how the connection continues.
+pub async fn handle(w: &Worker, client: &mut Conn, info: &ClientInfo, head: RequestHead, started: Instant) -> Next {
+    let mut record =
+        AccessRecord { peer: Some(info.peer), request_line: Some(head.request_line()), ..Default::default() };
+    let header = |name| head.headers.get(name).map(|v| String::from_utf8_lossy(v).into_owned());
+    record.referer = header("Referer");
+    record.user_agent = header("User-Agent");
+    let mut progress = Progress { started, body_done: true, responded: false, sent_continue: false };
+    // One config for the whole request, even if a reload lands meanwhile.
+    let config = w.config();
+    let result = run(w, &config, client, info, &head, &mut record, &mut progress).await;
+    record.elapsed = started.elapsed();
+    match result {
+        Ok(Next::Tunnel { backend, record, .. }) => Next::Tunnel { backend, record, started },
+        Ok(next) => {
+            finish(w, &record);
+            next
+        }
+        Err(e) => {
+            record.reason = Some(e.to_string());
+            let close = e.closes_connection() || !progress.body_done || progress.responded;
+            if let (Some(status), false) = (e.status(), progress.responded) {
+                record.status = status;
+                let retry_after;
+                let extra: &[(&str, &str)] = match &e {
+                    ProxyError::AllReplicasDown { retry_after: r, .. } => {
+                        retry_after = r.as_secs().max(1).to_string();
+                        &[("Retry-After", retry_after.as_str())]
+                    }
+                    _ => &[],
+                };
+                let _ = client.write_all(&canned(status, extra, close)).await;
+                let _ = client.flush().await;
+            }
+            // Connect failures were logged per attempt; other replica faults here.
+            if let ProxyError::Upstream { cause, .. } = &e {
+                if !matches!(cause, UpstreamError::Connect(_)) {
+                    log::warn!("{}: {e}", record.label_or_dash());
+                }
+            }
+            finish(w, &record);
+            if close {
+                Next::Close
+            } else {
+                Next::KeepAlive
+            }
+        }
+    }
+}
+
+impl AccessRecord {
+    fn label_or_dash(&self) -> &str {
+        self.route.as_deref().unwrap_or("-")
+    }
+}
+
+async fn run(
+    w: &Worker,
+    config: &Config,
+    client: &mut Conn,
+    info: &ClientInfo,
+    head: &RequestHead,
+    record: &mut AccessRecord,
+    progress: &mut Progress,
+) -> Result<Next, ProxyError> {
+    let framing = request_framing(head).map_err(|e| ProxyError::BadRequest(e.0))?;
+    if let (Framing::Length(n), Some(max)) = (framing, config.limits.max_body_bytes) {
+        if n > max {
+            progress.body_done = false;
+            return Err(ProxyError::BodyTooLarge);
+        }
+    }
+    progress.body_done = framing == Framing::None;
+    let upgrade = classify_upgrade(head);
+    if let Upgrade::Invalid(why) = upgrade {
+        return Err(ProxyError::BadRequest(why));
+    }
+    let dest = match decide(config, head, info, upgrade)? {
+        Decided::Forward(d) => d,
+        Decided::Redirect { status, location, label } => {
+            record.route = Some(label);
+            record.status = status;
+            let close = !progress.body_done;
+            client
+                .write_all(&canned(status, &[("Location", &location)], close))
+                .await
+                .map_err(ProxyError::ClientGone)?;
+            return Ok(if close { Next::Close } else { Next::KeepAlive });
+        }
+        Decided::OptionsStar => {
+            record.status = 200;
+            client
+                .write_all(b"HTTP/1.1 200 OK\r\nAllow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .map_err(ProxyError::ClientGone)?;
+            return Ok(if progress.body_done { Next::KeepAlive } else { Next::Close });
+        }
+    };
+    record.route = Some(dest.label.clone());
+    forward(w, config, client, info, head, framing, &dest, record, progress).await
+}
+
+/// Sends the request to a replica of `dest` and relays the answer.
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    w: &Worker,
+    config: &Config,
+    client: &mut Conn,
+    info: &ClientInfo,
+    head: &RequestHead,
+    framing: Framing,
+    dest: &Destination,
+    record: &mut AccessRecord,
+    progress: &mut Progress,
+) -> Result<Next, ProxyError> {
+    let members = candidates(w, config, &dest.target);
+    let idempotent = matches!(head.method.as_str(), "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE");
+    let mut last_error = None;
+    let mut stale_retry_used = false;
+    let mut i = 0;
+    while i < members.len() {
+        let url = &members[i];
+        record.tries += 1;
+        record.replica = Some(url.origin());
+        let fail = |cause: UpstreamError| ProxyError::Upstream { replica: url.origin(), cause };
+        let pooled = if stale_retry_used { None } else { w.pool.take(url, Instant::now()) };
+        let reused = pooled.is_some();
+        let counter = if reused { &w.shared.metrics.pool_reused } else { &w.shared.metrics.pool_new };
+        counter.fetch_add(1, Relaxed);
+        let mut backend = match pooled {
+            Some(c) => c,
+            None => match connect(url, &config.backend_tls, config.timeouts.connect).await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Nothing was sent: another replica may take it, whatever the method.
+                    log::warn!("{}: {e}", url.origin());
+                    w.shared.metrics.connect_errors.fetch_add(1, Relaxed);
+                    last_error = Some(fail(UpstreamError::Connect(e)));
+                    i += 1;
+                    continue;
+                }
+            },
+        };
+        let target =
+            if url.path == "/" { dest.upstream_target.clone() } else { join_paths(&url.path, &dest.upstream_target) };
+        let host = match (dest.preserve_host, head.headers.get("Host")) {
+            (true, Some(h)) => String::from_utf8_lossy(h).into_owned(),
+            _ => url.authority(),
+        };
+        let outgoing = Outgoing { target: &target, host: &host, framing, websocket: dest.websocket };
+        let via = config.via.then(|| config.server_name.as_deref().unwrap_or("sidecar"));
+        let fwd = Forwarding { peer_ip: &info.peer_ip, proto: if info.https { "https" } else { "http" }, via };
+        let mut out = Vec::with_capacity(512);
+        write_request_head(head, &outgoing, &fwd, &mut out);
+        match send(config, &w.shared.metrics, client, &mut backend, head, framing, out, progress, url).await {
+            Ok(Sent::Response(res)) => {
+                return relay(w, config, client, info, head, dest, url, backend, res, record, progress).await;
+            }
+            Ok(Sent::Failed(cause)) => {
+                // Nothing of the response arrived. Retry on a fresh connection when the
+                // pooled one was stale and the request can be replayed safely.
+                if reused && progress.body_done && framing == Framing::None && idempotent && !stale_retry_used {
+                    log::debug!("{}: pooled connection failed ({cause}), retrying on a fresh one", url.origin());
+                    stale_retry_used = true;
+                    continue;
+                }
+                return Err(fail(cause));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_error.unwrap_or(ProxyError::NoRoute("no replica configured")))
+}
+
+/// The replicas to try, in order. A URL target has one; a balancer lists its usable
+/// members starting at a rotating position.
+fn candidates(w: &Worker, config: &Config, target: &Target) -> Vec<Url> {
+    match target {
+        Target::Url(u) => vec![Url { path: "/".to_string(), ..u.clone() }],
+        Target::Balancer { name, .. } => {
+            let Some(b) = config.balancer(name) else { return Vec::new() };
+            let usable: Vec<&crate::config::MemberConfig> =
+                b.members.iter().filter(|m| m.status == crate::config::MemberStatus::Normal).collect();
+            if usable.is_empty() {
+                return Vec::new();
+            }
+            let start = w.rotation.get() % usable.len();
+            w.rotation.set(w.rotation.get().wrapping_add(1));
+            (0..usable.len()).map(|k| usable[(start + k) % usable.len()].url.clone()).collect()
+        }
+    }
+}
+
+enum Sent {
+    /// The final (or 101) response head from the backend.
+    Response(ResponseHead),
+    /// The backend failed before any response byte.
+    Failed(UpstreamError),
+}
+
+/// Writes head and body, reads the response head (relaying `100 Continue`).
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    config: &Config,
+    metrics: &Metrics,
+    client: &mut Conn,
+    backend: &mut Conn,
+    head: &RequestHead,
+    framing: Framing,
+    mut out: Vec<u8>,
+    progress: &mut Progress,
+    url: &Url,
+) -> Result<Sent, ProxyError> {
+    let timeouts = &config.timeouts;
+    // A small body already in hand goes out with the head, in one write.
+    if let Framing::Length(n) = framing {
+        if !head.expects_continue() && client.buffered().len() as u64 >= n {
+            out.extend_from_slice(&client.buffered()[..n as usize]);
+            client.consume(n as usize);
+            progress.body_done = true;
+            metrics.bytes_in.fetch_add(n, Relaxed);
+        }
+    }
+    if let Err(e) = write_flush(backend, &out).await {
+        return Ok(Sent::Failed(UpstreamError::Io(e)));
+    }
+    if !progress.body_done {
+        if head.expects_continue() && !progress.sent_continue {
+            let early = futures_lite::future::or(
+                async { Some(read_response_head(backend, head, timeouts.proxy).await) },
+                async {
+                    async_io::Timer::after(EXPECT_WAIT).await;
+                    None
+                },
+            )
+            .await;
+            match early {
+                Some(Ok(res)) if res.status == 100 => {
+                    client.write_all(CONTINUE).await.map_err(ProxyError::ClientGone)?;
+                    progress.sent_continue = true;
+                }
+                // A final answer before the body: relay it; the unread body means the
+                // client connection closes after it (`body_done` stays false).
+                Some(Ok(res)) => return Ok(Sent::Response(res)),
+                Some(Err(e)) => return Ok(Sent::Failed(e)),
+                None => {
+                    client.write_all(CONTINUE).await.map_err(ProxyError::ClientGone)?;
+                    progress.sent_continue = true;
+                }
+            }
+        }
+        let encoding = if framing == Framing::Chunked { Encoding::Chunked } else { Encoding::Raw };
+        match copy_body(
+            client,
+            &mut backend.stream,
+            framing,
+            encoding,
+            timeouts.proxy,
+            Vec::new(),
+            config.limits.max_body_bytes,
+        )
+        .await
+        {
+            Ok(n) => {
+                progress.body_done = true;
+                metrics.bytes_in.fetch_add(n, Relaxed);
+            }
+            Err(CopyError::Write(e)) => {
+                return Err(ProxyError::Upstream { replica: url.origin(), cause: UpstreamError::Io(e) })
+            }
+            Err(CopyError::Chunk(why)) => return Err(ProxyError::BadRequest(why)),
+            Err(CopyError::TooLarge) => return Err(ProxyError::BodyTooLarge),
+            Err(CopyError::Read(e)) => return Err(ProxyError::ClientGone(e)),
+            Err(CopyError::Truncated) => {
+                return Err(ProxyError::ClientGone(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "client closed inside the request body",
+                )))
+            }
+        }
+    }
+    loop {
+        match read_response_head(backend, head, timeouts.proxy).await {
+            Ok(res) if res.status == 100 => {
+                if head.expects_continue() && !progress.sent_continue {
+                    client.write_all(CONTINUE).await.map_err(ProxyError::ClientGone)?;
+                    progress.sent_continue = true;
+                }
+            }
+            // 102/103 and other interim answers are dropped; the final one follows.
+            Ok(res) if res.status != 101 && res.status < 200 => {}
+            Ok(res) => return Ok(Sent::Response(res)),
+            Err(e) => return Ok(Sent::Failed(e)),
+        }
+    }
+}
+
+async fn write_flush(conn: &mut Conn, bytes: &[u8]) -> std::io::Result<()> {
+    conn.write_all(bytes).await?;
+    conn.flush().await
+}
+
+/// The backend's response head, within `limit`. Cancel-safe: bytes read stay in the
+/// connection's buffer.
+async fn read_response_head(
+    backend: &mut Conn,
+    head: &RequestHead,
+    limit: Duration,
+) -> Result<ResponseHead, UpstreamError> {
+    let _ = head;
+    let max = crate::h1::head::MAX_RESPONSE_HEAD_BYTES;
+    let read = async {
+        let mut scanner = HeadScanner::default();
+        loop {
+            if !backend.buffered().is_empty() {
+                match scanner.scan(backend.buffered(), max) {
+                    Ok(Some(len)) => {
+                        let res = parse_response_head(&backend.buffered()[..len]).map_err(|e| match e {
+                            HeadError::TooLarge => UpstreamError::Malformed("response head too large".into()),
+                            e => UpstreamError::Malformed(e.to_string()),
+                        })?;
+                        backend.consume(len);
+                        return Ok(res);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(UpstreamError::Malformed(HeadError::from(e).to_string())),
+                }
+            }
+            match backend.fill(max).await {
+                Ok(0) if backend.buffered().is_empty() => return Err(UpstreamError::Closed),
+                Ok(0) => return Err(UpstreamError::Malformed("closed inside the response head".into())),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {
+                    return Err(UpstreamError::Malformed("response head too large".into()))
+                }
+                Err(e) => return Err(UpstreamError::Io(e)),
+            }
+        }
+    };
+    futures_lite::future::or(read, async {
+        async_io::Timer::after(limit).await;
+        Err(UpstreamError::Timeout)
+    })
+    .await
+}
+
+/// Relays a response (or opens the tunnel) and returns the backend connection to the
+/// pool when it is clean.
+#[allow(clippy::too_many_arguments)]
+async fn relay(
+    w: &Worker,
+    config: &Config,
+    client: &mut Conn,
+    info: &ClientInfo,
+    head: &RequestHead,
+    dest: &Destination,
+    url: &Url,
+    mut backend: Conn,
+    res: ResponseHead,
+    record: &mut AccessRecord,
+    progress: &mut Progress,
+) -> Result<Next, ProxyError> {
+    let replica = url.origin();
+    let bad = |why: String| ProxyError::Upstream { replica: replica.clone(), cause: UpstreamError::Malformed(why) };
+    let via = config.via.then(|| config.server_name.as_deref().unwrap_or("sidecar"));
+    let reverse = |v: &[u8]| {
+        if !dest.reverse {
+            return None;
+        }
+        reverse_url(v, &config.reverse, &front_origin(config.server_name.as_deref(), head, info))
+    };
+    record.status = res.status;
+    record.ttfb = Some(progress.started.elapsed());
+    if res.status == 101 {
+        if !dest.websocket {
+            return Err(bad("101 to a request that was not a WebSocket handshake".into()));
+        }
+        check_switch(head, &res).map_err(|why| bad(why.to_string()))?;
+        let mut out = Vec::with_capacity(256);
+        write_response_head(&res, Version::Http11, Framing::None, ClientConnection::Upgrade, via, &reverse, &mut out);
+        write_flush(client, &out).await.map_err(ProxyError::ClientGone)?;
+        progress.responded = true;
+        return Ok(Next::Tunnel { backend, record: std::mem::take(record), started: Instant::now() });
+    }
+    let rf = response_framing(&head.method, &res).map_err(|e| bad(e.0.to_string()))?;
+    let client_11 = head.version == Version::Http11;
+    let (client_framing, encoding) = match rf.framing {
+        Framing::None => (Framing::None, Encoding::Raw),
+        Framing::Length(n) => (Framing::Length(n), Encoding::Raw),
+        // A close-delimited body is re-chunked for a 1.1 client, so its connection
+        // survives; an HTTP/1.0 client gets it until close.
+        Framing::Chunked | Framing::UntilClose if client_11 => (Framing::Chunked, Encoding::Chunked),
+        Framing::Chunked | Framing::UntilClose => (Framing::UntilClose, Encoding::Raw),
+    };
+    let keep_alive =
+        head.wants_keep_alive() && progress.body_done && client_framing != Framing::UntilClose && !w.draining.get();
+    let connection = if keep_alive { ClientConnection::KeepAlive } else { ClientConnection::Close };
+    let mut out = Vec::with_capacity(512);
+    write_response_head(&res, head.version, client_framing, connection, via, &reverse, &mut out);
+    progress.responded = true;
+    let backend_keeps = rf.reusable
+        && rf.framing != Framing::UntilClose
+        && progress.body_done
+        && match res.version {
+            Version::Http11 => !res.headers.has_token("Connection", "close"),
+            Version::Http10 => res.headers.has_token("Connection", "keep-alive"),
+        };
+    match copy_body(&mut backend, &mut client.stream, rf.framing, encoding, config.timeouts.proxy, out, None).await {
+        Ok(n) => record.bytes = Some(n),
+        Err(CopyError::Write(e)) => return Err(ProxyError::ClientGone(e)),
+        Err(e) => {
+            // The client has the head and part of the body: it must see truncation,
+            // so its connection closes without a last chunk (SECURITY B5).
+            let why = match e {
+                CopyError::Chunk(why) => format!("bad chunked body: {why}"),
+                CopyError::Read(e) => format!("body read failed: {e}"),
+                _ => "closed inside the body".to_string(),
+            };
+            return Err(bad(why));
+        }
+    }
+    if backend_keeps {
+        w.pool.put(url, backend, Instant::now());
+    }
+    Ok(if keep_alive { Next::KeepAlive } else { Next::Close })
+}
+
+/// The client-facing `scheme://host` that ProxyPassReverse writes (Apache uses the
+/// request's Host unless `UseCanonicalName On`).
+fn front_origin(server_name: Option<&str>, head: &RequestHead, info: &ClientInfo) -> String {
+    let scheme = if info.https { "https" } else { "http" };
+    let host = head.headers.get("Host").and_then(|h| std::str::from_utf8(h).ok()).map(str::to_string);
+    let host = host.or_else(|| server_name.map(str::to_string)).unwrap_or_else(|| info.local.to_string());
+    format!("{scheme}://{host}")
+}
