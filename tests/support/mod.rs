@@ -189,6 +189,11 @@ impl Sidecar {
         self.addr.port()
     }
 
+    /// Whether the listening line said `(https)`.
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
