@@ -17,7 +17,7 @@ fn answered_502_and_dropped(bad: &[u8]) {
     let b = backend::answers_raw_once_then_fine(bad);
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("GET /first HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET /first HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     let r = match c.try_read_response(false, DEADLINE) {
         Ok(r) => r,
         Err(e) => panic!("backend sent {}\nexpected a 502: {e}", show(bad)),
@@ -25,7 +25,7 @@ fn answered_502_and_dropped(bad: &[u8]) {
     assert_eq!(r.status, 502, "backend sent {}\nclient got {}", show(bad), show(&r.head));
     r.assert_error(502);
     let mut c2 = p.conn();
-    c2.send("GET /second HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c2.send("GET /second HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     let r2 = c2.read_response();
     assert_eq!((r2.status, r2.body_str().as_str()), (200, "fine"), "{}", r2.head_str());
     let reqs = b.requests();
@@ -87,7 +87,7 @@ fn response_with_content_length_and_chunked_is_framed_by_te_and_not_reused() {
     );
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("GET /first HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET /first HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     let r = c.read_response();
     match r.status {
         200 => assert!(r.body.is_empty(), "framed by Transfer-Encoding: empty body, got {:?}", r.body_str()),
@@ -97,7 +97,7 @@ fn response_with_content_length_and_chunked_is_framed_by_te_and_not_reused() {
     let (rest, _) = c.read_until_close(Duration::from_millis(200));
     assert!(!rest.windows(9).any(|w| w == b"splitting"), "leftover relayed: {}", show(&rest));
     let mut c2 = p.conn();
-    c2.send("GET /second HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c2.send("GET /second HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     let r2 = c2.read_response();
     assert_eq!((r2.status, r2.body_str().as_str()), (200, "fine"), "{}", r2.head_str());
     let reqs = b.requests();
@@ -119,7 +119,9 @@ fn response_chunked_then_gzip_is_502() {
 
 #[test]
 fn response_chunked_gzip_chunked_is_502() {
-    answered_502_and_dropped(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n");
+    answered_502_and_dropped(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    );
 }
 
 #[test]
@@ -134,7 +136,7 @@ fn premature_close_mid_length_body_truncates_the_client_response() {
     let b = backend::answers_raw_then_closes(&b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789"[..]);
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status, 200);
     assert!(!r.complete, "the client must see the truncation: {}", r.head_str());
@@ -145,10 +147,11 @@ fn premature_close_mid_length_body_truncates_the_client_response() {
 
 #[test]
 fn premature_close_mid_chunked_body_never_sends_the_last_chunk() {
-    let b = backend::answers_raw_then_closes(&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"[..]);
+    let b =
+        backend::answers_raw_then_closes(&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"[..]);
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status, 200);
     assert!(!r.complete, "no terminating 0-chunk may be invented");
@@ -162,7 +165,7 @@ fn backend_closing_without_an_answer_is_502() {
     let b = Backend::start(|_| Reply::Close);
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     c.read_response().assert_error(502);
 }
 
@@ -177,13 +180,13 @@ fn bytes_after_a_complete_response_never_reach_the_next_request() {
     let b = backend::answers_raw_once_then_fine(bad);
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("GET /first HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET /first HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     let r = c.read_response();
     assert!(r.status == 200 || r.status == 502, "{}", r.status_line);
     if r.status == 200 {
         assert_eq!(r.body, b"ok");
     }
-    c.send("GET /second HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET /second HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     let r2 = c.read_response();
     assert_eq!((r2.status, r2.body_str().as_str()), (200, "fine"), "the next request got {}", r2.head_str());
     assert!(r2.header("location").is_none());
@@ -204,11 +207,11 @@ fn bytes_arriving_later_on_an_idle_pooled_connection_never_reach_the_next_reques
     });
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("GET /first HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET /first HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     assert_eq!(c.read_response().body, b"ok");
     // The extra response arrives on the pooled connection 100 ms after the first.
     std::thread::sleep(Duration::from_millis(300));
-    c.send("GET /second HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET /second HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     let r2 = c.read_response();
     assert_eq!((r2.status, r2.body_str().as_str()), (200, "fine"), "the next request got {}", r2.head_str());
     let reqs = b.requests();
@@ -225,13 +228,13 @@ fn unsolicited_101_to_a_plain_get_is_502_and_closed() {
     );
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("GET /plain HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET /plain HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     c.read_response().assert_error(502);
     let (rest, closed) = c.read_until_close(DEADLINE);
     assert!(rest.is_empty(), "nothing of the tunnel may reach the client: {}", show(&rest));
     assert!(closed, "unsolicited 101 closes the client connection");
     let mut c2 = p.conn();
-    c2.send("GET /second HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c2.send("GET /second HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     assert_eq!(c2.read_response().body, b"fine");
     let reqs = b.requests();
     assert_ne!(reqs[1].conn, reqs[0].conn);
@@ -242,7 +245,7 @@ fn interim_103_then_200_delivers_the_200() {
     let b = backend::answers_raw(&b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"[..]);
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     let mut r = c.read_response();
     let mut interim = 0;
     while (100..200).contains(&r.status) && interim < 3 {
@@ -252,7 +255,7 @@ fn interim_103_then_200_delivers_the_200() {
     }
     assert_eq!((r.status, r.body_str().as_str()), (200, "ok"));
     // And the connection is still in step.
-    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     let mut r = c.read_response();
     while r.status == 103 {
         r = c.read_response();
@@ -269,10 +272,10 @@ fn bytes_after_a_204_are_not_relayed_and_the_connection_not_reused() {
     );
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("GET /first HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET /first HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     let r = c.read_response();
     assert!(r.status == 204 || r.status == 502, "{}", r.status_line);
-    c.send("GET /second HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET /second HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     let r2 = c.read_response();
     assert_eq!((r2.status, r2.body_str().as_str()), (200, "fine"), "{}", r2.head_str());
     let reqs = b.requests();

@@ -71,7 +71,11 @@ ca = "certs/backend-ca.pem"
 "#;
     let ran = check(
         config,
-        &[("certs/server.crt", &server.cert_pem), ("certs/server.key", &server.key_pem), ("certs/backend-ca.pem", &ca.pem)],
+        &[
+            ("certs/server.crt", &server.cert_pem),
+            ("certs/server.key", &server.key_pem),
+            ("certs/backend-ca.pem", &ca.pem),
+        ],
     );
     assert_eq!(ran.code, Some(0), "stdout:\n{}\nstderr:\n{}", ran.stdout, ran.stderr);
 }

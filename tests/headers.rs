@@ -14,7 +14,7 @@ fn forwarded(req: &str) -> Request {
     let b = backend::echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send(req).unwrap();
+    c.send(req).expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status, 200, "{}", r.head_str());
     let reqs = b.requests();
@@ -32,7 +32,7 @@ fn relayed(raw: &[u8], host: &str, route: &str) -> (Response, Backend) {
         route.replace("BACKEND", &b.addr.to_string())
     ));
     let mut c = p.conn();
-    c.send(format!("GET /app/page HTTP/1.1\r\nHost: {host}\r\n\r\n")).unwrap();
+    c.send(format!("GET /app/page HTTP/1.1\r\nHost: {host}\r\n\r\n")).expect("send to sidecar");
     let r = c.read_response();
     (r, b)
 }
@@ -51,7 +51,9 @@ fn hop_by_hop_request_headers_are_not_forwarded() {
          Proxy-Authorization: Basic Zm9vOmJhcg==\r\nProxy-Connection: keep-alive\r\nProxy: http://evil.example/\r\n\
          X-End-To-End: kept\r\n\r\n",
     );
-    for name in ["X-Custom-Hop", "Keep-Alive", "TE", "Trailer", "Upgrade", "Proxy-Authorization", "Proxy-Connection", "Proxy"] {
+    for name in
+        ["X-Custom-Hop", "Keep-Alive", "TE", "Trailer", "Upgrade", "Proxy-Authorization", "Proxy-Connection", "Proxy"]
+    {
         assert!(!req.has(name), "{name} was forwarded:\n{}", req.head_str());
     }
     assert!(!tokens(req.headers_named("connection")).contains(&"x-custom-hop".to_string()), "{}", req.head_str());
@@ -104,7 +106,7 @@ fn via_is_not_added_by_default() {
     let b = backend::echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     let r = c.read_response();
     assert!(r.header("via").is_none(), "{}", r.head_str());
     assert!(!b.requests()[0].has("via"), "{}", b.requests()[0].head_str());
@@ -115,7 +117,7 @@ fn via_is_added_when_enabled() {
     let b = backend::echo();
     let p = Sidecar::start(&config_to(b.addr, "via = true"));
     let mut c = p.conn();
-    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     assert_eq!(c.read_response().status, 200);
     let req = &b.requests()[0];
     let via = req.header("via").unwrap_or_else(|| panic!("no Via with via = true:\n{}", req.head_str()));
@@ -141,7 +143,8 @@ fn connection_naming_content_length_does_not_break_framing() {
     let b = backend::echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("POST /p HTTP/1.1\r\nHost: a\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\nhello").unwrap();
+    c.send("POST /p HTTP/1.1\r\nHost: a\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\nhello")
+        .expect("send to sidecar");
     let r = c.read_response();
     match r.status {
         200 => {
@@ -167,7 +170,7 @@ fn header_names_keep_their_case_both_ways() {
     let b = Backend::start(|_| Reply::Send(response(200, &[("X-BaCkEnD-CaSe", "w")], b"ok")));
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("GET / HTTP/1.1\r\nHost: a\r\nX-MiXeD-CaSe: v\r\n\r\n").unwrap();
+    c.send("GET / HTTP/1.1\r\nHost: a\r\nX-MiXeD-CaSe: v\r\n\r\n").expect("send to sidecar");
     let r = c.read_response();
     assert!(r.head.windows(17).any(|w| w == b"X-BaCkEnD-CaSe: w"), "{}", r.head_str());
     let req = &b.requests()[0];
@@ -192,13 +195,16 @@ fn redirect_to(location_header: &str, location: &str) -> Vec<u8> {
 #[test]
 fn location_pointing_at_the_backend_is_rewritten_to_the_clients_host() {
     let b = self_redirecting("Location", "/x");
-    let p = Sidecar::start(&format!("[server]\nlisten = \"127.0.0.1:0\"\n\n[[proxy]]\npath = \"/\"\nto = \"http://{}/\"\n", b.addr));
+    let p = Sidecar::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[[proxy]]\npath = \"/\"\nto = \"http://{}/\"\n",
+        b.addr
+    ));
     let mut c = p.conn();
-    c.send("GET / HTTP/1.1\r\nHost: front.example\r\n\r\n").unwrap();
+    c.send("GET / HTTP/1.1\r\nHost: front.example\r\n\r\n").expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status, 302);
     assert_eq!(r.header("location"), Some("http://front.example/x"), "{}", r.head_str());
-    c.send("GET / HTTP/1.1\r\nHost: front.example:8443\r\n\r\n").unwrap();
+    c.send("GET / HTTP/1.1\r\nHost: front.example:8443\r\n\r\n").expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.header("location"), Some("http://front.example:8443/x"), "{}", r.head_str());
 }
@@ -207,7 +213,9 @@ fn location_pointing_at_the_backend_is_rewritten_to_the_clients_host() {
 fn self_redirecting(header: &'static str, path: &'static str) -> Backend {
     let addr = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
     let a = std::sync::Arc::clone(&addr);
-    let b = Backend::start(move |_| Reply::Send(redirect_to(header, &format!("http://{}{path}", a.get().map(String::as_str).unwrap_or("?")))));
+    let b = Backend::start(move |_| {
+        Reply::Send(redirect_to(header, &format!("http://{}{path}", a.get().map(String::as_str).unwrap_or("?"))))
+    });
     addr.set(b.addr.to_string()).expect("set once");
     b
 }
@@ -215,9 +223,12 @@ fn self_redirecting(header: &'static str, path: &'static str) -> Backend {
 #[test]
 fn location_under_a_prefix_route_gets_the_prefix_back() {
     let b = self_redirecting("Location", "/inner/y");
-    let p = Sidecar::start(&format!("[server]\nlisten = \"127.0.0.1:0\"\n\n[[proxy]]\npath = \"/app\"\nto = \"http://{}/inner\"\n", b.addr));
+    let p = Sidecar::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[[proxy]]\npath = \"/app\"\nto = \"http://{}/inner\"\n",
+        b.addr
+    ));
     let mut c = p.conn();
-    c.send("GET /app/page HTTP/1.1\r\nHost: front.example\r\n\r\n").unwrap();
+    c.send("GET /app/page HTTP/1.1\r\nHost: front.example\r\n\r\n").expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(b.requests()[0].target, "/inner/page");
     assert_eq!(r.header("location"), Some("http://front.example/app/y"), "{}", r.head_str());
@@ -227,9 +238,12 @@ fn location_under_a_prefix_route_gets_the_prefix_back() {
 fn content_location_and_uri_are_rewritten_too() {
     for header in ["Content-Location", "URI"] {
         let b = self_redirecting(header, "/z");
-        let p = Sidecar::start(&format!("[server]\nlisten = \"127.0.0.1:0\"\n\n[[proxy]]\npath = \"/\"\nto = \"http://{}/\"\n", b.addr));
+        let p = Sidecar::start(&format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[[proxy]]\npath = \"/\"\nto = \"http://{}/\"\n",
+            b.addr
+        ));
         let mut c = p.conn();
-        c.send("GET / HTTP/1.1\r\nHost: front.example\r\n\r\n").unwrap();
+        c.send("GET / HTTP/1.1\r\nHost: front.example\r\n\r\n").expect("send to sidecar");
         let r = c.read_response();
         assert_eq!(r.header(header), Some("http://front.example/z"), "{header}: {}", r.head_str());
     }
@@ -251,7 +265,7 @@ fn reverse_false_leaves_location_alone() {
         b.addr
     ));
     let mut c = p.conn();
-    c.send("GET / HTTP/1.1\r\nHost: front.example\r\n\r\n").unwrap();
+    c.send("GET / HTTP/1.1\r\nHost: front.example\r\n\r\n").expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.header("location"), Some(format!("http://{}/x", b.addr).as_str()), "{}", r.head_str());
 }
@@ -260,9 +274,12 @@ fn reverse_false_leaves_location_alone() {
 fn rewritten_location_never_becomes_protocol_relative() {
     // SECURITY B10: `http://B//evil.example/` must not turn into `//evil.example/`.
     let b = self_redirecting("Location", "//evil.example/");
-    let p = Sidecar::start(&format!("[server]\nlisten = \"127.0.0.1:0\"\n\n[[proxy]]\npath = \"/\"\nto = \"http://{}/\"\n", b.addr));
+    let p = Sidecar::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[[proxy]]\npath = \"/\"\nto = \"http://{}/\"\n",
+        b.addr
+    ));
     let mut c = p.conn();
-    c.send("GET / HTTP/1.1\r\nHost: front.example\r\n\r\n").unwrap();
+    c.send("GET / HTTP/1.1\r\nHost: front.example\r\n\r\n").expect("send to sidecar");
     let r = c.read_response();
     let loc = r.header("location").unwrap_or("");
     assert!(!loc.starts_with("//"), "protocol-relative open redirect: {loc}");
@@ -279,7 +296,7 @@ fn preserve_host_false_sends_the_backend_authority() {
         b.addr
     ));
     let mut c = p.conn();
-    c.send("GET / HTTP/1.1\r\nHost: front.example:81\r\n\r\n").unwrap();
+    c.send("GET / HTTP/1.1\r\nHost: front.example:81\r\n\r\n").expect("send to sidecar");
     assert_eq!(c.read_response().status, 200);
     let req = &b.requests()[0];
     assert_eq!(req.headers_named("host"), [b.addr.to_string().as_str()]);
@@ -294,7 +311,7 @@ fn preserve_host_true_sends_the_clients_host() {
         b.addr
     ));
     let mut c = p.conn();
-    c.send("GET / HTTP/1.1\r\nHost: front.example:81\r\n\r\n").unwrap();
+    c.send("GET / HTTP/1.1\r\nHost: front.example:81\r\n\r\n").expect("send to sidecar");
     assert_eq!(c.read_response().status, 200);
     let req = &b.requests()[0];
     assert_eq!(req.headers_named("host"), ["front.example:81"]);

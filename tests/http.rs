@@ -14,7 +14,7 @@ fn get_is_forwarded_and_the_answer_relayed() {
     let b = backend::answers_ok("hello");
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("GET /greeting?x=1 HTTP/1.1\r\nHost: front.test\r\n\r\n").unwrap();
+    c.send("GET /greeting?x=1 HTTP/1.1\r\nHost: front.test\r\n\r\n").expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status_line, "HTTP/1.1 200 OK");
     assert_eq!(r.body, b"hello");
@@ -28,7 +28,7 @@ fn http10_request_without_host_is_answered_and_the_connection_closed() {
     let b = backend::answers_ok("old but fine");
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("GET /old HTTP/1.0\r\n\r\n").unwrap();
+    c.send("GET /old HTTP/1.0\r\n\r\n").expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status, 200, "{}", r.head_str());
     assert_eq!(r.body, b"old but fine");
@@ -40,7 +40,9 @@ fn http10_request_without_host_is_answered_and_the_connection_closed() {
 
 #[test]
 fn http10_client_never_gets_a_chunked_response() {
-    let b = backend::answers_raw(&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"[..]);
+    let b = backend::answers_raw(
+        &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"[..],
+    );
     let p = sidecar_for(&b);
     let (bytes, closed) = send_raw(p.addr(), "GET / HTTP/1.0\r\nHost: a\r\n\r\n", DEADLINE);
     assert!(closed, "an HTTP/1.0 exchange without keep-alive ends with a close");
@@ -57,7 +59,7 @@ fn keep_alive_serves_sequential_requests_on_one_connection() {
     let p = sidecar_for(&b);
     let mut c = p.conn();
     for i in 0..3 {
-        c.send(format!("GET /seq/{i} HTTP/1.1\r\nHost: a\r\n\r\n")).unwrap();
+        c.send(format!("GET /seq/{i} HTTP/1.1\r\nHost: a\r\n\r\n")).expect("send to sidecar");
         let r = c.read_response();
         assert_eq!(r.status, 200);
         assert_eq!(r.header("x-echo-target"), Some(format!("/seq/{i}").as_str()));
@@ -72,7 +74,8 @@ fn pipelined_requests_are_answered_in_order() {
     let b = backend::echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("send to sidecar");
     for want in ["/1", "/2", "/3"] {
         let r = c.read_response();
         assert_eq!(r.status, 200);
@@ -93,7 +96,7 @@ fn pipelined_requests_after_bodies_are_framed_separately() {
          GET /b HTTP/1.1\r\nHost: a\r\n\r\n\
          POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nworld\r\n0\r\n\r\n",
     )
-    .unwrap();
+    .expect("send to sidecar");
     for (target, body) in [("/a", "hello"), ("/b", ""), ("/c", "world")] {
         let r = c.read_response();
         assert_eq!(r.status, 200);
@@ -114,8 +117,10 @@ fn chunked_request_body_reaches_the_backend_intact() {
     let b = backend::echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nA\r\n0123456789\r\n0\r\n\r\n")
-        .unwrap();
+    c.send(
+        "POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nA\r\n0123456789\r\n0\r\n\r\n",
+    )
+    .expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"abc0123456789");
@@ -134,7 +139,8 @@ fn chunk_extensions_are_accepted_and_not_forwarded() {
     let b = backend::echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("POST /ext HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;name=value\r\nhello\r\n0\r\n\r\n").unwrap();
+    c.send("POST /ext HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;name=value\r\nhello\r\n0\r\n\r\n")
+        .expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status, 200);
     assert_eq!(b.requests()[0].body, b"hello");
@@ -148,7 +154,7 @@ fn get_with_a_body_forwards_body_and_length_together() {
     let b = backend::echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("GET /withbody HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n1234567890").unwrap();
+    c.send("GET /withbody HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n1234567890").expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status, 200);
     let req = &b.requests()[0];
@@ -158,10 +164,12 @@ fn get_with_a_body_forwards_body_and_length_together() {
 
 #[test]
 fn chunked_response_is_relayed_with_its_body() {
-    let b = backend::answers_raw(&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"[..]);
+    let b = backend::answers_raw(
+        &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"[..],
+    );
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status, 200);
     assert!(r.complete, "terminated properly");
@@ -170,10 +178,12 @@ fn chunked_response_is_relayed_with_its_body() {
 
 #[test]
 fn close_delimited_response_is_relayed_in_full() {
-    let b = backend::answers_raw_then_closes(&b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the very close"[..]);
+    let b = backend::answers_raw_then_closes(
+        &b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the very close"[..],
+    );
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status, 200);
     assert_eq!(r.body_str(), "until the very close");
@@ -191,11 +201,11 @@ fn head_response_has_no_body_and_the_connection_stays_usable() {
     });
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("HEAD /h HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("HEAD /h HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     let r = c.read_head_response();
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-length"), Some("5"), "HEAD keeps the length of the GET");
-    c.send("GET /g HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET /g HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status_line, "HTTP/1.1 200 OK", "no body bytes between the two answers");
     assert_eq!(r.body, b"after");
@@ -211,15 +221,11 @@ fn no_content_and_not_modified_carry_no_body() {
     let p = sidecar_for(&b);
     let mut c = p.conn();
     for (target, status) in [("/204", 204), ("/304", 304), ("/after", 200)] {
-        c.send(format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n")).unwrap();
+        c.send(format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n")).expect("send to sidecar");
         let r = c.read_response();
         assert_eq!(r.status, status, "{target}: {}", r.head_str());
         if status != 200 {
-            assert!(
-                r.header("transfer-encoding").is_none(),
-                "a {status} must not announce a body: {}",
-                r.head_str()
-            );
+            assert!(r.header("transfer-encoding").is_none(), "a {status} must not announce a body: {}", r.head_str());
         } else {
             assert_eq!(r.body, b"after");
         }
@@ -231,10 +237,11 @@ fn expect_100_continue_gets_100_then_the_final_answer() {
     let b = backend::echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n").unwrap();
+    c.send("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .expect("send to sidecar");
     let interim = c.read_response();
     assert_eq!(interim.status, 100, "{}", interim.head_str());
-    c.send("hello").unwrap();
+    c.send("hello").expect("send to sidecar");
     let mut r = c.read_response();
     while r.status == 100 {
         r = c.read_response();
@@ -255,8 +262,9 @@ fn eight_mib_request_body_with_content_length_arrives_intact() {
     let body = noise(EIGHT_MIB, 1);
     let mut c = p.conn();
     c.timeout = Duration::from_secs(10);
-    c.send(format!("POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", body.len())).unwrap();
-    c.send(&body).unwrap();
+    c.send(format!("POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", body.len()))
+        .expect("send to sidecar");
+    c.send(&body).expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status, 200);
     let got = &b.requests()[0].body;
@@ -271,8 +279,8 @@ fn eight_mib_chunked_request_body_arrives_intact() {
     let body = noise(EIGHT_MIB, 2);
     let mut c = p.conn();
     c.timeout = Duration::from_secs(10);
-    c.send("POST /big HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
-    c.send(chunked(&body, 100_000)).unwrap();
+    c.send("POST /big HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n").expect("send to sidecar");
+    c.send(chunked(&body, 100_000)).expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status, 200);
     let got = &b.requests()[0].body;
@@ -287,7 +295,7 @@ fn eight_mib_response_body_arrives_intact() {
     let p = sidecar_for(&b);
     let mut c = p.conn();
     c.timeout = Duration::from_secs(10);
-    c.send("GET /big HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET /big HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status, 200);
     assert_eq!((r.body.len(), digest(&r.body)), want);
@@ -299,7 +307,7 @@ fn backend_connection_is_reused_across_client_connections() {
     let p = sidecar_for(&b); // workers = 1: one pool
     for i in 0..5 {
         let mut c = p.conn();
-        c.send(format!("GET /pooled/{i} HTTP/1.1\r\nHost: a\r\n\r\n")).unwrap();
+        c.send(format!("GET /pooled/{i} HTTP/1.1\r\nHost: a\r\n\r\n")).expect("send to sidecar");
         let r = c.read_response();
         assert_eq!(r.status, 200);
     }
@@ -313,7 +321,7 @@ fn pooled_connection_the_backend_closed_after_a_response_never_fails_a_request()
     let p = sidecar_for(&b);
     for i in 0..5 {
         let mut c = p.conn();
-        c.send(format!("GET /n/{i} HTTP/1.1\r\nHost: a\r\n\r\n")).unwrap();
+        c.send(format!("GET /n/{i} HTTP/1.1\r\nHost: a\r\n\r\n")).expect("send to sidecar");
         let r = c.read_response();
         assert_eq!(r.status, 200, "request {i}: {}", r.head_str());
         assert_eq!(r.body, b"ok");
@@ -327,7 +335,7 @@ fn pooled_connection_closed_after_idling_never_fails_a_request() {
     let p = sidecar_for(&b);
     for i in 0..2 {
         let mut c = p.conn();
-        c.send(format!("GET /idle/{i} HTTP/1.1\r\nHost: a\r\n\r\n")).unwrap();
+        c.send(format!("GET /idle/{i} HTTP/1.1\r\nHost: a\r\n\r\n")).expect("send to sidecar");
         let r = c.read_response();
         assert_eq!(r.status, 200, "request {i}: {}", r.head_str());
         if i == 0 {
@@ -349,7 +357,7 @@ fn longest_matching_prefix_wins_on_segment_boundaries() {
     ));
     let mut c = p.conn();
     for target in ["/api/x", "/api", "/apix", "/API/x", "/other"] {
-        c.send(format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n")).unwrap();
+        c.send(format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n")).expect("send to sidecar");
         assert_eq!(c.read_response().status, 200, "{target}");
     }
     let at_api: Vec<String> = api.requests().into_iter().map(|r| r.target).collect();
@@ -366,7 +374,7 @@ fn unmatched_path_is_404_with_a_plain_text_body() {
         b.addr
     ));
     let mut c = p.conn();
-    c.send("GET /elsewhere HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET /elsewhere HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     let r = c.read_response();
     r.assert_error(404);
     assert!(!r.body_str().contains("elsewhere"), "error bodies never echo the URL (CVE-2019-10092)");
@@ -380,7 +388,7 @@ fn closed_backend_port_is_502() {
         "[server]\nlisten = \"127.0.0.1:0\"\nconnect_timeout = \"1s\"\n\n[[proxy]]\npath = \"/\"\nto = \"http://127.0.0.1:{port}/\"\n"
     ));
     let mut c = p.conn();
-    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     c.read_response().assert_error(502);
 }
 
@@ -390,7 +398,7 @@ fn backend_that_never_answers_is_504_after_proxy_timeout() {
     let p = Sidecar::start(&config_to(b.addr, "proxy_timeout = \"300ms\""));
     let mut c = p.conn();
     let started = Instant::now();
-    c.send("GET /slow HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET /slow HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     let r = c.read_response();
     let took = started.elapsed();
     r.assert_error(504);
@@ -406,7 +414,7 @@ fn request_head_not_complete_within_header_timeout_is_closed() {
     let p = Sidecar::start(&config_to(b.addr, "header_timeout = \"500ms\""));
     let mut c = p.conn();
     let started = Instant::now();
-    c.send("GET / HTTP/1.1\r\nHost: a\r\n").unwrap();
+    c.send("GET / HTTP/1.1\r\nHost: a\r\n").expect("send to sidecar");
     let (rest, closed) = c.read_until_close(Duration::from_secs(3));
     let took = started.elapsed();
     assert!(closed, "still open after {took:?}");

@@ -21,7 +21,7 @@ fn absolute_form_is_routed_by_path_and_never_connects_to_the_named_host() {
     let p = sidecar_for(&b);
     let mut c = p.conn();
     let c_addr = canary.addr;
-    c.send(format!("GET http://{c_addr}/x?q=1 HTTP/1.1\r\nHost: {c_addr}\r\n\r\n")).unwrap();
+    c.send(format!("GET http://{c_addr}/x?q=1 HTTP/1.1\r\nHost: {c_addr}\r\n\r\n")).expect("send to sidecar");
     let r = c.read_response();
     match r.status {
         200 => {
@@ -44,7 +44,8 @@ fn connect_is_refused_and_never_tunnels() {
     rejected_by(
         &p,
         &b,
-        format!("CONNECT {c_addr} HTTP/1.1\r\nHost: {c_addr}\r\n\r\nGET /inside HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes(),
+        format!("CONNECT {c_addr} HTTP/1.1\r\nHost: {c_addr}\r\n\r\nGET /inside HTTP/1.1\r\nHost: a\r\n\r\n")
+            .as_bytes(),
         &[405, 400],
     );
     canary_untouched(&canary);
@@ -94,7 +95,7 @@ fn unix_trick_in_the_query_goes_to_the_configured_backend() {
     let p = sidecar_for(&b);
     let target = format!("/?unix:{}|http://{}/", "A".repeat(7701), canary.addr);
     let mut c = p.conn();
-    c.send(format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n")).unwrap();
+    c.send(format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n")).expect("send to sidecar");
     let r = c.read_response();
     match r.status {
         200 => assert_eq!(b.requests()[0].target, target, "query forwarded intact"),
@@ -113,7 +114,7 @@ fn proxy_headers_are_never_forwarded() {
     c.send(
         "GET / HTTP/1.1\r\nHost: a\r\nProxy: http://evil.example/\r\nProxy-Authorization: Basic eDp5\r\nProxy-Connection: keep-alive\r\n\r\n",
     )
-    .unwrap();
+    .expect("send to sidecar");
     assert_eq!(c.read_response().status, 200);
     let req = &b.requests()[0];
     for name in ["Proxy", "Proxy-Authorization", "Proxy-Connection"] {

@@ -18,7 +18,7 @@ fn accepted(bytes: &[u8]) -> backend::Request {
     let b = backend::echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send(bytes).unwrap();
+    c.send(bytes).expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status, 200, "sent {}\ngot {}", show(bytes), r.head_str());
     let reqs = b.wait_for_requests(1, DEADLINE);
@@ -59,7 +59,10 @@ fn transfer_encoding_with_space_before_colon_is_400() {
 
 #[test]
 fn transfer_encoding_as_leading_whitespace_first_header_is_400() {
-    rejected(b"POST / HTTP/1.1\r\n Transfer-Encoding: chunked\r\nHost: a\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", &[400]);
+    rejected(
+        b"POST / HTTP/1.1\r\n Transfer-Encoding: chunked\r\nHost: a\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        &[400],
+    );
 }
 
 #[test]
@@ -120,7 +123,7 @@ fn transfer_encoding_leading_comma_is_chunked_or_rejected_never_forwarded_raw() 
     let b = backend::echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send(post_with("Transfer-Encoding: ,chunked\r\n", "5\r\nhello\r\n0\r\n\r\n")).unwrap();
+    c.send(post_with("Transfer-Encoding: ,chunked\r\n", "5\r\nhello\r\n0\r\n\r\n")).expect("send to sidecar");
     let r = c.read_response();
     match r.status {
         200 => {
@@ -336,7 +339,10 @@ fn bare_lf_line_endings_are_400() {
 
 #[test]
 fn bare_lf_before_a_header_is_400() {
-    rejected(b"POST / HTTP/1.1\r\nHost: a\r\nX: X\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", &[400]);
+    rejected(
+        b"POST / HTTP/1.1\r\nHost: a\r\nX: X\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        &[400],
+    );
 }
 
 #[test]
@@ -455,13 +461,14 @@ fn early_404_with_an_unread_body_never_answers_the_smuggled_request() {
     ));
     let smuggled = "GET /api/smuggled HTTP/1.1\r\nHost: a\r\nX: yyyyyyyyyyyyyyyyyyyy\r\n\r\n";
     let mut c = p.conn();
-    c.send(format!("POST /no-route HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{smuggled}", smuggled.len())).unwrap();
+    c.send(format!("POST /no-route HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{smuggled}", smuggled.len()))
+        .expect("send to sidecar");
     c.read_response().assert_error(404);
     // Either the body was discarded (no more answers) or the connection closed.
     let (rest, _closed) = c.read_until_close(Duration::from_millis(500));
     assert!(rest.is_empty(), "the smuggled request was answered: {}", show(&rest));
     let mut ctl = p.conn();
-    ctl.send("GET /api/control HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    ctl.send("GET /api/control HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     assert_eq!(ctl.read_response().status, 200);
     let targets: Vec<String> = b.requests().into_iter().map(|r| r.target).collect();
     assert_eq!(targets, ["/api/control"], "the embedded request reached the backend");
@@ -477,7 +484,8 @@ fn early_404_with_a_partly_sent_body_never_answers_the_smuggled_request() {
     ));
     let smuggled = "GET /api/smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
     let mut c = p.conn();
-    c.send(format!("POST /no-route HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", smuggled.len())).unwrap();
+    c.send(format!("POST /no-route HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", smuggled.len()))
+        .expect("send to sidecar");
     c.read_response().assert_error(404);
     let _ = c.send(smuggled);
     let (rest, _closed) = c.read_until_close(Duration::from_millis(500));
@@ -632,7 +640,7 @@ fn bad_chunk_arriving_after_the_head_never_completes_a_request_at_the_backend() 
     let b = backend::echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send(post_with("Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n")).unwrap();
+    c.send(post_with("Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n")).expect("send to sidecar");
     wait_until(Duration::from_millis(500), || b.received().windows(5).any(|w| w == b"hello"));
     let _ = c.send("0x5\r\nworld\r\n0\r\n\r\n");
     match c.try_read_response(false, DEADLINE) {
@@ -645,7 +653,7 @@ fn bad_chunk_arriving_after_the_head_never_completes_a_request_at_the_backend() 
     assert!(b.requests().is_empty(), "a complete request reached the backend: {}", show(&b.received()));
     assert!(!b.received().windows(5).any(|w| w == b"world"), "bytes after the bad chunk line were forwarded");
     let mut ctl = p.conn();
-    ctl.send("GET /control HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    ctl.send("GET /control HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     assert_eq!(ctl.read_response().status, 200);
     let reqs = b.requests();
     assert_eq!(reqs.len(), 1);

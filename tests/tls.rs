@@ -55,7 +55,8 @@ fn tls_listener_serves_requests_with_alpn_http11_and_forwarded_proto_https() {
     let (mut c, alpn) = tls::tls_conn(p.addr(), "localhost", client(&front, H1));
     assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]), "ALPN http/1.1");
     for i in 0..2 {
-        c.send(format!("GET /secure/{i} HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-Proto: http\r\n\r\n")).unwrap();
+        c.send(format!("GET /secure/{i} HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-Proto: http\r\n\r\n"))
+            .expect("send to sidecar");
         let r = c.read_response();
         assert_eq!(r.status_line, "HTTP/1.1 200 OK");
         assert_eq!(r.header("x-echo-target"), Some(format!("/secure/{i}").as_str()));
@@ -70,7 +71,7 @@ fn tls_client_without_alpn_is_served() {
     let (p, front) = tls_sidecar(&route_to(&format!("http://{}/", b.addr)), &[]);
     let (mut c, alpn) = tls::tls_conn(p.addr(), "127.0.0.1", client(&front, &[]));
     assert_eq!(alpn, None);
-    c.send("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    c.send("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").expect("send to sidecar");
     assert_eq!(c.read_response().status, 200);
 }
 
@@ -109,7 +110,7 @@ fn location_is_rewritten_to_https_on_a_tls_listener() {
     addr.set(b.addr.to_string()).expect("once");
     let (p, front) = tls_sidecar(&route_to(&format!("http://{}/", b.addr)), &[]);
     let (mut c, _) = tls::tls_conn(p.addr(), "localhost", client(&front, H1));
-    c.send(format!("GET / HTTP/1.1\r\nHost: localhost:{}\r\n\r\n", p.port())).unwrap();
+    c.send(format!("GET / HTTP/1.1\r\nHost: localhost:{}\r\n\r\n", p.port())).expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.header("location"), Some(format!("https://localhost:{}/x", p.port()).as_str()), "{}", r.head_str());
 }
@@ -138,7 +139,8 @@ fn https_backend_is_verified_with_backend_tls_ca() {
     );
     let mut c = p.conn();
     for i in 0..2 {
-        c.send(format!("POST /tls/{i} HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")).unwrap();
+        c.send(format!("POST /tls/{i} HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"))
+            .expect("send to sidecar");
         let r = c.read_response();
         assert_eq!(r.status, 200, "{}", r.head_str());
         assert_eq!(r.body, b"hello");
@@ -156,11 +158,12 @@ fn untrusted_backend_certificate_is_502() {
     let b = https_echo(&ca.leaf(&["127.0.0.1", "localhost"]));
     let p = plain_front(&route_to(&format!("https://{}/", b.addr)), &[]);
     let mut c = p.conn();
-    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     c.read_response().assert_error(502);
     assert!(b.requests().is_empty(), "a request crossed an unverified TLS connection");
     assert!(
-        p.wait_for_log("UnknownIssuer", DEADLINE) || p.logs().iter().any(|l| l.to_ascii_lowercase().contains("certificate")),
+        p.wait_for_log("UnknownIssuer", DEADLINE)
+            || p.logs().iter().any(|l| l.to_ascii_lowercase().contains("certificate")),
         "one log line with the TLS reason: {:?}",
         p.logs()
     );
@@ -176,7 +179,7 @@ fn backend_certificate_for_another_name_is_502() {
         &[("backend-ca.pem", &ca.pem)],
     );
     let mut c = p.conn();
-    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     c.read_response().assert_error(502);
     assert!(b.requests().is_empty(), "a request crossed a TLS connection to the wrong name");
 }
@@ -240,7 +243,7 @@ ca = "backend-ca.pem"
     let (p, front) = tls_sidecar(&sections, &[("backend-ca.pem", &ca.pem)]);
     block_within(DEADLINE, "wss echo", wss_round_trip(p.addr(), client(&front, H1), "/socket"));
     let (mut c, _) = tls::tls_conn(p.addr(), "localhost", client(&front, H1));
-    c.send("GET /page HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    c.send("GET /page HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send to sidecar");
     assert_eq!(c.read_response().header("x-echo-target"), Some("/page"));
     let at_ws: Vec<String> = ws.requests().into_iter().map(|r| r.target).collect();
     let at_web: Vec<String> = web.requests().into_iter().map(|r| r.target).collect();

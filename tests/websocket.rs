@@ -80,7 +80,7 @@ fn upgrade_with_a_token_list_and_mixed_case_is_tunnelled() {
     c.send(format!(
         "GET /t HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     ))
-    .unwrap();
+    .expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status, 101, "{}", r.head_str());
     assert_eq!(r.header("sec-websocket-accept"), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
@@ -102,7 +102,7 @@ fn backend_bytes_sent_with_the_101_reach_the_client() {
     });
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send(handshake("/w9")).unwrap();
+    c.send(handshake("/w9")).expect("send to sidecar");
     assert_eq!(c.read_response().status, 101);
     assert_eq!(c.read_exact(7), b"\x81\x05hello");
 }
@@ -130,7 +130,7 @@ fn client_bytes_sent_with_the_handshake_wait_for_the_101_then_enter_the_tunnel()
     });
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send(format!("{}EARLY", handshake("/w3"))).unwrap();
+    c.send(format!("{}EARLY", handshake("/w3"))).expect("send to sidecar");
     assert_eq!(c.read_response().status, 101);
     assert!(b.wait_for_note("after 101", DEADLINE), "{:?}", b.notes());
     let notes = b.notes();
@@ -145,7 +145,7 @@ fn wrong_sec_websocket_accept_is_502_and_no_tunnel() {
     let b = backend::ws_wrong_accept();
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send(handshake("/bad-accept")).unwrap();
+    c.send(handshake("/bad-accept")).expect("send to sidecar");
     c.read_response().assert_error(502);
     let _ = c.send(b"\x81\x85AAAAhello");
     let (rest, closed) = c.read_until_close(DEADLINE);
@@ -159,18 +159,23 @@ fn non_101_answer_is_relayed_and_the_next_request_is_parsed_as_http() {
     let b = backend::ws_echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send(handshake_with("/socket", "1337", "")).unwrap();
+    c.send(handshake_with("/socket", "1337", "")).expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status, 426, "{}", r.head_str());
     assert_eq!(r.header("sec-websocket-version"), Some("13"));
-    c.send("GET /next HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET /next HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status, 200, "{}", r.head_str());
     assert_eq!(r.header("x-echo-target"), Some("/next"));
     let reqs = b.requests();
     assert_eq!(reqs.len(), 2);
     assert_eq!(reqs[1].target, "/next");
-    assert_eq!(reqs[1].header("x-forwarded-for"), Some("127.0.0.1"), "parsed and forwarded by sidecar:\n{}", reqs[1].head_str());
+    assert_eq!(
+        reqs[1].header("x-forwarded-for"),
+        Some("127.0.0.1"),
+        "parsed and forwarded by sidecar:\n{}",
+        reqs[1].head_str()
+    );
 }
 
 /// A backend that answers an upgrade to `/held` with `answer` after checking for 150 ms
@@ -199,7 +204,7 @@ fn upgrade_answered_200_is_relayed_and_no_tunnel_opens() {
     let b = answers_upgrade_after_checking_early_bytes(response(200, &[], b"plain"));
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send(format!("{}GET /admin HTTP/1.1\r\nHost: a\r\n\r\n", handshake("/held"))).unwrap();
+    c.send(format!("{}GET /admin HTTP/1.1\r\nHost: a\r\n\r\n", handshake("/held"))).expect("send to sidecar");
     let r = c.read_response();
     assert_eq!((r.status, r.body_str().as_str()), (200, "plain"));
     let r = c.read_response();
@@ -217,7 +222,8 @@ fn upgrade_answered_426_with_a_request_in_the_same_write_keeps_it_http() {
     let b = answers_upgrade_after_checking_early_bytes(response(426, &[("Sec-WebSocket-Version", "13")], b""));
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send(format!("{}GET /internal HTTP/1.1\r\nHost: a\r\n\r\n", handshake_with("/held", "1337", ""))).unwrap();
+    c.send(format!("{}GET /internal HTTP/1.1\r\nHost: a\r\n\r\n", handshake_with("/held", "1337", "")))
+        .expect("send to sidecar");
     assert_eq!(c.read_response().status, 426);
     let r = c.read_response();
     assert_eq!(r.header("x-echo-target"), Some("/internal"), "{}", r.head_str());
@@ -237,7 +243,7 @@ fn h2c_upgrade_is_never_forwarded_as_an_upgrade() {
     let b = backend::echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send(H2C).unwrap();
+    c.send(H2C).expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status, 200, "{}", r.head_str());
     let req = &b.requests()[0];
@@ -248,10 +254,11 @@ fn h2c_upgrade_is_never_forwarded_as_an_upgrade() {
 
 #[test]
 fn backend_101_to_an_h2c_upgrade_is_502() {
-    let b = backend::answers_raw(&b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"[..]);
+    let b =
+        backend::answers_raw(&b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"[..]);
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send(H2C).unwrap();
+    c.send(H2C).expect("send to sidecar");
     c.read_response().assert_error(502);
 }
 
@@ -263,7 +270,7 @@ fn upgrade_websocketx_is_not_an_upgrade() {
     c.send(format!(
         "GET /x HTTP/1.1\r\nHost: a\r\nUpgrade: websocketx\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     ))
-    .unwrap();
+    .expect("send to sidecar");
     let r = c.read_response();
     assert_ne!(r.status, 101);
     if let Some(req) = b.requests().first() {
@@ -280,7 +287,7 @@ fn upgrade_on_http10_is_not_tunnelled() {
     c.send(format!(
         "GET /ws HTTP/1.0\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     ))
-    .unwrap();
+    .expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status, 200, "{}", r.head_str());
     let req = &b.requests()[0];
@@ -295,7 +302,7 @@ fn upgrade_on_post_is_not_tunnelled() {
     c.send(format!(
         "POST /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\nContent-Length: 5\r\n\r\nhello"
     ))
-    .unwrap();
+    .expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status, 200, "{}", r.head_str());
     let req = &b.requests()[0];
@@ -309,7 +316,7 @@ fn handshake_without_a_key_never_gets_a_tunnel() {
     let b = backend::ws_echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send("GET /nokey HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    c.send("GET /nokey HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n").expect("send to sidecar");
     let r = c.read_response();
     assert_ne!(r.status, 101, "{}", r.head_str());
 }
@@ -323,7 +330,7 @@ fn upgrade_false_route_forwards_a_plain_get_and_no_101() {
         b.addr
     ));
     let mut c = p.conn();
-    c.send(handshake("/no-upgrades")).unwrap();
+    c.send(handshake("/no-upgrades")).expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status, 200, "{}", r.head_str());
     let req = &b.requests()[0];
@@ -352,9 +359,9 @@ fn tunnel_half_close_lets_the_backend_finish_sending() {
     });
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send(handshake("/half")).unwrap();
+    c.send(handshake("/half")).expect("send to sidecar");
     assert_eq!(c.read_response().status, 101);
-    c.send("client data").unwrap();
+    c.send("client data").expect("send to sidecar");
     c.shutdown_write();
     let (rest, closed) = c.read_until_close(DEADLINE);
     assert_eq!(String::from_utf8_lossy(&rest), "bye after eof", "backend: {:?}", b.notes());
@@ -367,7 +374,7 @@ fn idle_tunnel_is_closed_after_tunnel_idle_timeout() {
     let b = backend::ws_echo();
     let p = Sidecar::start(&config_to(b.addr, "tunnel_idle_timeout = \"500ms\""));
     let mut c = p.conn();
-    c.send(handshake("/idle")).unwrap();
+    c.send(handshake("/idle")).expect("send to sidecar");
     assert_eq!(c.read_response().status, 101);
     let opened = Instant::now();
     let (rest, closed) = c.read_until_close(Duration::from_secs(3));
@@ -417,7 +424,7 @@ to = "http://{web}/"
     let key = generate_key();
     block_within(DEADLINE, "WebSocket echo", echo_round_trip(p.addr(), "/socket?x=1", &key));
     let mut c = p.conn();
-    c.send("GET /page HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET /page HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     assert_eq!(c.read_response().header("x-echo-target"), Some("/page"));
     let at_ws: Vec<String> = ws.requests().into_iter().map(|r| r.target).collect();
     let at_web: Vec<String> = web.requests().into_iter().map(|r| r.target).collect();

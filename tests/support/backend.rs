@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::Role;
-use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use futures_rustls::rustls::ServerConfig;
@@ -148,7 +147,8 @@ impl Backend {
                     ex.spawn(async move {
                         let io: Box<dyn Io> = match tls {
                             None => Box::new(tcp),
-                            Some(cfg) => match within(Duration::from_secs(5), TlsAcceptor::from(cfg).accept(tcp)).await {
+                            Some(cfg) => match within(Duration::from_secs(5), TlsAcceptor::from(cfg).accept(tcp)).await
+                            {
                                 Some(Ok(s)) => Box::new(s),
                                 Some(Err(e)) => {
                                     let mut s = st.lock().expect("state");
@@ -162,7 +162,13 @@ impl Backend {
                                 }
                             },
                         };
-                        let peer = Peer { io: RecIo { inner: io, state: Arc::clone(&st), conn: idx }, buf: Vec::new(), idx, state: st, idle: None };
+                        let peer = Peer {
+                            io: RecIo { inner: io, state: Arc::clone(&st), conn: idx },
+                            buf: Vec::new(),
+                            idx,
+                            state: st,
+                            idle: None,
+                        };
                         serve(peer, handler).await;
                     })
                     .detach();
@@ -360,7 +366,11 @@ impl Peer {
             method: req.method.unwrap_or("").to_string(),
             target: req.path.unwrap_or("").to_string(),
             version: req.version.unwrap_or(1),
-            headers: req.headers.iter().map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).to_string())).collect(),
+            headers: req
+                .headers
+                .iter()
+                .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).to_string()))
+                .collect(),
             body: Vec::new(),
             head,
             chunked: false,
@@ -370,7 +380,10 @@ impl Peer {
         r.chunked = te.rsplit(',').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
         let cl: Option<usize> = r.header("content-length").and_then(|v| v.trim().parse().ok());
         let expects_body = r.chunked || cl.is_some_and(|n| n > 0);
-        if expects_body && r.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) && self.buf.is_empty() {
+        if expects_body
+            && r.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+            && self.buf.is_empty()
+        {
             self.write(b"HTTP/1.1 100 Continue\r\n\r\n").await;
         }
         if r.chunked {
@@ -486,16 +499,10 @@ async fn websocket_echo(peer: Peer) {
     let Peer { io, buf, state, .. } = peer;
     let mut ws = WebSocketStream::from_partially_read(io, buf, Role::Server, None).await;
     while let Some(Ok(msg)) = ws.next().await {
-        match msg {
-            Message::Text(_) | Message::Binary(_) => {
-                if ws.send(msg).await.is_err() {
-                    break;
-                }
-            }
-            Message::Close(_) => {
-                state.lock().expect("state").notes.push("websocket close received".into());
-            }
-            _ => {}
+        if msg.is_close() {
+            state.lock().expect("state").notes.push("websocket close received".into());
+        } else if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+            break;
         }
     }
 }
@@ -543,7 +550,11 @@ pub fn echo() -> Backend {
 }
 
 pub fn echo_reply(req: &Request) -> Reply {
-    Reply::Send(response(200, &[("Content-Type", "application/octet-stream"), ("X-Echo-Target", &req.target)], &req.body))
+    Reply::Send(response(
+        200,
+        &[("Content-Type", "application/octet-stream"), ("X-Echo-Target", &req.target)],
+        &req.body,
+    ))
 }
 
 /// 200 with the given text body for every request.

@@ -67,10 +67,8 @@ pub struct TempDir {
 impl TempDir {
     pub fn new() -> TempDir {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let path = std::env::temp_dir().join(format!(
             "sidecar-test-{}-{}-{nanos}",
             std::process::id(),
@@ -622,12 +620,10 @@ fn read_message(src: &mut dyn Source, head_request: bool) -> Result<Response, Re
     let status = parsed.code.unwrap_or(0);
     let version = format!("HTTP/1.{}", parsed.version.unwrap_or(1));
     let reason = parsed.reason.unwrap_or("").to_string();
-    let headers: Vec<(String, String)> = parsed
-        .headers
-        .iter()
-        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).to_string()))
-        .collect();
-    let status_line = String::from_utf8_lossy(&head[..head.windows(2).position(|w| w == b"\r\n").unwrap_or(0)]).to_string();
+    let headers: Vec<(String, String)> =
+        parsed.headers.iter().map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).to_string())).collect();
+    let status_line =
+        String::from_utf8_lossy(&head[..head.windows(2).position(|w| w == b"\r\n").unwrap_or(0)]).to_string();
     *src.pos() = head_end;
     let mut resp = Response {
         status_line,
@@ -649,7 +645,8 @@ fn read_message(src: &mut dyn Source, head_request: bool) -> Result<Response, Re
         resp.chunked = true;
         resp.complete = read_chunked(src, &mut resp.body)?;
     } else if let Some(cl) = resp.header("content-length") {
-        let n: usize = cl.trim().parse().map_err(|_| ReadError::Malformed(format!("Content-Length {cl:?}"), resp.head.clone()))?;
+        let n: usize =
+            cl.trim().parse().map_err(|_| ReadError::Malformed(format!("Content-Length {cl:?}"), resp.head.clone()))?;
         loop {
             let have = src.data().len() - *src.pos();
             if have >= n {
@@ -807,17 +804,12 @@ pub fn rejected_by(p: &Sidecar, b: &Backend, bytes: &[u8], statuses: &[u16]) {
 /// The backend's record is exactly one control request on one connection.
 pub fn nothing_forwarded(p: &Sidecar, b: &Backend) {
     let mut c = p.conn();
-    c.send("GET /control HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.send("GET /control HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
     let r = c.read_response();
     assert_eq!(r.status, 200, "control request");
     let targets: Vec<String> = b.requests().into_iter().map(|r| r.target).collect();
     assert_eq!(targets, ["/control"], "the backend saw more than the control request:\n{}", show(&b.received()));
-    assert_eq!(
-        b.connections(),
-        1,
-        "extra backend connections; the first one received: {}",
-        show(&b.received_on(0))
-    );
+    assert_eq!(b.connections(), 1, "extra backend connections; the first one received: {}", show(&b.received_on(0)));
     let raw = b.received();
     assert!(raw.starts_with(b"GET /control HTTP/1.1\r\n"), "backend bytes: {}", show(&raw));
 }

@@ -32,7 +32,8 @@ impl Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let key = KeyPair::generate().expect("key");
         let cert = params.self_signed(&key).expect("self-signed CA");
         Ca { pem: cert.pem(), der: cert.der().clone(), issuer: Issuer::new(params, key) }
@@ -45,7 +46,12 @@ impl Ca {
         params.distinguished_name.push(DnType::CommonName, "sidecar test leaf");
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
-        Leaf { cert_pem: cert.pem(), cert_der: cert.der().clone(), key_der: key.serialize_der(), key_pem: key.serialize_pem() }
+        Leaf {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().clone(),
+            key_der: key.serialize_der(),
+            key_pem: key.serialize_pem(),
+        }
     }
 }
 
