@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::access_log::AccessRecord;
 use crate::config::Config;
 use crate::h1::canned::canned;
+use crate::h1::chunked::check_prefix;
 use crate::h1::framing::{request_framing, response_framing, Framing};
 use crate::h1::head::{parse_response_head, HeadError, RequestHead, ResponseHead, Version};
 use crate::h1::headers::{write_request_head, write_response_head, ClientConnection, Forwarding, Outgoing, CONTINUE};
@@ -114,6 +115,9 @@ async fn run(
         }
     }
     progress.body_done = framing == Framing::None;
+    if framing == Framing::Chunked {
+        check_prefix(client.buffered()).map_err(|e| ProxyError::BadRequest(e.0))?;
+    }
     let upgrade = classify_upgrade(head);
     if let Upgrade::Invalid(why) = upgrade {
         return Err(ProxyError::BadRequest(why));
@@ -415,10 +419,14 @@ async fn relay(
     record.status = res.status;
     record.ttfb = Some(progress.started.elapsed());
     if res.status == 101 {
+        let bad_switch = |why: &str| ProxyError::Upstream {
+            replica: replica.clone(),
+            cause: UpstreamError::BadSwitch(why.to_string()),
+        };
         if !dest.websocket {
-            return Err(bad("101 to a request that was not a WebSocket handshake".into()));
+            return Err(bad_switch("101 to a request that was not a WebSocket handshake"));
         }
-        check_switch(head, &res).map_err(|why| bad(why.to_string()))?;
+        check_switch(head, &res).map_err(bad_switch)?;
         let mut out = Vec::with_capacity(256);
         write_response_head(&res, Version::Http11, Framing::None, ClientConnection::Upgrade, via, &reverse, &mut out);
         write_flush(client, &out).await.map_err(ProxyError::ClientGone)?;
