@@ -398,3 +398,22 @@ fn backend_that_never_answers_is_504_after_proxy_timeout() {
     assert!(took < Duration::from_millis(2500), "answered after {took:?}");
     assert_eq!(b.requests().len(), 1, "the request did reach the backend");
 }
+
+#[test]
+fn request_head_not_complete_within_header_timeout_is_closed() {
+    // SECURITY L2 (slowloris): the whole head has a deadline.
+    let b = backend::echo();
+    let p = Sidecar::start(&config_to(b.addr, "header_timeout = \"500ms\""));
+    let mut c = p.conn();
+    let started = Instant::now();
+    c.send("GET / HTTP/1.1\r\nHost: a\r\n").unwrap();
+    let (rest, closed) = c.read_until_close(Duration::from_secs(3));
+    let took = started.elapsed();
+    assert!(closed, "still open after {took:?}");
+    assert!(took >= Duration::from_millis(400), "closed after {took:?}, before the 500ms header timeout");
+    if !rest.is_empty() {
+        let (rs, _) = parse_responses(&rest);
+        assert!(rs.len() == 1 && (rs[0].status == 408 || rs[0].status == 400), "{}", show(&rest));
+    }
+    assert_eq!(b.connections(), 0);
+}

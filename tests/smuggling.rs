@@ -9,52 +9,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::backend::{self, Backend};
+use support::backend;
 use support::*;
-
-/// Sends `bytes` in one write; the answer must be one of `statuses` (an error with a
-/// plain-text body), the connection must close with nothing more, and the backend must
-/// have seen nothing.
-fn rejected(bytes: &[u8], statuses: &[u16]) {
-    let b = backend::echo();
-    let p = sidecar_for(&b);
-    let mut c = p.conn();
-    let _ = c.send(bytes);
-    let r = match c.try_read_response(false, DEADLINE) {
-        Ok(r) => r,
-        Err(e) => panic!("sent {}\nexpected {statuses:?}: {e}", show(bytes)),
-    };
-    assert!(
-        statuses.contains(&r.status),
-        "sent {}\nexpected one of {statuses:?}, got {}\n(backend saw {})",
-        show(bytes),
-        r.status_line,
-        show(&b.received())
-    );
-    r.assert_error(r.status);
-    let (rest, closed) = c.read_until_close(DEADLINE);
-    assert!(rest.is_empty(), "nothing may follow the rejection, got {}", show(&rest));
-    assert!(closed, "the connection must be closed after a rejection");
-    nothing_forwarded(&p, &b);
-}
-
-/// The backend's record is exactly one control request on one connection.
-fn nothing_forwarded(p: &Sidecar, b: &Backend) {
-    let mut c = p.conn();
-    c.send("GET /control HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-    let r = c.read_response();
-    assert_eq!(r.status, 200, "control request");
-    let targets: Vec<String> = b.requests().into_iter().map(|r| r.target).collect();
-    assert_eq!(targets, ["/control"], "the backend saw more than the control request:\n{}", show(&b.received()));
-    assert_eq!(
-        b.connections(),
-        1,
-        "extra backend connections; the first one received: {}",
-        show(&b.received_on(0))
-    );
-    let raw = b.received();
-    assert!(raw.starts_with(b"GET /control HTTP/1.1\r\n"), "backend bytes: {}", show(&raw));
-}
 
 /// Sends `bytes`; the request must be accepted (200) and forwarded as exactly one
 /// request, which is returned.

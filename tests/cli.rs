@@ -1,0 +1,164 @@
+//! SPEC §2 command line and §3 config errors: `check` exit codes, diagnostics that name
+//! `file:line: key`, bad config or bind → 1 before listening, bad command line → 2.
+
+mod support;
+
+use support::tls;
+use support::*;
+
+/// Runs `sidecar check --config DIR/sidecar.toml` on `config`, with `files` beside it.
+fn check(config: &str, files: &[(&str, &str)]) -> Ran {
+    let dir = TempDir::new();
+    for (name, contents) in files {
+        dir.write(name, contents);
+    }
+    let path = dir.write("sidecar.toml", config);
+    run_binary(dir.path(), &["check", "--config", path.to_str().expect("utf-8 path")])
+}
+
+/// Asserts exit 1 and a stderr line with `sidecar.toml:LINE:` that contains every one
+/// of `needles`.
+fn assert_diagnostic(ran: &Ran, line: usize, needles: &[&str]) {
+    assert_eq!(ran.code, Some(1), "stderr:\n{}", ran.stderr);
+    let at = format!("sidecar.toml:{line}:");
+    assert!(
+        ran.stderr.lines().any(|l| l.contains(&at) && needles.iter().all(|n| l.contains(n))),
+        "want a line with {at:?} and {needles:?}; stderr:\n{}",
+        ran.stderr
+    );
+}
+
+#[test]
+fn check_accepts_the_spec_example_and_exits_0() {
+    let server = tls::self_signed(&["ws.example.com"]);
+    let ca = tls::Ca::new("backend CA");
+    let config = r#"[server]
+listen = "127.0.0.1:0"
+server_name = "ws.example.com"
+proxy_timeout = "60s"
+connect_timeout = "5s"
+header_timeout = "10s"
+tunnel_idle_timeout = "1h"
+drain_timeout = "30s"
+via = false
+
+[server.tls]
+cert = "certs/server.crt"
+key  = "certs/server.key"
+
+[[rewrite]]
+cond = ["%{HTTP:Upgrade} websocket [NC]", "%{HTTP:Connection} upgrade [NC]"]
+rule = ".* wss://localhost:3000%{REQUEST_URI} [P,L]"
+
+[[proxy]]
+path = "/"
+to = "balancer://backend-cluster/"
+reverse = true
+preserve_host = false
+
+[balancer.backend-cluster]
+method = "byrequests"
+retry = "10s"
+members = [
+  "https://server01:3000",
+  "https://server02:3000",
+  { url = "https://server03:3000", loadfactor = 2 },
+  { url = "https://spare:3000", status = "+H" },
+]
+
+[backend_tls]
+ca = "certs/backend-ca.pem"
+"#;
+    let ran = check(
+        config,
+        &[("certs/server.crt", &server.cert_pem), ("certs/server.key", &server.key_pem), ("certs/backend-ca.pem", &ca.pem)],
+    );
+    assert_eq!(ran.code, Some(0), "stdout:\n{}\nstderr:\n{}", ran.stdout, ran.stderr);
+}
+
+#[test]
+fn check_rejects_an_unknown_key_naming_file_line_and_key() {
+    let ran = check("[server]\nlisten = \"127.0.0.1:0\"\nbogus_key = 1\n", &[]);
+    assert_diagnostic(&ran, 3, &["server.bogus_key"]);
+}
+
+#[test]
+fn check_rejects_an_unknown_balancer_naming_file_line_and_key() {
+    let ran = check(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[[proxy]]\npath = \"/\"\nto = \"balancer://backend-clustr/\"\n\n[balancer.backend-cluster]\nmembers = [\"http://127.0.0.1:1\"]\n",
+        &[],
+    );
+    assert_diagnostic(&ran, 6, &["proxy[0].to", "backend-clustr"]);
+}
+
+#[test]
+fn check_rejects_a_missing_cert_file_naming_file_line_and_key() {
+    let key = tls::self_signed(&["localhost"]);
+    let ran = check(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[server.tls]\ncert = \"certs/missing.crt\"\nkey = \"server.key\"\n",
+        &[("server.key", &key.key_pem)],
+    );
+    assert_diagnostic(&ran, 5, &["server.tls.cert", "missing.crt"]);
+}
+
+#[test]
+fn check_rejects_a_bad_duration_naming_file_line_and_key() {
+    let ran = check("[server]\nlisten = \"127.0.0.1:0\"\nproxy_timeout = \"5 parsecs\"\n", &[]);
+    assert_diagnostic(&ran, 3, &["server.proxy_timeout"]);
+}
+
+#[test]
+fn check_on_a_missing_config_file_exits_1() {
+    let dir = TempDir::new();
+    let ran = run_binary(dir.path(), &["check", "--config", "nope.toml"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("nope.toml"), "{}", ran.stderr);
+}
+
+#[test]
+fn run_with_a_bad_config_exits_1_before_listening() {
+    let dir = TempDir::new();
+    let path = dir.write("sidecar.toml", "[server]\nlisten = \"127.0.0.1:0\"\nbogus_key = 1\n");
+    let ran = run_binary(dir.path(), &["--config", path.to_str().expect("utf-8")]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(!ran.stderr.contains("listening on"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("sidecar.toml:3:"), "{}", ran.stderr);
+}
+
+#[test]
+fn listener_that_cannot_bind_exits_1_with_the_reason() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let dir = TempDir::new();
+    let path = dir.write(
+        "sidecar.toml",
+        format!("[server]\nlisten = \"{addr}\"\n\n[[proxy]]\npath = \"/\"\nto = \"http://127.0.0.1:1/\"\n"),
+    );
+    let ran = run_binary(dir.path(), &["--config", path.to_str().expect("utf-8")]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains(&addr.to_string()), "the reason names the address: {}", ran.stderr);
+    drop(taken);
+}
+
+#[test]
+fn bogus_flag_exits_2() {
+    let dir = TempDir::new();
+    let ran = run_binary(dir.path(), &["--bogus"]);
+    assert_eq!(ran.code, Some(2), "stdout:\n{}\nstderr:\n{}", ran.stdout, ran.stderr);
+}
+
+#[test]
+fn version_exits_0_and_prints_the_version() {
+    let dir = TempDir::new();
+    let ran = run_binary(dir.path(), &["--version"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(ran.stdout.contains(env!("CARGO_PKG_VERSION")), "{}", ran.stdout);
+}
+
+#[test]
+fn help_exits_0_and_lists_the_subcommands() {
+    let dir = TempDir::new();
+    let ran = run_binary(dir.path(), &["--help"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(ran.stdout.contains("check"), "{}", ran.stdout);
+}
