@@ -24,7 +24,7 @@ use crate::target::{Target, Url};
 use super::body::{copy_body, CopyError, Encoding};
 use super::decide::{decide, Decided, Destination};
 use super::error::{ProxyError, UpstreamError};
-use super::{finish, ClientInfo, Next, Worker};
+use super::{finish, ClientInfo, Next, Upgraded, Worker};
 
 /// How long to wait for a backend's `100 Continue` before sending the body anyway
 /// (RFC 9110 §10.1.1: a client "MAY proceed to send content" without it; curl waits 1 s).
@@ -55,7 +55,10 @@ pub async fn handle(w: &Worker, client: &mut Conn, info: &ClientInfo, head: Requ
     let result = run(w, &config, client, info, &head, &mut record, &mut progress).await;
     record.elapsed = started.elapsed();
     match result {
-        Ok(Next::Tunnel { backend, record, .. }) => Next::Tunnel { backend, record, started },
+        Ok(Next::Tunnel(mut upgraded)) => {
+            upgraded.started = started;
+            Next::Tunnel(upgraded)
+        }
         Ok(next) => {
             finish(w, &record);
             next
@@ -431,7 +434,7 @@ async fn relay(
         write_response_head(&res, Version::Http11, Framing::None, ClientConnection::Upgrade, via, &reverse, &mut out);
         write_flush(client, &out).await.map_err(ProxyError::ClientGone)?;
         progress.responded = true;
-        return Ok(Next::Tunnel { backend, record: std::mem::take(record), started: Instant::now() });
+        return Ok(Next::Tunnel(Box::new(Upgraded { backend, record: std::mem::take(record), started: Instant::now() })));
     }
     let rf = response_framing(&head.method, &res).map_err(|e| bad(e.0.to_string()))?;
     let client_11 = head.version == Version::Http11;
