@@ -23,6 +23,16 @@ pub struct Cli {
 pub enum Command {
     Check(CheckArgs),
     Demo(DemoArgs),
+    ImportApache(ImportApacheArgs),
+}
+
+/// print the sidecar.toml equivalent of an Apache httpd <VirtualHost> config
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "import-apache")]
+pub struct ImportApacheArgs {
+    /// the Apache config file
+    #[argh(positional)]
+    pub file: PathBuf,
 }
 
 /// validate the config and print the resolved routes, rules and balancers

@@ -14,6 +14,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod apache;
 pub mod balance;
 pub mod cli;
 pub mod cmd;

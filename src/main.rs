@@ -28,6 +28,7 @@ fn main() {
         None => cmd::run::run(&cli.config),
         Some(Command::Check(c)) => cmd::check::check(c.config.as_deref().unwrap_or(&cli.config)),
         Some(Command::Demo(d)) => cmd::demo::demo(d.port),
+        Some(Command::ImportApache(a)) => cmd::import_apache::import_apache(&a.file),
     };
     std::process::exit(code);
 }

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod demo;
+pub mod import_apache;
 pub mod run;
 
 /// Logging to stderr, `info` unless `RUST_LOG` says otherwise.

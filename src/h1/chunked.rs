@@ -143,6 +143,19 @@ impl ChunkedDecoder {
     }
 }
 
+/// Checks the part of a chunked body already received, so a malformed body that is in
+/// hand is refused before anything reaches a backend (SECURITY §1.1: reject, send
+/// nothing). What arrives later is checked while it streams.
+pub fn check_prefix(bytes: &[u8]) -> Result<(), ChunkError> {
+    let mut d = ChunkedDecoder::default();
+    let mut rest = bytes;
+    while !rest.is_empty() && !d.is_done() {
+        let out = d.decode(rest)?;
+        rest = &rest[out.consumed..];
+    }
+    Ok(())
+}
+
 /// The size line sidecar writes before `len` bytes of chunk data.
 pub fn chunk_header(len: usize, out: &mut Vec<u8>) {
     use std::io::Write;
@@ -226,6 +239,7 @@ mod tests {
             b"0\r\nX: a\nb\r\n\r\n",
         ];
         for input in cases {
+            assert!(check_prefix(input).is_err(), "prefix check {:?}", String::from_utf8_lossy(input));
             assert!(decode_all(input, input.len()).is_err(), "input {:?}", String::from_utf8_lossy(input));
             assert!(decode_all(input, 1).is_err(), "bytewise {:?}", String::from_utf8_lossy(input));
         }

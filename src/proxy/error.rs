@@ -19,6 +19,9 @@ pub enum UpstreamError {
     Closed,
     /// The response violates HTTP or sidecar's rules (SECURITY §1.2).
     Malformed(String),
+    /// A 101 that was not asked for or does not complete the handshake: both
+    /// connections close (SECURITY B7, W8).
+    BadSwitch(String),
 }
 
 impl UpstreamError {
@@ -40,6 +43,7 @@ impl fmt::Display for UpstreamError {
             Self::Io(e) => write!(f, "connection failed: {e}"),
             Self::Closed => f.write_str("closed before a complete response head"),
             Self::Malformed(why) => write!(f, "bad response: {why}"),
+            Self::BadSwitch(why) => write!(f, "bad switch: {why}"),
         }
     }
 }
@@ -90,6 +94,9 @@ impl ProxyError {
     /// Client errors close the connection: after a framing problem nothing that follows
     /// can be trusted to be a request (SECURITY §0.1, S22).
     pub fn closes_connection(&self) -> bool {
+        if let Self::Upstream { cause: UpstreamError::BadSwitch(_), .. } = self {
+            return true;
+        }
         matches!(
             self,
             Self::BadRequest(_)

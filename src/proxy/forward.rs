@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::access_log::AccessRecord;
 use crate::config::Config;
 use crate::h1::canned::canned;
+use crate::h1::chunked::check_prefix;
 use crate::h1::framing::{request_framing, response_framing, Framing};
 use crate::h1::head::{parse_response_head, HeadError, RequestHead, ResponseHead, Version};
 use crate::h1::headers::{write_request_head, write_response_head, ClientConnection, Forwarding, Outgoing, CONTINUE};
@@ -23,7 +24,7 @@ use crate::target::{Target, Url};
 use super::body::{copy_body, CopyError, Encoding};
 use super::decide::{decide, Decided, Destination};
 use super::error::{ProxyError, UpstreamError};
-use super::{finish, ClientInfo, Next, Worker};
+use super::{finish, ClientInfo, Next, Upgraded, Worker};
 
 /// How long to wait for a backend's `100 Continue` before sending the body anyway
 /// (RFC 9110 §10.1.1: a client "MAY proceed to send content" without it; curl waits 1 s).
@@ -54,7 +55,10 @@ pub async fn handle(w: &Worker, client: &mut Conn, info: &ClientInfo, head: Requ
     let result = run(w, &config, client, info, &head, &mut record, &mut progress).await;
     record.elapsed = started.elapsed();
     match result {
-        Ok(Next::Tunnel { backend, record, .. }) => Next::Tunnel { backend, record, started },
+        Ok(Next::Tunnel(mut upgraded)) => {
+            upgraded.started = started;
+            Next::Tunnel(upgraded)
+        }
         Ok(next) => {
             finish(w, &record);
             next
@@ -114,6 +118,9 @@ async fn run(
         }
     }
     progress.body_done = framing == Framing::None;
+    if framing == Framing::Chunked {
+        check_prefix(client.buffered()).map_err(|e| ProxyError::BadRequest(e.0))?;
+    }
     let upgrade = classify_upgrade(head);
     if let Upgrade::Invalid(why) = upgrade {
         return Err(ProxyError::BadRequest(why));
@@ -415,15 +422,19 @@ async fn relay(
     record.status = res.status;
     record.ttfb = Some(progress.started.elapsed());
     if res.status == 101 {
+        let bad_switch = |why: &str| ProxyError::Upstream {
+            replica: replica.clone(),
+            cause: UpstreamError::BadSwitch(why.to_string()),
+        };
         if !dest.websocket {
-            return Err(bad("101 to a request that was not a WebSocket handshake".into()));
+            return Err(bad_switch("101 to a request that was not a WebSocket handshake"));
         }
-        check_switch(head, &res).map_err(|why| bad(why.to_string()))?;
+        check_switch(head, &res).map_err(bad_switch)?;
         let mut out = Vec::with_capacity(256);
         write_response_head(&res, Version::Http11, Framing::None, ClientConnection::Upgrade, via, &reverse, &mut out);
         write_flush(client, &out).await.map_err(ProxyError::ClientGone)?;
         progress.responded = true;
-        return Ok(Next::Tunnel { backend, record: std::mem::take(record), started: Instant::now() });
+        return Ok(Next::Tunnel(Box::new(Upgraded { backend, record: std::mem::take(record), started: Instant::now() })));
     }
     let rf = response_framing(&head.method, &res).map_err(|e| bad(e.0.to_string()))?;
     let client_11 = head.version == Version::Http11;

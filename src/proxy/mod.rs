@@ -88,11 +88,14 @@ pub enum Next {
     KeepAlive,
     Close,
     /// Tunnel to this backend; the 101 has been written.
-    Tunnel {
-        backend: Conn,
-        record: AccessRecord,
-        started: Instant,
-    },
+    Tunnel(Box<Upgraded>),
+}
+
+/// A connection switched to a tunnel.
+pub struct Upgraded {
+    pub backend: Conn,
+    pub record: AccessRecord,
+    pub started: Instant,
 }
 
 /// Serves one client connection until it closes.
@@ -160,7 +163,8 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) {
                 let _ = futures_lite::AsyncWriteExt::close(&mut client.stream).await;
                 return;
             }
-            Next::Tunnel { backend, mut record, started } => {
+            Next::Tunnel(upgraded) => {
+                let Upgraded { backend, mut record, started } = *upgraded;
                 worker.shared.metrics.open_tunnels.fetch_add(1, Relaxed);
                 let (client_stream, to_backend) = client.into_parts();
                 let (backend_stream, to_client) = backend.into_parts();

@@ -1,0 +1,504 @@
+//! PURE. An Apache `<VirtualHost>` (SPEC §1 and §5 directives) → sidecar.toml text, with
+//! a warning per line that cannot do what its author thinks and a list of every
+//! directive that was not converted. Nothing is dropped silently.
+
+use std::fmt::Write;
+
+use super::parse::Node;
+use crate::target::{parse_target, Target, TargetError};
+
+/// The result of an import.
+#[derive(Debug, Default)]
+pub struct Imported {
+    pub toml: String,
+    /// `(line, message)`: a converted line that probably does not do what was meant.
+    pub warnings: Vec<(usize, String)>,
+    /// `(line, directive)`: not converted.
+    pub ignored: Vec<(usize, String)>,
+}
+
+#[derive(Debug)]
+pub struct RewriteEntry {
+    pub conds: Vec<(usize, String)>,
+    pub rule: (usize, String),
+}
+
+#[derive(Debug)]
+struct ProxyEntry {
+    line: usize,
+    path: String,
+    to: String,
+    reverse: bool,
+}
+
+#[derive(Debug, Default)]
+struct Member {
+    url: String,
+    loadfactor: Option<u32>,
+    status: Option<String>,
+    route: Option<String>,
+    retry: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Balancer {
+    name: String,
+    method: Option<String>,
+    sticky: Option<String>,
+    max_attempts: Option<u32>,
+    fail_on_status: Vec<u16>,
+    members: Vec<Member>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    listen: Vec<String>,
+    vhost_listen: Vec<String>,
+    server_name: Option<String>,
+    cert: Option<(usize, String)>,
+    key: Option<(usize, String)>,
+    ssl_engine: bool,
+    ca: Option<String>,
+    proxy_timeout: Option<String>,
+    via: bool,
+    preserve_host: bool,
+    rewrite_engine: Option<(usize, bool)>,
+    pending_conds: Vec<(usize, String)>,
+    rewrites: Vec<RewriteEntry>,
+    proxies: Vec<ProxyEntry>,
+    balancers: Vec<Balancer>,
+    vhosts: usize,
+    out: Imported,
+}
+
+/// Converts a parsed Apache config.
+pub fn convert(nodes: &[Node]) -> (Imported, Vec<RewriteEntry>) {
+    let mut st = State::default();
+    st.walk(nodes, None);
+    st.finish()
+}
+
+impl State {
+    fn warn(&mut self, line: usize, message: impl Into<String>) {
+        self.out.warnings.push((line, message.into()));
+    }
+
+    fn ignore(&mut self, n: &Node) {
+        let text = if n.raw_args.is_empty() { n.name.clone() } else { format!("{} {}", n.name, n.raw_args) };
+        self.out.ignored.push((n.line, text));
+    }
+
+    fn walk(&mut self, nodes: &[Node], location: Option<&str>) {
+        for n in nodes {
+            match (n.name.to_ascii_lowercase().as_str(), &n.children) {
+                ("virtualhost", Some(children)) => {
+                    self.vhosts += 1;
+                    if self.vhosts > 1 {
+                        self.warn(
+                            n.line,
+                            "only the first <VirtualHost> is converted; run import-apache on a file per vhost",
+                        );
+                        self.ignore(n);
+                        continue;
+                    }
+                    for a in &n.args {
+                        match listen_addr(a) {
+                            Some(addr) => self.vhost_listen.push(addr),
+                            None => self.warn(n.line, format!("cannot turn {a:?} into a listen address")),
+                        }
+                    }
+                    self.walk(children, location);
+                }
+                ("proxy", Some(children))
+                    if n.args.first().is_some_and(|a| a.to_ascii_lowercase().starts_with("balancer://")) =>
+                {
+                    let name = n.args[0]["balancer://".len()..].trim_end_matches('/').to_string();
+                    self.balancers.push(Balancer { name, ..Balancer::default() });
+                    for c in children {
+                        match c.name.to_ascii_lowercase().as_str() {
+                            "balancermember" => self.member(c),
+                            "proxyset" => self.proxy_set(c, None),
+                            _ => self.ignore(c),
+                        }
+                    }
+                }
+                ("location", Some(children)) => {
+                    let path = n.args.first().cloned();
+                    self.walk(children, path.as_deref());
+                }
+                (_, Some(_)) => self.ignore(n),
+                (name, None) => self.directive(name, n, location),
+            }
+        }
+    }
+
+    fn directive(&mut self, name: &str, n: &Node, location: Option<&str>) {
+        let arg = |i: usize| n.args.get(i).cloned().unwrap_or_default();
+        let on = || arg(0).eq_ignore_ascii_case("on");
+        match name {
+            "listen" => match listen_addr(&arg(0)) {
+                Some(a) => self.listen.push(a),
+                None => self.warn(n.line, format!("cannot turn Listen {:?} into an address", arg(0))),
+            },
+            "servername" => self.server_name = Some(arg(0)),
+            "sslengine" => self.ssl_engine = on(),
+            "sslcertificatefile" => self.cert = Some((n.line, arg(0))),
+            "sslcertificatekeyfile" => self.key = Some((n.line, arg(0))),
+            "sslproxyengine" => {}
+            "sslproxycacertificatefile" => self.ca = Some(arg(0)),
+            "sslproxyverify" if arg(0).eq_ignore_ascii_case("none") => self.warn(
+                n.line,
+                "SSLProxyVerify none: sidecar always verifies https/wss backends; put the backend's CA in [backend_tls] ca",
+            ),
+            "sslproxycheckpeername" | "sslproxycheckpeercn" | "sslproxycheckpeerexpire" if !on() => self.warn(
+                n.line,
+                format!("{} off: sidecar always checks backend certificates; put the backend's CA in [backend_tls] ca", n.name),
+            ),
+            "proxyrequests" if on() => self.warn(n.line, "ProxyRequests on: sidecar is never a forward proxy; ignored"),
+            "proxyrequests" => {}
+            "proxypreservehost" => self.preserve_host = on(),
+            "proxyvia" => self.via = !arg(0).eq_ignore_ascii_case("off"),
+            "proxytimeout" => match arg(0).parse::<u64>() {
+                Ok(s) => self.proxy_timeout = Some(format!("{s}s")),
+                Err(_) => self.warn(n.line, format!("ProxyTimeout {:?} is not a number of seconds", arg(0))),
+            },
+            "rewriteengine" => self.rewrite_engine = Some((n.line, on())),
+            "rewritecond" => self.pending_conds.push((n.line, n.raw_args.clone())),
+            "rewriterule" => {
+                let conds = std::mem::take(&mut self.pending_conds);
+                self.rewrites.push(RewriteEntry { conds, rule: (n.line, n.raw_args.clone()) });
+            }
+            "proxypass" => self.proxy_pass(n, location),
+            "proxypassreverse" => self.proxy_pass_reverse(n, location),
+            "balancermember" => self.member(n),
+            "proxyset" => {
+                let b = arg(0);
+                if b.to_ascii_lowercase().starts_with("balancer://") {
+                    self.proxy_set(n, Some(b["balancer://".len()..].trim_end_matches('/').to_string()));
+                } else {
+                    self.ignore(n);
+                }
+            }
+            _ => self.ignore(n),
+        }
+    }
+
+    fn proxy_pass(&mut self, n: &Node, location: Option<&str>) {
+        let (path, to, params) = match (location, n.args.as_slice()) {
+            (Some(loc), [to, params @ ..]) if !to.starts_with('/') => (loc.to_string(), to.clone(), params),
+            (_, [path, to, params @ ..]) => (path.clone(), to.clone(), params),
+            _ => {
+                self.warn(n.line, "ProxyPass needs a path and a URL");
+                self.ignore(n);
+                return;
+            }
+        };
+        if to == "!" {
+            self.warn(n.line, format!("ProxyPass {path} ! (exclusion) has no sidecar equivalent; not converted"));
+            self.ignore(n);
+            return;
+        }
+        for p in params {
+            if !p.to_ascii_lowercase().starts_with("upgrade=") {
+                self.warn(n.line, format!("ProxyPass parameter {p:?} is not converted"));
+            }
+        }
+        if let Err(e) = parse_target(&to) {
+            self.warn(n.line, format!("ProxyPass target {to:?}: {e}"));
+        }
+        self.proxies.push(ProxyEntry { line: n.line, path, to, reverse: false });
+    }
+
+    fn proxy_pass_reverse(&mut self, n: &Node, location: Option<&str>) {
+        let (path, to) = match (location, n.args.as_slice()) {
+            (Some(loc), [to]) => (loc.to_string(), to.clone()),
+            (_, [path, to, ..]) => (path.clone(), to.clone()),
+            _ => {
+                self.ignore(n);
+                return;
+            }
+        };
+        match self.proxies.iter_mut().find(|p| p.path == path) {
+            Some(p) => {
+                p.reverse = true;
+                if p.to.trim_end_matches('/') != to.trim_end_matches('/') {
+                    let message = format!(
+                        "ProxyPassReverse {path} {to} differs from ProxyPass {}; sidecar reverses the ProxyPass target",
+                        p.to
+                    );
+                    self.warn(n.line, message);
+                }
+            }
+            None => self.warn(
+                n.line,
+                format!("ProxyPassReverse {path} has no ProxyPass for the same path before it; not converted"),
+            ),
+        }
+    }
+
+    /// `BalancerMember url params…` inside `<Proxy balancer://name>`, or
+    /// `BalancerMember balancer://name url params…` outside it.
+    fn member(&mut self, n: &Node) {
+        let (named, url, params) = match n.args.split_first() {
+            Some((first, rest)) if first.to_ascii_lowercase().starts_with("balancer://") => match rest.split_first() {
+                Some((url, params)) => {
+                    (Some(first["balancer://".len()..].trim_end_matches('/').to_string()), url.clone(), params.to_vec())
+                }
+                None => return self.ignore(n),
+            },
+            Some((url, params)) => (None, url.clone(), params.to_vec()),
+            None => return self.ignore(n),
+        };
+        if let Some(name) = named {
+            if !self.balancers.iter().any(|b| b.name == name) {
+                self.balancers.push(Balancer { name: name.clone(), ..Balancer::default() });
+            }
+            let i = self.balancers.iter().position(|b| b.name == name).unwrap_or(0);
+            let b = self.balancers.remove(i);
+            self.balancers.push(b);
+        }
+        let Some(b) = self.balancers.last_mut() else {
+            self.warn(n.line, "BalancerMember outside <Proxy balancer://…>; not converted");
+            return;
+        };
+        let mut m = Member { url: url.clone(), ..Member::default() };
+        let mut warnings = Vec::new();
+        for p in params {
+            let (k, v) = p.split_once('=').unwrap_or((&p, ""));
+            match k.to_ascii_lowercase().as_str() {
+                "loadfactor" => m.loadfactor = v.parse().ok(),
+                "status" => m.status = Some(v.to_string()),
+                "route" => m.route = Some(v.to_string()),
+                "retry" => m.retry = v.parse::<u64>().ok().map(|s| format!("{s}s")),
+                _ => warnings.push(format!("BalancerMember parameter {p:?} is not converted")),
+            }
+        }
+        b.members.push(m);
+        for w in warnings {
+            self.warn(n.line, w);
+        }
+        if let Err(e) = parse_target(&url) {
+            self.warn(n.line, format!("BalancerMember {url:?}: {e}"));
+        }
+    }
+
+    fn proxy_set(&mut self, n: &Node, name: Option<String>) {
+        let index = match name {
+            Some(name) => self.balancers.iter().position(|b| b.name == name),
+            None => self.balancers.len().checked_sub(1),
+        };
+        let Some(index) = index else {
+            self.warn(n.line, "ProxySet for an unknown balancer; not converted");
+            return;
+        };
+        let mut warnings = Vec::new();
+        for p in &n.args {
+            let Some((k, v)) = p.split_once('=') else { continue };
+            let b = &mut self.balancers[index];
+            match k.to_ascii_lowercase().as_str() {
+                "lbmethod" if ["byrequests", "bybusyness", "bytraffic"].contains(&v) => b.method = Some(v.to_string()),
+                "stickysession" => b.sticky = v.split('|').next().map(str::to_string),
+                "maxattempts" => b.max_attempts = v.parse().ok(),
+                "failonstatus" => b.fail_on_status = v.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
+                _ => warnings.push(format!("ProxySet parameter {p:?} is not converted")),
+            }
+        }
+        for w in warnings {
+            self.warn(n.line, w);
+        }
+    }
+
+    fn finish(mut self) -> (Imported, Vec<RewriteEntry>) {
+        for (line, _) in std::mem::take(&mut self.pending_conds) {
+            self.warn(line, "RewriteCond without a RewriteRule after it: never used");
+        }
+        let rewrites = std::mem::take(&mut self.rewrites);
+        let engine_on = self.rewrite_engine.is_some_and(|(_, on)| on);
+        if !rewrites.is_empty() && !engine_on {
+            self.warn(
+                rewrites[0].rule.0,
+                "RewriteRule without \"RewriteEngine on\": Apache ignores it; converted anyway",
+            );
+        }
+        self.lint_targets(&rewrites);
+        let listen = if !self.vhost_listen.is_empty() { self.vhost_listen.clone() } else { self.listen.clone() };
+        let listen = if listen.is_empty() { vec!["0.0.0.0:80".to_string()] } else { listen };
+        let tls = self.cert.clone().zip(self.key.clone());
+        if tls.is_none() && listen.iter().any(|a| a.ends_with(":443")) {
+            self.out.warnings.push((
+                0,
+                "port 443 without SSLCertificateFile/SSLCertificateKeyFile: sidecar will speak plain HTTP there".into(),
+            ));
+        }
+        if self.proxies.is_empty() && rewrites.is_empty() {
+            self.out.warnings.push((0, "no ProxyPass or RewriteRule found: the config serves nothing".into()));
+        }
+        let mut t = String::new();
+        let _ = writeln!(t, "# Converted by `sidecar import-apache`; check it with `sidecar check`.");
+        let _ = writeln!(t, "[server]");
+        let quoted: Vec<String> = listen.iter().map(|a| toml_str(a)).collect();
+        let _ = writeln!(t, "listen = [{}]", quoted.join(", "));
+        if let Some(name) = &self.server_name {
+            let _ = writeln!(t, "server_name = {}", toml_str(name));
+        }
+        if let Some(timeout) = &self.proxy_timeout {
+            let _ = writeln!(t, "proxy_timeout = {}", toml_str(timeout));
+        }
+        if self.via {
+            let _ = writeln!(t, "via = true");
+        }
+        if let Some(((_, cert), (_, key))) = &tls {
+            let _ = writeln!(t, "\n[server.tls]\ncert = {}\nkey = {}", toml_str(cert), toml_str(key));
+        }
+        for r in &rewrites {
+            let _ = writeln!(t, "\n[[rewrite]]  # Apache line {}", r.rule.0);
+            let conds: Vec<String> = r.conds.iter().map(|(_, c)| toml_str(c)).collect();
+            if !conds.is_empty() {
+                let _ = writeln!(t, "cond = [{}]", conds.join(", "));
+            }
+            let _ = writeln!(t, "rule = {}", toml_str(&r.rule.1));
+        }
+        for p in &self.proxies {
+            let _ = writeln!(t, "\n[[proxy]]  # Apache line {}", p.line);
+            let _ = writeln!(t, "path = {}\nto = {}\nreverse = {}", toml_str(&p.path), toml_str(&p.to), p.reverse);
+            if self.preserve_host {
+                let _ = writeln!(t, "preserve_host = true");
+            }
+        }
+        for b in &self.balancers {
+            let _ = writeln!(t, "\n[balancer.{}]", toml_key(&b.name));
+            if let Some(m) = &b.method {
+                let _ = writeln!(t, "method = {}", toml_str(m));
+            }
+            if let Some(s) = &b.sticky {
+                let _ = writeln!(t, "stickysession = {}", toml_str(s));
+            }
+            if let Some(m) = b.max_attempts {
+                let _ = writeln!(t, "maxattempts = {m}");
+            }
+            if !b.fail_on_status.is_empty() {
+                let codes: Vec<String> = b.fail_on_status.iter().map(u16::to_string).collect();
+                let _ = writeln!(t, "failonstatus = [{}]", codes.join(", "));
+            }
+            let _ = writeln!(t, "members = [");
+            for m in &b.members {
+                let mut fields = Vec::new();
+                if let Some(l) = m.loadfactor {
+                    fields.push(format!("loadfactor = {l}"));
+                }
+                if let Some(s) = &m.status {
+                    fields.push(format!("status = {}", toml_str(s)));
+                }
+                if let Some(r) = &m.route {
+                    fields.push(format!("route = {}", toml_str(r)));
+                }
+                if let Some(r) = &m.retry {
+                    fields.push(format!("retry = {}", toml_str(r)));
+                }
+                if fields.is_empty() {
+                    let _ = writeln!(t, "  {},", toml_str(&m.url));
+                } else {
+                    let _ = writeln!(t, "  {{ url = {}, {} }},", toml_str(&m.url), fields.join(", "));
+                }
+            }
+            let _ = writeln!(t, "]");
+        }
+        if let Some(ca) = &self.ca {
+            let _ = writeln!(t, "\n[backend_tls]\nca = {}", toml_str(ca));
+        }
+        self.out.toml = t;
+        self.out.warnings.sort_by_key(|(line, _)| *line);
+        (self.out, rewrites)
+    }
+
+    /// Targets of `P` rules that sidecar cannot reach as written (the one-slash typo).
+    fn lint_targets(&mut self, rewrites: &[RewriteEntry]) {
+        for r in rewrites {
+            let args = super::parse::split_args(&r.rule.1).unwrap_or_default();
+            if let Some(target) = args.get(1) {
+                if let Err(TargetError::OneSlash) = parse_target(target) {
+                    self.warn(
+                        r.rule.0,
+                        format!("target {target:?} has one slash after the scheme (write scheme://host)"),
+                    );
+                }
+                if let Ok(Target::Balancer { name, .. }) = parse_target(target) {
+                    if !self.balancers.iter().any(|b| b.name == name) {
+                        self.warn(
+                            r.rule.0,
+                            format!("balancer://{name} is not defined by a <Proxy balancer://{name}> section"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `*:443`, `443`, `_default_:443`, `[::]:443`, `1.2.3.4:80` → a listen address.
+fn listen_addr(a: &str) -> Option<String> {
+    let (host, port) = match a.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') => (h, p),
+        _ => ("", a),
+    };
+    let port: u16 = port.parse().ok()?;
+    let host = match host {
+        "" | "*" | "_default_" => "0.0.0.0",
+        h => h,
+    };
+    let addr = format!("{host}:{port}");
+    addr.parse::<std::net::SocketAddr>().ok().map(|_| addr)
+}
+
+/// A TOML string: literal `'…'` when possible (rules read as written), else basic.
+pub fn toml_str(s: &str) -> String {
+    if !s.contains('\'') && !s.chars().any(char::is_control) {
+        return format!("'{s}'");
+    }
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn toml_key(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        s.to_string()
+    } else {
+        toml_str(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        for (input, want) in [
+            ("*:443", Some("0.0.0.0:443")),
+            ("443", Some("0.0.0.0:443")),
+            ("_default_:80", Some("0.0.0.0:80")),
+            ("127.0.0.1:8080", Some("127.0.0.1:8080")),
+            ("[::]:443", Some("[::]:443")),
+            ("example.com:80", None),
+        ] {
+            assert_eq!(listen_addr(input).as_deref(), want, "input {input}");
+        }
+    }
+
+    #[test]
+    fn toml_strings() {
+        assert_eq!(toml_str(".* \"wss://h\" [P,L]"), "'.* \"wss://h\" [P,L]'");
+        assert_eq!(toml_str("it's"), "\"it's\"");
+    }
+}

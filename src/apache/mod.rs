@@ -1,0 +1,7 @@
+//! `sidecar import-apache` only: Apache httpd config → sidecar.toml (SPEC §5).
+
+pub mod convert;
+pub mod parse;
+
+pub use convert::{convert, Imported, RewriteEntry};
+pub use parse::{parse_config, ParseError};
