@@ -63,8 +63,23 @@ impl AsyncWrite for Stream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         delegate!(self, s => Pin::new(s).poll_flush(cx))
     }
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_close(cx))
+    /// Ends the write half: flush (and TLS close_notify), then a TCP `shutdown(Write)`
+    /// so the peer reads end-of-file while it may still send (half-close, SECURITY
+    /// W10). async-io's own `poll_close` only flushes.
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let flushed = match self.as_mut().get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::ServerTls(s) => Pin::new(s).poll_close(cx),
+            Stream::ClientTls(s) => Pin::new(s).poll_close(cx),
+        };
+        match flushed {
+            Poll::Ready(_) => {
+                // A peer that already went away makes this fail; the half is closed either way.
+                let _ = self.tcp().get_ref().shutdown(std::net::Shutdown::Write);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 

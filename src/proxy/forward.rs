@@ -434,7 +434,11 @@ async fn relay(
         write_response_head(&res, Version::Http11, Framing::None, ClientConnection::Upgrade, via, &reverse, &mut out);
         write_flush(client, &out).await.map_err(ProxyError::ClientGone)?;
         progress.responded = true;
-        return Ok(Next::Tunnel(Box::new(Upgraded { backend, record: std::mem::take(record), started: Instant::now() })));
+        return Ok(Next::Tunnel(Box::new(Upgraded {
+            backend,
+            record: std::mem::take(record),
+            started: Instant::now(),
+        })));
     }
     let rf = response_framing(&head.method, &res).map_err(|e| bad(e.0.to_string()))?;
     let client_11 = head.version == Version::Http11;
