@@ -1,6 +1,6 @@
 //! The admin listener (`[admin] listen`, never the public port): `GET /healthz`,
-//! `/readyz`, `/metrics` (Prometheus text) and `/status` (JSON). It runs on its own
-//! thread so a busy proxy cannot starve a health probe, answers one request per
+//! `/readyz`, `/metrics` (Prometheus text) and `/status` (JSON). It runs as tasks on the
+//! first worker (each request is a few microseconds of work), answers one request per
 //! connection, and reads only the shared state.
 
 use std::fmt::Write;
@@ -9,8 +9,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::rc::Rc;
+
 use async_io::Async;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use smol::LocalExecutor;
 
 use crate::config::Config;
 use crate::h1::head::parse_request_head;
@@ -22,26 +25,21 @@ use crate::shared::Shared;
 const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
 const ADMIN_MAX_HEAD: usize = 8 * 1024;
 
-/// Binds the admin address and serves it on a thread of its own.
-pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<SocketAddr> {
+/// Binds the admin address (before anything serves, so a bad address is an exit 1).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let listener = crate::net::listen::bind(addr, false)?;
-    let bound = listener.local_addr()?;
-    log::info!("admin listening on {bound} (http)");
-    std::thread::Builder::new().name("sidecar-admin".into()).spawn(move || {
-        let ex = smol::LocalExecutor::new();
-        smol::block_on(ex.run(async {
-            let Ok(listener) = Async::<TcpListener>::new(listener) else { return };
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => ex.spawn(serve(stream, Arc::clone(&shared))).detach(),
-                    Err(_) => {
-                        async_io::Timer::after(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        }));
-    })?;
-    Ok(bound)
+    log::info!("admin listening on {} (http)", listener.local_addr()?);
+    Ok(listener)
+}
+
+/// Serves the admin listener on the calling worker's executor, one task per request.
+pub async fn accept_loop(ex: Rc<LocalExecutor<'static>>, listener: Async<TcpListener>, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => ex.spawn(serve(stream, Arc::clone(&shared))).detach(),
+            Err(_) => crate::net::clock::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 async fn serve(mut stream: Async<TcpStream>, shared: Arc<Shared>) {

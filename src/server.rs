@@ -15,6 +15,7 @@ use smol::LocalExecutor;
 
 use crate::config::Config;
 use crate::h1::canned::canned;
+use crate::net::clock;
 use crate::net::listen::bind;
 use crate::net::stream::{with_timeout, Stream};
 use crate::proxy::{serve, ClientInfo, Worker};
@@ -35,6 +36,7 @@ pub struct Running {
     shutdown: Option<async_channel::Sender<()>>,
     reloads: Vec<async_channel::Sender<Arc<Config>>>,
     listen: Vec<SocketAddr>,
+    workers: usize,
     pub shared: Arc<Shared>,
 }
 
@@ -47,7 +49,7 @@ impl Running {
     /// Hands a new config to every worker. Listener addresses are bound at start and
     /// stay; a changed `listen` is reported and needs a restart.
     pub fn reload(&mut self, config: Arc<Config>) {
-        if config.listen != self.listen || config.workers != self.threads.len() {
+        if config.listen != self.listen || config.workers != self.workers {
             log::warn!("reload: server.listen and server.workers changes take effect only after a restart");
         }
         self.shared.set_config(Arc::clone(&config));
@@ -56,9 +58,9 @@ impl Running {
         }
     }
 
-    /// Whether every worker has stopped.
-    pub fn is_finished(&self) -> bool {
-        self.threads.iter().all(JoinHandle::is_finished)
+    /// The worker threads, for a caller that joins them itself.
+    pub fn take_threads(&mut self) -> Vec<JoinHandle<()>> {
+        std::mem::take(&mut self.threads)
     }
 
     /// Blocks until every worker stops.
@@ -71,7 +73,9 @@ impl Running {
 
 /// Binds every listener for every worker (so a bind error is reported before anything
 /// runs) and starts the workers.
-pub fn start(shared: Arc<Shared>) -> io::Result<Running> {
+/// `admin` is served by the first worker (its own thread in async-io's one reactor
+/// would steal the workers' socket events).
+pub fn start(shared: Arc<Shared>, admin: Option<TcpListener>) -> io::Result<Running> {
     let config = shared.config();
     let reuse_port = config.workers > 1;
     let mut per_worker: Vec<Vec<TcpListener>> = (0..config.workers).map(|_| Vec::new()).collect();
@@ -94,29 +98,40 @@ pub fn start(shared: Arc<Shared>) -> io::Result<Running> {
     let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
     let mut threads = Vec::new();
     let mut reloads = Vec::new();
+    let mut admin = admin;
+    let workers = config.workers;
     for (i, listeners) in per_worker.into_iter().enumerate() {
         let shared = Arc::clone(&shared);
+        let admin = admin.take();
         let shutdown = shutdown_rx.clone();
         let (reload_tx, reload_rx) = async_channel::bounded(4);
         reloads.push(reload_tx);
         let thread = std::thread::Builder::new()
             .name(format!("sidecar-worker-{i}"))
-            .spawn(move || run_worker(shared, listeners, shutdown, reload_rx))?;
+            .spawn(move || run_worker(shared, listeners, admin, shutdown, reload_rx))?;
         threads.push(thread);
     }
     let listen = config.listen.clone();
-    Ok(Running { addrs, threads, shutdown: Some(shutdown_tx), reloads, listen, shared })
+    Ok(Running { addrs, threads, shutdown: Some(shutdown_tx), reloads, listen, workers, shared })
 }
 
 fn run_worker(
     shared: Arc<Shared>,
     listeners: Vec<TcpListener>,
+    admin: Option<TcpListener>,
     shutdown: async_channel::Receiver<()>,
     reloads: async_channel::Receiver<Arc<Config>>,
 ) {
     let ex = Rc::new(LocalExecutor::new());
     let worker = Rc::new(Worker::new(shared, shutdown));
     let main = async {
+        ex.spawn(clock::run_ticker()).detach();
+        if let Some(admin) = admin {
+            match Async::new(admin) {
+                Ok(l) => ex.spawn(crate::admin::accept_loop(Rc::clone(&ex), l, Arc::clone(&worker.shared))).detach(),
+                Err(e) => log::error!("cannot register the admin listener: {e}"),
+            }
+        }
         for listener in listeners {
             match Async::new(listener) {
                 Ok(l) => ex.spawn(accept_loop(Rc::clone(&ex), l, Rc::clone(&worker))).detach(),

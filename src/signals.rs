@@ -2,13 +2,17 @@
 //! finish, give tunnels up to `drain_timeout`, exit 0; a second SIGINT exits at once),
 //! SIGHUP reloads sidecar.toml and the certificate files it names (a bad config is
 //! logged and the old one stays).
+//!
+//! The main thread waits here with plain blocking calls, never in an async-io
+//! `block_on`: async-io has one reactor per process, and an idle thread inside
+//! `block_on` would take turns polling it, receiving the workers' socket events and
+//! waking them across threads.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_signal::{Signal, Signals};
-use futures_lite::StreamExt;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use crate::config;
 use crate::server::Running;
@@ -18,7 +22,7 @@ const FORCED_EXIT: i32 = 130;
 
 /// Runs until the proxy has drained after a stop signal; returns the exit code.
 pub fn run_until_stopped(mut running: Running, config_path: &Path) -> i32 {
-    let mut signals = match Signals::new([Signal::Term, Signal::Int, Signal::Hup]) {
+    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
             log::error!("cannot install signal handlers: {e}");
@@ -26,48 +30,36 @@ pub fn run_until_stopped(mut running: Running, config_path: &Path) -> i32 {
             return 0;
         }
     };
-    smol::block_on(async {
-        loop {
-            let next = futures_lite::future::or(async { signals.next().await }, async {
-                // Workers can also stop by themselves (nothing else to wait for).
-                while !running.is_finished() {
-                    async_io::Timer::after(Duration::from_millis(100)).await;
-                }
-                None
-            });
-            match next.await {
-                Some(Ok(Signal::Hup)) => reload(&mut running, config_path),
-                Some(Ok(sig)) => {
-                    let name = if sig == Signal::Term { "SIGTERM" } else { "SIGINT" };
-                    log::info!("{name}: draining (no new connections; in-flight work has up to the drain timeout)");
-                    running.drain();
-                    return drain(running, signals).await;
-                }
-                Some(Err(e)) => log::error!("signal handling failed: {e}"),
-                None => return 0,
-            }
+    // When every worker has stopped (after a drain), end the wait for signals.
+    let handle = signals.handle();
+    let threads = running.take_threads();
+    let watcher = std::thread::spawn(move || {
+        for t in threads {
+            let _ = t.join();
         }
-    })
-}
-
-async fn drain(running: Running, mut signals: Signals) -> i32 {
-    let finished = async {
-        while !running.is_finished() {
-            async_io::Timer::after(Duration::from_millis(20)).await;
-        }
-        0
-    };
-    let forced = async {
-        while let Some(sig) = signals.next().await {
-            if matches!(sig, Ok(Signal::Int)) {
+        handle.close();
+    });
+    let mut draining = false;
+    let mut code = 0;
+    for sig in signals.forever() {
+        match sig {
+            SIGHUP if !draining => reload(&mut running, config_path),
+            SIGINT if draining => {
                 log::warn!("second SIGINT: exiting now");
-                return FORCED_EXIT;
+                code = FORCED_EXIT;
+                break;
             }
+            SIGTERM | SIGINT if !draining => {
+                let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
+                log::info!("{name}: draining (no new connections; in-flight work has up to the drain timeout)");
+                running.drain();
+                draining = true;
+            }
+            _ => {}
         }
-        std::future::pending::<i32>().await
-    };
-    let code = futures_lite::future::or(finished, forced).await;
+    }
     if code == 0 {
+        let _ = watcher.join();
         log::info!("drained, exiting");
     }
     code

@@ -17,15 +17,16 @@ pub fn run(path: &Path) -> i32 {
             return 1;
         }
     };
-    let admin = config.admin;
-    let shared = crate::shared::Shared::new(Arc::new(config));
-    if let Some(addr) = admin {
-        if let Err(e) = crate::admin::start(addr, Arc::clone(&shared)) {
+    let admin = match config.admin.map(|addr| (addr, crate::admin::bind(addr))) {
+        None => None,
+        Some((_, Ok(listener))) => Some(listener),
+        Some((addr, Err(e))) => {
             log::error!("cannot listen on {addr} (admin): {e}");
             return 1;
         }
-    }
-    match server::start(shared) {
+    };
+    let shared = crate::shared::Shared::new(Arc::new(config));
+    match server::start(shared, admin) {
         Ok(running) => crate::signals::run_until_stopped(running, path),
         Err(e) => {
             log::error!("{e}");

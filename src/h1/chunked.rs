@@ -146,14 +146,15 @@ impl ChunkedDecoder {
 /// Checks the part of a chunked body already received, so a malformed body that is in
 /// hand is refused before anything reaches a backend (SECURITY §1.1: reject, send
 /// nothing). What arrives later is checked while it streams.
-pub fn check_prefix(bytes: &[u8]) -> Result<(), ChunkError> {
+/// Returns whether the bytes end inside a size line (more must be read to judge it).
+pub fn check_prefix(bytes: &[u8]) -> Result<bool, ChunkError> {
     let mut d = ChunkedDecoder::default();
     let mut rest = bytes;
     while !rest.is_empty() && !d.is_done() {
         let out = d.decode(rest)?;
         rest = &rest[out.consumed..];
     }
-    Ok(())
+    Ok(matches!(d.state, State::Size { .. } | State::SizeWs | State::Ext | State::SizeLf))
 }
 
 /// The size line sidecar writes before `len` bytes of chunk data.

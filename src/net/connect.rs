@@ -54,7 +54,7 @@ impl std::error::Error for ConnectError {
 
 /// Opens a connection to `url` (plain or TLS by scheme), all within `timeout`.
 pub async fn connect(url: &Url, tls: &Arc<ClientConfig>, timeout: Duration) -> Result<Conn, ConnectError> {
-    let deadline = async_io::Timer::after(timeout);
+    let deadline = super::clock::sleep(timeout);
     let attempt = async {
         let addrs = resolve(url).await?;
         let tcp = connect_any(&addrs).await?;

@@ -10,11 +10,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_io::{Async, Timer};
+use async_io::Async;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-/// Bytes read from a socket per read call; also the most a `Conn` buffers beyond a head.
+/// Bytes read from a socket per read call when streaming a body; also the most a
+/// `Conn` buffers beyond a head.
 pub const READ_BYTES: usize = 16 * 1024;
+/// A connection's first buffer: most request and response heads fit, and allocating it
+/// per request (buffers are released between requests) stays cheap.
+const FIRST_BUFFER_BYTES: usize = 4 * 1024;
 
 pub enum Stream {
     Plain(Async<TcpStream>),
@@ -122,12 +126,19 @@ impl Conn {
             if self.buf.len() >= limit {
                 return Err(io::Error::new(io::ErrorKind::OutOfMemory, "read buffer full"));
             }
-            let grown = if self.buf.is_empty() { READ_BYTES } else { self.buf.len() * 2 };
+            let grown = if self.buf.is_empty() { FIRST_BUFFER_BYTES } else { self.buf.len() * 2 };
             self.buf.resize(grown.min(limit), 0);
         }
         let n = futures_lite::AsyncReadExt::read(&mut self.stream, &mut self.buf[self.end..]).await?;
         self.end += n;
         Ok(n)
+    }
+
+    /// Makes room for a full `READ_BYTES` read (body streaming), growing the buffer once.
+    pub fn reserve_read(&mut self) {
+        if self.buf.len() < READ_BYTES && self.start == self.end {
+            self.buf.resize(READ_BYTES, 0);
+        }
     }
 
     /// Releases the buffer's memory once it is empty (an idle keep-alive connection or
@@ -172,7 +183,7 @@ pub fn timed_out() -> io::Error {
 /// Runs `fut` for at most `limit`; `None` when the time ran out.
 pub async fn deadline<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
     futures_lite::future::or(async { Some(fut.await) }, async {
-        Timer::after(limit).await;
+        super::clock::sleep(limit).await;
         None
     })
     .await
@@ -181,7 +192,7 @@ pub async fn deadline<T>(limit: Duration, fut: impl Future<Output = T>) -> Optio
 /// Runs `fut` for at most `limit`.
 pub async fn with_timeout<T>(limit: Duration, fut: impl Future<Output = io::Result<T>>) -> io::Result<T> {
     futures_lite::future::or(fut, async {
-        Timer::after(limit).await;
+        super::clock::sleep(limit).await;
         Err(timed_out())
     })
     .await

@@ -59,6 +59,7 @@ pub async fn copy_body(
     };
     while !finished(&decoder, remaining) {
         if from.buffered().is_empty() {
+            from.reserve_read();
             let n = with_timeout(idle, from.fill(READ_BYTES)).await.map_err(CopyError::Read)?;
             if n == 0 {
                 if framing == Framing::UntilClose {

@@ -16,8 +16,9 @@ use crate::h1::headers::{write_request_head, write_response_head, ClientConnecti
 use crate::h1::scan::HeadScanner;
 use crate::h1::upgrade::{check_switch, classify_upgrade, Upgrade};
 use crate::metrics::Metrics;
+use crate::net::clock;
 use crate::net::connect::connect;
-use crate::net::stream::Conn;
+use crate::net::stream::{with_timeout, Conn};
 use crate::route::{join_paths, reverse_url};
 use crate::target::{Target, Url};
 
@@ -29,6 +30,10 @@ use super::{finish, ClientInfo, Next, Upgraded, Worker};
 /// How long to wait for a backend's `100 Continue` before sending the body anyway
 /// (RFC 9110 §10.1.1: a client "MAY proceed to send content" without it; curl waits 1 s).
 const EXPECT_WAIT: Duration = Duration::from_secs(1);
+
+/// How much of a chunked body is read ahead to judge its first size line (a size line
+/// may carry 4 KiB of extensions, `h1::chunked`).
+const CHUNK_LOOKAHEAD_BYTES: usize = 16 * 1024;
 
 /// Where the request stands, so an error is answered correctly.
 struct Progress {
@@ -119,7 +124,16 @@ async fn run(
     }
     progress.body_done = framing == Framing::None;
     if framing == Framing::Chunked {
-        check_prefix(client.buffered()).map_err(|e| ProxyError::BadRequest(e.0))?;
+        // Judge at least the first size line before anything reaches a backend (unless
+        // the client waits for `100 Continue` before sending any of it).
+        while check_prefix(client.buffered()).map_err(|e| ProxyError::BadRequest(e.0))? && !head.expects_continue() {
+            match with_timeout(config.timeouts.header, client.fill(CHUNK_LOOKAHEAD_BYTES)).await {
+                Ok(n) if n > 0 => {}
+                Ok(_) => return Err(ProxyError::BadRequest("connection closed inside a chunk size line")),
+                Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => break,
+                Err(e) => return Err(ProxyError::ClientGone(e)),
+            }
+        }
     }
     let upgrade = classify_upgrade(head);
     if let Upgrade::Invalid(why) = upgrade {
@@ -279,7 +293,7 @@ async fn send(
             let early = futures_lite::future::or(
                 async { Some(read_response_head(backend, head, timeouts.proxy).await) },
                 async {
-                    async_io::Timer::after(EXPECT_WAIT).await;
+                    clock::sleep(EXPECT_WAIT).await;
                     None
                 },
             )
@@ -388,7 +402,7 @@ async fn read_response_head(
         }
     };
     futures_lite::future::or(read, async {
-        async_io::Timer::after(limit).await;
+        clock::sleep(limit).await;
         Err(UpstreamError::Timeout)
     })
     .await
