@@ -1,2 +1,344 @@
 //! PURE, `now` is a parameter. Replica selection and passive health for one
-//! `[balancer.NAME]` (SPEC §3, issue 4). Placeholder until the balancer lands.
+//! `[balancer.NAME]` (SPEC §3, §4 "Replicas"). spec.rs names what config resolves,
+//! method.rs chooses among allowed replicas, health.rs runs one replica's state
+//! machine; this file decides which replicas are allowed and owns the `Balancer`.
+//!
+//! # One attempt
+//!
+//! The proxy keeps one `Balancer` per worker thread (`Rc<RefCell<_>>`, no locks), so
+//! each worker learns of a dead replica by itself: one failed attempt per worker. An
+//! attempt is `pick` → `start(Work::Request)` (no `.await` in between, or concurrent
+//! picks miss it) → exactly one `report` → `finish`. On a 101 the request's `finish`
+//! is followed by `start(Work::Tunnel)` and, at close, `finish(Work::Tunnel)`. The
+//! `Attempt` that `pick` returns goes back to `report`: it says whether this was the
+//! replica's trial and in which epoch it was picked. `pick`, `start`, `finish` and a
+//! `report` that changes nothing never allocate.
+//!
+//! # Who may be picked
+//!
+//! Never a replica in `tried`, a `+D` or a `+N` one, one resting after a failure, or
+//! one whose trial is in flight. Of the rest: if `sticky_route` names a replica's
+//! `route` and that replica is in service and healthy (or spared), it is chosen.
+//! Otherwise the method chooses among the normal replicas that are healthy, spared or
+//! due for a trial, and only if there are none, among the hot standbys (`+H`) alike.
+//! A replica whose retry time has passed is a candidate like a healthy one, so it
+//! always gets its trial, and before any hot standby does.
+//!
+//! # Passive health
+//!
+//! A failure (connect, TLS, timeout, `fail_on_status`) ejects the replica for its
+//! `retry`. When that has passed, the next pick that chooses it makes it the trial;
+//! nothing else picks it while the trial is in flight. A successful trial brings it
+//! back (and resets the back-off); a failed one doubles the rest, up to `retry_max`.
+//! Outcomes of attempts picked before the replica's last state change, such as the
+//! other requests in flight when it failed, are history: each still counts in
+//! `failures` and `last_error`, but none ejects, extends the rest, doubles the back-off
+//! or ends an ejection. Only the trial decides how an ejection ends. See health.rs.
+//!
+//! # The guard, and "every replica down" (SPEC §4: 503 with Retry-After)
+//!
+//! Ejection is capped, like Envoy's `max_ejection_percent`: a failure ejects only while
+//! fewer than `floor(in service × max_ejected_percent / 100)` replicas are ejected, and
+//! below 100 never the last one. A failure the guard refuses leaves the replica
+//! `Spared`: still in service, picked like a healthy one, until its next outcome. So
+//! at least one replica always takes traffic, a burst of false failures cannot eject a
+//! whole cluster, and a restarted single-replica app is back on the next request.
+//! `RECOMMENDED_MAX_EJECTED_PERCENT` (99) is "all but one". The price: with every
+//! replica dead, each request still tries the spared one (a fast refusal, usually).
+//!
+//! `pick` answers `NoneAvailable { retry_after }` when no candidate is left: every
+//! in-service replica is tried, resting or in its trial, or none is in service.
+//! `retry_after` is the wait until some in-service replica could be picked again: the
+//! earliest retry time, zero when one is ready (the caller sends at least
+//! `Retry-After: 1`), `IDLE_RETRY_AFTER` when none is in service. The proxy answers 503
+//! with it. With `max_ejected_percent = 100` every replica may be ejected, and while
+//! all rest, `pick` answers 503 at once, until the earliest retry time lets a trial
+//! through: SPEC §4 to the letter, at the cost of a restarted app waiting out its
+//! back-off.
+
+mod health;
+mod method;
+mod spec;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+pub use health::{Failure, Outcome, State};
+pub use method::Method;
+pub use spec::{BalancerSpec, Health, ReplicaSpec, Status, RECOMMENDED_MAX_EJECTED_PERCENT};
+
+use health::{Avail, Tracker};
+use method::{Load, Selector};
+
+use crate::target::Url;
+
+/// `retry_after` when no replica is in service (all `+D`/`+N`): nothing changes before
+/// a reload, so clients should not hammer, but a reload may come at any moment.
+const IDLE_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// What a replica is busy with: `bybusyness` counts both, `/status` shows them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Work {
+    Request,
+    /// An open WebSocket tunnel.
+    Tunnel,
+}
+
+/// One try of one request on one replica, from `pick` to its `report`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    pub replica: usize,
+    /// The one request let through to a replica whose retry time has passed.
+    pub trial: bool,
+    epoch: u32,
+}
+
+/// `pick`'s answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pick {
+    Replica(Attempt),
+    /// Answer 503 with `Retry-After` (whole seconds, at least 1).
+    NoneAvailable { retry_after: Duration },
+}
+
+/// A replica's health changed: worth one log line (warn when `is_fault`, else info).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub balancer: String,
+    pub replica: usize,
+    pub url: Url,
+    pub from: State,
+    pub to: State,
+    /// What was reported, when it was a failure.
+    pub failure: Option<Failure>,
+    /// How long it rests, when `to` is `Failed`.
+    pub rest: Option<Duration>,
+}
+
+impl Transition {
+    /// It failed (ejected or spared), rather than recovered.
+    pub fn is_fault(&self) -> bool {
+        self.to != State::Healthy
+    }
+}
+
+impl fmt::Display for Transition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "balancer://{}: replica {} ", self.balancer, self.url.origin())?;
+        let trial = self.from == State::Trial;
+        match (self.to, self.failure, self.rest) {
+            (State::Healthy, _, _) if trial => f.write_str("recovered: its trial request succeeded"),
+            (State::Healthy, _, _) => f.write_str("recovered"),
+            (State::Spared, Some(e), _) => write!(f, "failed ({e}) but stays in service (max_ejected_percent)"),
+            (_, Some(e), Some(rest)) if trial => write!(f, "failed its trial ({e}): no traffic for {}", Secs(rest)),
+            (_, Some(e), Some(rest)) => write!(f, "failed ({e}): no traffic for {}", Secs(rest)),
+            (to, _, _) => write!(f, "is now {to}"),
+        }
+    }
+}
+
+/// A duration as a log line wants it: `10s`, `1.5s`.
+struct Secs(Duration);
+
+impl fmt::Display for Secs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.subsec_millis() {
+            0 => write!(f, "{}s", self.0.as_secs()),
+            ms => write!(f, "{}.{:03}s", self.0.as_secs(), ms),
+        }
+    }
+}
+
+/// One replica, as `/status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    pub url: Url,
+    pub status: Status,
+    pub weight: u32,
+    pub state: State,
+    /// Requests in flight.
+    pub requests: u32,
+    pub tunnels: u32,
+    /// Times picked.
+    pub picks: u64,
+    /// Bytes of finished requests and tunnels.
+    pub bytes: u64,
+    /// Failures reported, history included.
+    pub failures: u64,
+    pub last_error: Option<Failure>,
+    /// When a resting replica may have its trial, and how long until then.
+    pub retry_at: Option<Instant>,
+    pub retry_in: Option<Duration>,
+}
+
+/// One balancer's replicas, their load and their health, for one worker thread.
+#[derive(Clone, Debug)]
+pub struct Balancer {
+    spec: BalancerSpec,
+    health: Vec<Tracker>,
+    loads: Vec<Load>,
+    selector: Selector,
+}
+
+impl Balancer {
+    /// `seed` feeds the tie-break randomness; give each worker its own.
+    pub fn new(spec: BalancerSpec, seed: u64) -> Self {
+        let health = spec.replicas.iter().map(|r| Tracker::new(&r.health)).collect();
+        let loads = spec.replicas.iter().map(|r| Load::new(r.weight)).collect();
+        let selector = Selector::new(spec.method, seed);
+        Self { spec, health, loads, selector }
+    }
+
+    pub fn spec(&self) -> &BalancerSpec {
+        &self.spec
+    }
+
+    /// Chooses a replica for a new request or tunnel handshake. `tried`: replicas this
+    /// request already tried, never chosen again. `sticky_route`: the sticky cookie's
+    /// part after its last '.', if any.
+    pub fn pick(&mut self, now: Instant, tried: &[usize], sticky_route: Option<&str>) -> Pick {
+        let chosen = match self.sticky(now, tried, sticky_route) {
+            Some(i) => Some(i),
+            None => self.by_method(now, tried),
+        };
+        let Some(i) = chosen else {
+            return Pick::NoneAvailable { retry_after: self.retry_after(now) };
+        };
+        let trial = self.avail(i, now) == Avail::Due;
+        if trial {
+            self.health[i].begin_trial(now);
+        }
+        self.loads[i].picks += 1;
+        Pick::Replica(Attempt { replica: i, trial, epoch: self.health[i].epoch() })
+    }
+
+    /// Work began on `replica` (a request sent, or a tunnel opened after its 101).
+    pub fn start(&mut self, replica: usize, work: Work) {
+        if let Some(load) = self.loads.get_mut(replica) {
+            match work {
+                Work::Request => load.requests = load.requests.saturating_add(1),
+                Work::Tunnel => load.tunnels = load.tunnels.saturating_add(1),
+            }
+        }
+    }
+
+    /// Work on `replica` ended, having moved `bytes` both ways. Also for `+N` replicas.
+    pub fn finish(&mut self, replica: usize, work: Work, bytes: u64) {
+        if let Some(load) = self.loads.get_mut(replica) {
+            match work {
+                Work::Request => load.requests = load.requests.saturating_sub(1),
+                Work::Tunnel => load.tunnels = load.tunnels.saturating_sub(1),
+            }
+            load.bytes = load.bytes.saturating_add(bytes);
+        }
+    }
+
+    /// What `attempt` taught us. `Some` when the replica's health changed: log it.
+    pub fn report(&mut self, attempt: Attempt, now: Instant, outcome: Outcome) -> Option<Transition> {
+        let i = attempt.replica;
+        let may_eject = matches!(outcome, Outcome::Failure(_)) && self.guard_allows_ejecting(i);
+        let replica = self.spec.replicas.get(i)?;
+        let change = self.health.get_mut(i)?.report(attempt.epoch, now, outcome, &replica.health, may_eject)?;
+        if change.to == State::Healthy {
+            let (spec, health) = (&self.spec, &self.health);
+            let peers = |j: usize| spec.replicas[j].status.in_service() && health[j].state() == State::Healthy;
+            self.selector.rejoin(&mut self.loads, i, peers);
+        }
+        Some(Transition {
+            balancer: self.spec.name.clone(),
+            replica: i,
+            url: replica.url.clone(),
+            from: change.from,
+            to: change.to,
+            failure: change.failure,
+            rest: change.rest,
+        })
+    }
+
+    /// Whether `status` from `replica` is a failure (`fail_on_status`): the proxy
+    /// reports `Failure::Status` for it, and `Success` for any other status.
+    pub fn is_failure_status(&self, replica: usize, status: u16) -> bool {
+        self.spec.replicas.get(replica).is_some_and(|r| r.health.fail_on_status.contains(&status))
+    }
+
+    /// Every replica's state, for `/status` and metrics.
+    pub fn snapshot(&self, now: Instant) -> Vec<ReplicaStatus> {
+        let rows = self.spec.replicas.iter().zip(&self.health).zip(&self.loads);
+        rows.map(|((r, h), l)| ReplicaStatus {
+            url: r.url.clone(),
+            status: r.status,
+            weight: l.weight,
+            state: h.state(),
+            requests: l.requests,
+            tunnels: l.tunnels,
+            picks: l.picks,
+            bytes: l.bytes,
+            failures: h.failures(),
+            last_error: h.last_error(),
+            retry_at: h.retry_at(),
+            retry_in: h.retry_at().map(|t| t.saturating_duration_since(now)),
+        })
+        .collect()
+    }
+
+    /// Whether a new request could be sent somewhere now (`/readyz`).
+    pub fn usable(&self, now: Instant) -> bool {
+        (0..self.spec.replicas.len())
+            .any(|i| self.spec.replicas[i].status.in_service() && matches!(self.avail(i, now), Avail::Ready | Avail::Due))
+    }
+
+    fn avail(&self, i: usize, now: Instant) -> Avail {
+        self.health[i].avail(now, &self.spec.replicas[i].health)
+    }
+
+    /// The sticky replica, if the route names one that may take the request.
+    fn sticky(&self, now: Instant, tried: &[usize], route: Option<&str>) -> Option<usize> {
+        let route = route?;
+        let i = self.spec.replicas.iter().position(|r| r.route.as_deref() == Some(route))?;
+        let ok = self.spec.replicas[i].status.in_service() && !tried.contains(&i) && self.avail(i, now) == Avail::Ready;
+        ok.then_some(i)
+    }
+
+    /// The method's choice among normal replicas, else among hot standbys.
+    fn by_method(&mut self, now: Instant, tried: &[usize]) -> Option<usize> {
+        for tier in [Status::Normal, Status::HotStandby] {
+            let (spec, health) = (&self.spec, &self.health);
+            let eligible = |i: usize| {
+                let r = &spec.replicas[i];
+                r.status == tier && !tried.contains(&i) && matches!(health[i].avail(now, &r.health), Avail::Ready | Avail::Due)
+            };
+            if let Some(i) = self.selector.choose(&mut self.loads, eligible) {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// How long until some in-service replica could be picked by a new request.
+    fn retry_after(&self, now: Instant) -> Duration {
+        (0..self.spec.replicas.len())
+            .filter(|&i| self.spec.replicas[i].status.in_service())
+            .map(|i| match self.avail(i, now) {
+                Avail::Resting(at) => at.saturating_duration_since(now),
+                Avail::Ready | Avail::Due | Avail::Busy => Duration::ZERO,
+            })
+            .min()
+            .unwrap_or(IDLE_RETRY_AFTER)
+    }
+
+    /// The guard: may `replica` be ejected without passing `max_ejected_percent`?
+    fn guard_allows_ejecting(&self, replica: usize) -> bool {
+        let percent = usize::from(self.spec.max_ejected_percent.min(100));
+        let in_service = |i: &usize| self.spec.replicas[*i].status.in_service();
+        if percent == 100 || !self.spec.replicas.get(replica).is_some_and(|r| r.status.in_service()) {
+            return true;
+        }
+        let total = (0..self.spec.replicas.len()).filter(in_service).count();
+        let ejected = (0..self.spec.replicas.len()).filter(in_service).filter(|&i| self.health[i].state().is_ejected()).count();
+        let allowed = (total * percent / 100).min(total.saturating_sub(1));
+        ejected < allowed
+    }
+}
