@@ -163,8 +163,7 @@ impl Tracker {
     /// The pick that makes a due replica's trial. Reports of a lost earlier trial
     /// become history.
     pub fn begin_trial(&mut self, now: Instant) {
-        self.phase = Phase::Trial { since: now };
-        self.epoch = self.epoch.wrapping_add(1);
+        self.enter(Phase::Trial { since: now });
     }
 
     /// Applies the outcome of an attempt picked in `epoch`. `may_eject` is the guard's

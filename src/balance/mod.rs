@@ -9,11 +9,13 @@
 //! The proxy keeps one `Balancer` per worker thread (`Rc<RefCell<_>>`, no locks), so
 //! each worker learns of a dead replica by itself: one failed attempt per worker. An
 //! attempt is `pick` → `start(Work::Request)` (no `.await` in between, or concurrent
-//! picks miss it) → exactly one `report` → `finish`. On a 101 the request's `finish`
-//! is followed by `start(Work::Tunnel)` and, at close, `finish(Work::Tunnel)`. The
-//! `Attempt` that `pick` returns goes back to `report`: it says whether this was the
-//! replica's trial and in which epoch it was picked. `pick`, `start`, `finish` and a
-//! `report` that changes nothing never allocate.
+//! picks miss it) → exactly one `report` (`Outcome::Abandoned` when nothing was learned
+//! about the replica; a drop guard makes sure) → `finish`. On a 101 the request's
+//! `finish` is followed by `start(Work::Tunnel)` and, at close, `finish(Work::Tunnel)`.
+//! The `Attempt` that `pick` returns goes back to `report`: it says whether this was
+//! the replica's trial and in which epoch it was picked. `pick`, `start`, `finish` and
+//! a `report` that changes nothing never allocate. A reload builds new balancers:
+//! health starts afresh, and work still open finishes on the old one it came from.
 //!
 //! # Who may be picked
 //!
@@ -105,7 +107,7 @@ pub struct Attempt {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pick {
     Replica(Attempt),
-    /// Answer 503 with `Retry-After` (whole seconds, at least 1).
+    /// Answer 503 with `Retry-After`: this, rounded up to whole seconds, at least 1.
     NoneAvailable {
         retry_after: Duration,
     },
