@@ -22,6 +22,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use super::outcome::{Failure, Outcome};
 use super::spec::Health;
 
 /// No rest lasts longer than a day: past that a replica is effectively disabled, which
@@ -33,53 +34,6 @@ const REST_CEILING: Duration = Duration::from_secs(24 * 60 * 60);
 /// this is a safety net for a bug, not a timeout: it is longer than connect + response
 /// timeout at their defaults (5 s + 60 s), so a slow live trial is never doubled.
 const TRIAL_LOST_AFTER: Duration = Duration::from_secs(120);
-
-/// Why an attempt failed, as far as the replica is concerned. Client faults and our
-/// own never get here: those attempts are reported `Outcome::Abandoned`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Failure {
-    /// The replica's name did not resolve.
-    Resolve,
-    /// The TCP connect failed: refused, unreachable, reset during the handshake.
-    ConnectRefused,
-    ConnectTimeout,
-    Tls,
-    /// The connection broke or closed before a complete response head.
-    Reset,
-    /// The response head did not arrive within `proxy_timeout`.
-    ResponseTimeout,
-    /// The response head broke HTTP or sidecar's rules (including a bad 101).
-    Malformed,
-    /// A status listed in `fail_on_status` (see `Balancer::is_failure_status`).
-    Status(u16),
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Resolve => f.write_str("name does not resolve"),
-            Self::ConnectRefused => f.write_str("connect failed"),
-            Self::ConnectTimeout => f.write_str("connect timed out"),
-            Self::Tls => f.write_str("TLS handshake failed"),
-            Self::Reset => f.write_str("connection lost before a response"),
-            Self::ResponseTimeout => f.write_str("response timed out"),
-            Self::Malformed => f.write_str("malformed response"),
-            Self::Status(s) => write!(f, "status {s} (failonstatus)"),
-        }
-    }
-}
-
-/// What one attempt taught us about its replica. Every `Pick::Replica` gets exactly one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// A response head arrived whose status is not a failure (a 101 included).
-    Success,
-    Failure(Failure),
-    /// The attempt ended with no verdict on the replica: the client left or sent a bad
-    /// body, or the proxy gave up for its own reasons. A trial in flight is released so
-    /// the next pick tries again.
-    Abandoned,
-}
 
 /// A replica's health, as `/status` shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -197,7 +151,9 @@ impl Tracker {
             Phase::Healthy | Phase::Spared => Avail::Ready,
             Phase::Failed { retry_at } if retry_at <= now => Avail::Due,
             Phase::Failed { retry_at } => Avail::Resting(retry_at),
-            Phase::Trial { since } if now.saturating_duration_since(since) >= health.retry_max.max(TRIAL_LOST_AFTER) => {
+            Phase::Trial { since }
+                if now.saturating_duration_since(since) >= health.retry_max.max(TRIAL_LOST_AFTER) =>
+            {
                 Avail::Due
             }
             Phase::Trial { .. } => Avail::Busy,
@@ -207,13 +163,19 @@ impl Tracker {
     /// The pick that makes a due replica's trial. Reports of a lost earlier trial
     /// become history.
     pub fn begin_trial(&mut self, now: Instant) {
-        self.phase = Phase::Trial { since: now };
-        self.epoch = self.epoch.wrapping_add(1);
+        self.enter(Phase::Trial { since: now });
     }
 
     /// Applies the outcome of an attempt picked in `epoch`. `may_eject` is the guard's
     /// answer: whether this replica may leave service if the outcome is a failure.
-    pub fn report(&mut self, epoch: u32, now: Instant, outcome: Outcome, health: &Health, may_eject: bool) -> Option<Change> {
+    pub fn report(
+        &mut self,
+        epoch: u32,
+        now: Instant,
+        outcome: Outcome,
+        health: &Health,
+        may_eject: bool,
+    ) -> Option<Change> {
         if let Outcome::Failure(f) = outcome {
             self.failures += 1;
             self.last_error = Some(f);
@@ -355,7 +317,9 @@ mod tests {
             t.report(t.epoch(), at, outcome, &h, true);
             assert_eq!(t.state(), want_state, "{outcome:?}");
             match want_avail_now {
-                Avail::Resting(_) => assert_eq!(t.avail(at, &h), Avail::Resting(at + 20 * S), "{outcome:?}"),
+                Avail::Resting(_) => {
+                    assert_eq!(t.avail(at, &h), Avail::Resting(at + 20 * S), "{outcome:?}")
+                }
                 want => assert_eq!(t.avail(at, &h), want, "{outcome:?}"),
             }
         }

@@ -134,23 +134,23 @@ impl Selector {
         }
         best
     }
+}
 
-    /// A replica comes back into service after an ejection: its round robin credit
-    /// restarts at zero, and for `bytraffic` its byte count is raised to the lowest
-    /// per-weight count among `peers`, or it would take all the traffic until it
-    /// caught up with bytes the others moved while it was out.
-    pub fn rejoin(&self, loads: &mut [Load], replica: usize, peers: impl Fn(usize) -> bool) {
-        let floor = loads
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != replica && peers(*j))
-            .map(|(_, l)| l.bytes / u64::from(l.weight))
-            .min();
-        if let Some(load) = loads.get_mut(replica) {
-            load.current = 0;
-            if let Some(per_weight) = floor {
-                load.bytes = load.bytes.max(per_weight.saturating_mul(u64::from(load.weight)));
-            }
+/// A replica comes back into service after an ejection: its round robin credit
+/// restarts at zero, and for `bytraffic` its byte count is raised to the lowest
+/// per-weight count among `peers`, or it would take all the traffic until it
+/// caught up with bytes the others moved while it was out.
+pub(super) fn rejoin(loads: &mut [Load], replica: usize, peers: impl Fn(usize) -> bool) {
+    let floor = loads
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != replica && peers(*j))
+        .map(|(_, l)| l.bytes / u64::from(l.weight))
+        .min();
+    if let Some(load) = loads.get_mut(replica) {
+        load.current = 0;
+        if let Some(per_weight) = floor {
+            load.bytes = load.bytes.max(per_weight.saturating_mul(u64::from(load.weight)));
         }
     }
 }
@@ -223,9 +223,7 @@ mod tests {
     fn sequence(method: Method, weights: &[u32], picks: usize) -> String {
         let mut selector = Selector::new(method, 7);
         let mut loads = loads(weights);
-        (0..picks)
-            .map(|_| selector.choose(&mut loads, |_| true).map_or('-', |i| (b'a' + i as u8) as char))
-            .collect()
+        (0..picks).map(|_| selector.choose(&mut loads, |_| true).map_or('-', |i| (b'a' + i as u8) as char)).collect()
     }
 
     #[test]
@@ -310,15 +308,14 @@ mod tests {
 
     #[test]
     fn rejoining_replica_catches_up_on_traffic() {
-        let selector = Selector::new(Method::ByTraffic, 1);
         let mut l = loads(&[1, 2, 1]);
         l[0].bytes = 10;
         l[1].bytes = 5000; // 2500 per weight
         l[2].bytes = 4000;
-        selector.rejoin(&mut l, 0, |_| true);
+        rejoin(&mut l, 0, |_| true);
         assert_eq!(l[0].bytes, 2500);
         l[2].bytes = 100;
-        selector.rejoin(&mut l, 2, |j| j != 0); // only replica 1 is a peer
+        rejoin(&mut l, 2, |j| j != 0); // only replica 1 is a peer
         assert_eq!(l[2].bytes, 2500);
     }
 

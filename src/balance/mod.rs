@@ -1,18 +1,21 @@
 //! PURE, `now` is a parameter. Replica selection and passive health for one
 //! `[balancer.NAME]` (SPEC §3, §4 "Replicas"). spec.rs names what config resolves,
-//! method.rs chooses among allowed replicas, health.rs runs one replica's state
-//! machine; this file decides which replicas are allowed and owns the `Balancer`.
+//! method.rs chooses among allowed replicas, outcome.rs names what an attempt
+//! reports, health.rs runs one replica's state machine; this file decides which
+//! replicas are allowed and owns the `Balancer`.
 //!
 //! # One attempt
 //!
 //! The proxy keeps one `Balancer` per worker thread (`Rc<RefCell<_>>`, no locks), so
 //! each worker learns of a dead replica by itself: one failed attempt per worker. An
 //! attempt is `pick` → `start(Work::Request)` (no `.await` in between, or concurrent
-//! picks miss it) → exactly one `report` → `finish`. On a 101 the request's `finish`
-//! is followed by `start(Work::Tunnel)` and, at close, `finish(Work::Tunnel)`. The
-//! `Attempt` that `pick` returns goes back to `report`: it says whether this was the
-//! replica's trial and in which epoch it was picked. `pick`, `start`, `finish` and a
-//! `report` that changes nothing never allocate.
+//! picks miss it) → exactly one `report` (`Outcome::Abandoned` when nothing was learned
+//! about the replica; a drop guard makes sure) → `finish`. On a 101 the request's
+//! `finish` is followed by `start(Work::Tunnel)` and, at close, `finish(Work::Tunnel)`.
+//! The `Attempt` that `pick` returns goes back to `report`: it says whether this was
+//! the replica's trial and in which epoch it was picked. `pick`, `start`, `finish` and
+//! a `report` that changes nothing never allocate. A reload builds new balancers:
+//! health starts afresh, and work still open finishes on the old one it came from.
 //!
 //! # Who may be picked
 //!
@@ -58,16 +61,20 @@
 
 mod health;
 mod method;
+mod outcome;
 mod spec;
 
+#[cfg(test)]
+mod property;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
-pub use health::{Failure, Outcome, State};
+pub use health::State;
 pub use method::Method;
+pub use outcome::{Failure, Outcome};
 pub use spec::{BalancerSpec, Health, ReplicaSpec, Status, RECOMMENDED_MAX_EJECTED_PERCENT};
 
 use health::{Avail, Tracker};
@@ -100,8 +107,10 @@ pub struct Attempt {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pick {
     Replica(Attempt),
-    /// Answer 503 with `Retry-After` (whole seconds, at least 1).
-    NoneAvailable { retry_after: Duration },
+    /// Answer 503 with `Retry-After`: this, rounded up to whole seconds, at least 1.
+    NoneAvailable {
+        retry_after: Duration,
+    },
 }
 
 /// A replica's health changed: worth one log line (warn when `is_fault`, else info).
@@ -132,8 +141,12 @@ impl fmt::Display for Transition {
         match (self.to, self.failure, self.rest) {
             (State::Healthy, _, _) if trial => f.write_str("recovered: its trial request succeeded"),
             (State::Healthy, _, _) => f.write_str("recovered"),
-            (State::Spared, Some(e), _) => write!(f, "failed ({e}) but stays in service (max_ejected_percent)"),
-            (_, Some(e), Some(rest)) if trial => write!(f, "failed its trial ({e}): no traffic for {}", Secs(rest)),
+            (State::Spared, Some(e), _) => {
+                write!(f, "failed ({e}) but stays in service (max_ejected_percent)")
+            }
+            (_, Some(e), Some(rest)) if trial => {
+                write!(f, "failed its trial ({e}): no traffic for {}", Secs(rest))
+            }
             (_, Some(e), Some(rest)) => write!(f, "failed ({e}): no traffic for {}", Secs(rest)),
             (to, _, _) => write!(f, "is now {to}"),
         }
@@ -242,10 +255,10 @@ impl Balancer {
         let may_eject = matches!(outcome, Outcome::Failure(_)) && self.guard_allows_ejecting(i);
         let replica = self.spec.replicas.get(i)?;
         let change = self.health.get_mut(i)?.report(attempt.epoch, now, outcome, &replica.health, may_eject)?;
-        if change.to == State::Healthy {
+        if change.from == State::Trial && change.to == State::Healthy {
             let (spec, health) = (&self.spec, &self.health);
             let peers = |j: usize| spec.replicas[j].status.in_service() && health[j].state() == State::Healthy;
-            self.selector.rejoin(&mut self.loads, i, peers);
+            method::rejoin(&mut self.loads, i, peers);
         }
         Some(Transition {
             balancer: self.spec.name.clone(),
@@ -286,8 +299,9 @@ impl Balancer {
 
     /// Whether a new request could be sent somewhere now (`/readyz`).
     pub fn usable(&self, now: Instant) -> bool {
-        (0..self.spec.replicas.len())
-            .any(|i| self.spec.replicas[i].status.in_service() && matches!(self.avail(i, now), Avail::Ready | Avail::Due))
+        (0..self.spec.replicas.len()).any(|i| {
+            self.spec.replicas[i].status.in_service() && matches!(self.avail(i, now), Avail::Ready | Avail::Due)
+        })
     }
 
     fn avail(&self, i: usize, now: Instant) -> Avail {
@@ -308,7 +322,9 @@ impl Balancer {
             let (spec, health) = (&self.spec, &self.health);
             let eligible = |i: usize| {
                 let r = &spec.replicas[i];
-                r.status == tier && !tried.contains(&i) && matches!(health[i].avail(now, &r.health), Avail::Ready | Avail::Due)
+                r.status == tier
+                    && !tried.contains(&i)
+                    && matches!(health[i].avail(now, &r.health), Avail::Ready | Avail::Due)
             };
             if let Some(i) = self.selector.choose(&mut self.loads, eligible) {
                 return Some(i);
@@ -337,7 +353,8 @@ impl Balancer {
             return true;
         }
         let total = (0..self.spec.replicas.len()).filter(in_service).count();
-        let ejected = (0..self.spec.replicas.len()).filter(in_service).filter(|&i| self.health[i].state().is_ejected()).count();
+        let ejected =
+            (0..self.spec.replicas.len()).filter(in_service).filter(|&i| self.health[i].state().is_ejected()).count();
         let allowed = (total * percent / 100).min(total.saturating_sub(1));
         ejected < allowed
     }
