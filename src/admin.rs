@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::rc::Rc;
 
@@ -86,6 +86,7 @@ fn answer(path: &str, shared: &Shared) -> (u16, &'static str, String) {
         "/metrics" => {
             let mut s = String::new();
             shared.metrics.render(&mut s);
+            render_members(&config, &mut s);
             (200, "text/plain; version=0.0.4", s)
         }
         "/status" => (200, "application/json", status_json(&config, shared)),
@@ -106,6 +107,46 @@ fn not_ready(config: &Config) -> Option<String> {
         }
     }
     None
+}
+
+/// Per-member balancer state in Prometheus text.
+fn render_members(config: &Config, out: &mut String) {
+    if config.balancers.is_empty() {
+        return;
+    }
+    let now = Instant::now();
+    let _ = writeln!(out, "# HELP sidecar_member_up 1 when the member takes traffic (healthy or spared), 0 when ejected or out of service.");
+    let _ = writeln!(out, "# TYPE sidecar_member_up gauge");
+    let mut rows = Vec::new();
+    for b in &config.balancers {
+        for m in b.lock().snapshot(now) {
+            rows.push((b.name.clone(), m));
+        }
+    }
+    for (b, m) in &rows {
+        let up = u8::from(m.status.in_service() && !m.state.is_ejected());
+        let _ = writeln!(
+            out,
+            "sidecar_member_up{{balancer=\"{b}\",member=\"{}\",state=\"{}\"}} {up}",
+            m.url.origin(),
+            m.state
+        );
+    }
+    for (name, help, kind, value) in [
+        ("sidecar_member_requests", "Requests in flight per member.", "gauge", 0u8),
+        ("sidecar_member_tunnels", "Open tunnels per member.", "gauge", 1),
+        ("sidecar_member_failures_total", "Failures reported per member.", "counter", 2),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (b, m) in &rows {
+            let v = match value {
+                0 => u64::from(m.requests),
+                1 => u64::from(m.tunnels),
+                _ => m.failures,
+            };
+            let _ = writeln!(out, "{name}{{balancer=\"{b}\",member=\"{}\"}} {v}", m.url.origin());
+        }
+    }
 }
 
 /// A JSON string literal.
@@ -160,13 +201,29 @@ fn status_json(config: &Config, shared: &Shared) -> String {
         if i > 0 {
             s.push(',');
         }
-        let _ = write!(
-            s,
-            "{{\"name\":{},\"method\":{},\"members\":{}}}",
-            json_str(&b.name),
-            json_str(&b.method),
-            b.members_json()
-        );
+        let bal = b.lock();
+        let _ = write!(s, "{{\"name\":{},\"method\":\"{}\",\"members\":[", json_str(&b.name), bal.spec().method);
+        for (j, m) in bal.snapshot(Instant::now()).iter().enumerate() {
+            if j > 0 {
+                s.push(',');
+            }
+            let last_error = m.last_error.map(|e| json_str(&e.to_string())).unwrap_or_else(|| "null".into());
+            let retry_in = m.retry_in.map_or("null".to_string(), |d| format!("{:.3}", d.as_secs_f64()));
+            let _ = write!(
+                s,
+                "{{\"url\":{},\"status\":\"{}\",\"loadfactor\":{},\"state\":\"{}\",\"requests\":{},\"tunnels\":{},\"picks\":{},\"bytes\":{},\"failures\":{},\"last_error\":{last_error},\"retry_in_seconds\":{retry_in}}}",
+                json_str(&m.url.origin()),
+                m.status,
+                m.weight,
+                m.state,
+                m.requests,
+                m.tunnels,
+                m.picks,
+                m.bytes,
+                m.failures
+            );
+        }
+        s.push_str("]}");
     }
     s.push_str("]}\n");
     s

@@ -67,8 +67,9 @@ pub fn run_until_stopped(mut running: Running, config_path: &Path) -> i32 {
 
 fn reload(running: &mut Running, path: &Path) {
     match config::load(path) {
-        Ok(config) => {
+        Ok(mut config) => {
             log::info!("SIGHUP: reloaded {}", path.display());
+            config.adopt_state(&running.shared.config());
             running.reload(Arc::new(config));
         }
         Err(diagnostics) => {

@@ -4,7 +4,8 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use crate::config::{self, Config, MemberStatus};
+use crate::balance::Status;
+use crate::config::{self, Config};
 
 pub fn check(path: &Path) -> i32 {
     match config::load(path) {
@@ -48,16 +49,28 @@ pub fn describe(c: &Config) -> String {
         );
     }
     for b in &c.balancers {
-        let _ = writeln!(s, "balancer {} method={} maxattempts={}", b.name, b.method, b.max_attempts);
-        for m in &b.members {
-            let status = match m.status {
-                MemberStatus::Normal => "",
-                MemberStatus::HotStandby => " +H (hot standby)",
-                MemberStatus::Draining => " +N (draining)",
-                MemberStatus::Disabled => " +D (disabled)",
+        let bal = b.lock();
+        let spec = bal.spec();
+        let sticky = spec.sticky_session.as_deref().map(|c| format!(" stickysession={c}")).unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "balancer {} method={} maxattempts={} max_ejected_percent={}{sticky}",
+            b.name, spec.method, spec.max_attempts, spec.max_ejected_percent
+        );
+        for r in &spec.replicas {
+            let status = match r.status {
+                Status::Normal => String::new(),
+                other => format!(" status={other}"),
             };
-            let _ =
-                writeln!(s, "  member {} loadfactor={} retry={}s{status}", m.url.origin(), m.weight, m.retry.as_secs());
+            let route = r.route.as_deref().map(|x| format!(" route={x}")).unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "  member {} loadfactor={} retry={}s retry_max={}s{status}{route}",
+                r.url.origin(),
+                r.weight,
+                r.health.retry.as_secs(),
+                r.health.retry_max.as_secs()
+            );
         }
     }
     s

@@ -113,6 +113,7 @@ pub struct Balancer {
     pub failonstatus: Option<Vec<u16>>,
     pub stickysession: Option<String>,
     pub maxattempts: Option<Spanned<u32>>,
+    pub max_ejected_percent: Option<Spanned<u8>>,
     pub members: Vec<Spanned<MemberEntry>>,
 }
 

@@ -8,7 +8,7 @@ mod resolve;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_rustls::rustls::{ClientConfig, ServerConfig};
@@ -17,9 +17,9 @@ pub use diag::Diagnostic;
 pub use duration::parse_duration;
 
 use crate::access_log::AccessFormat;
+use crate::balance::{Balancer, BalancerSpec};
 use crate::rewrite::Rules;
 use crate::route::{ReverseRule, Routes};
-use crate::target::Url;
 
 /// Everything the proxy needs, checked.
 pub struct Config {
@@ -39,7 +39,7 @@ pub struct Config {
     pub rule_sources: Vec<(Vec<String>, String)>,
     pub routes: Routes,
     pub reverse: Vec<ReverseRule>,
-    pub balancers: Vec<BalancerConfig>,
+    pub balancers: Vec<Arc<SharedBalancer>>,
     pub backend_tls: Arc<ClientConfig>,
 }
 
@@ -67,57 +67,48 @@ pub struct Limits {
     pub max_body_bytes: Option<u64>,
 }
 
-/// `+H`, `+N`, `+D` (Apache's BalancerMember status letters).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MemberStatus {
-    Normal,
-    HotStandby,
-    Draining,
-    Disabled,
-}
-
-#[derive(Clone, Debug)]
-pub struct MemberConfig {
-    pub url: Url,
-    pub weight: u32,
-    pub status: MemberStatus,
-    pub route: Option<String>,
-    pub retry: Duration,
-    pub fail_on_status: Vec<u16>,
-}
-
-#[derive(Clone, Debug)]
-pub struct BalancerConfig {
+/// A balancer's live state, shared by every worker (one lock per pick and report,
+/// held for microseconds): a dead replica is found once for the whole process, and
+/// `bybusyness` counts every worker's requests and tunnels.
+pub struct SharedBalancer {
     pub name: String,
-    pub method: String,
-    pub retry_max: Duration,
-    pub sticky_session: Option<String>,
-    pub max_attempts: u32,
-    pub members: Vec<MemberConfig>,
+    state: Mutex<Balancer>,
 }
 
-impl BalancerConfig {
-    /// Whether any member could take traffic now.
-    pub fn usable(&self) -> bool {
-        self.members.iter().any(|m| matches!(m.status, MemberStatus::Normal | MemberStatus::HotStandby))
+impl SharedBalancer {
+    pub fn new(spec: BalancerSpec) -> Self {
+        let seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(7, |d| d.as_nanos() as u64);
+        Self { name: spec.name.clone(), state: Mutex::new(Balancer::new(spec, seed)) }
     }
 
-    /// The members as a JSON array, for `/status`.
-    pub fn members_json(&self) -> String {
-        let items: Vec<String> = self
-            .members
-            .iter()
-            .map(|m| {
-                format!("{{\"url\":\"{}\",\"loadfactor\":{},\"status\":\"{:?}\"}}", m.url.origin(), m.weight, m.status)
-            })
-            .collect();
-        format!("[{}]", items.join(","))
+    /// The balancer, locked. A poisoned lock (a panic while held) is still usable: its
+    /// state is counters and timestamps, never half-written.
+    pub fn lock(&self) -> MutexGuard<'_, Balancer> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether any member could take traffic now (`/readyz`).
+    pub fn usable(&self) -> bool {
+        self.lock().usable(std::time::Instant::now())
     }
 }
 
 impl Config {
-    pub fn balancer(&self, name: &str) -> Option<&BalancerConfig> {
+    pub fn balancer(&self, name: &str) -> Option<&Arc<SharedBalancer>> {
         self.balancers.iter().find(|b| b.name == name)
+    }
+
+    /// After a reload: a balancer whose definition did not change keeps its live state
+    /// (health, back-off, load), so a SIGHUP does not resurrect a dead replica.
+    pub fn adopt_state(&mut self, old: &Config) {
+        for b in &mut self.balancers {
+            if let Some(prev) = old.balancer(&b.name) {
+                if prev.lock().spec() == b.lock().spec() {
+                    *b = Arc::clone(prev);
+                }
+            }
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -10,8 +11,9 @@ use toml::Spanned;
 use super::diag::{Diagnostic, Lines};
 use super::duration::parse_duration;
 use super::file::{self, File};
-use super::{BalancerConfig, Config, Limits, MemberConfig, MemberStatus, Timeouts};
+use super::{Config, Limits, SharedBalancer, Timeouts};
 use crate::access_log::AccessFormat;
+use crate::balance::{BalancerSpec, Health, Method, ReplicaSpec, Status, RECOMMENDED_MAX_EJECTED_PERCENT};
 use crate::rewrite::{Field, RuleSource, Rules};
 use crate::route::{normalize_target, ReverseRule, Route, Routes};
 use crate::target::{parse_target, Scheme, Target, Url};
@@ -182,7 +184,7 @@ impl Cx<'_> {
                 None
             }
         };
-        let balancers: Vec<BalancerConfig> = file.balancer.iter().map(|(name, b)| self.balancer(name, b)).collect();
+        let balancers: Vec<BalancerSpec> = file.balancer.iter().map(|(name, b)| self.balancer(name, b)).collect();
         let balancer_names: Vec<&str> = balancers.iter().map(|b| b.name.as_str()).collect();
         let rule_sources: Vec<(Vec<String>, String)> = file
             .rewrite
@@ -215,7 +217,7 @@ impl Cx<'_> {
             rule_sources,
             routes,
             reverse,
-            balancers,
+            balancers: balancers.into_iter().map(|b| Arc::new(SharedBalancer::new(b))).collect(),
             backend_tls: backend_tls?,
         })
     }
@@ -245,7 +247,7 @@ impl Cx<'_> {
         &mut self,
         entries: &[Spanned<file::Proxy>],
         balancer_names: &[&str],
-        balancers: &[BalancerConfig],
+        balancers: &[BalancerSpec],
     ) -> (Routes, Vec<ReverseRule>) {
         let mut routes = Vec::new();
         let mut reverse = Vec::new();
@@ -306,25 +308,24 @@ impl Cx<'_> {
         (Routes::new(routes), reverse)
     }
 
-    fn balancer(&mut self, name: &Spanned<String>, b: &Spanned<file::Balancer>) -> BalancerConfig {
+    fn balancer(&mut self, name: &Spanned<String>, b: &Spanned<file::Balancer>) -> BalancerSpec {
         let key = format!("balancer.{}", name.get_ref());
         let spec = b.get_ref();
         let method = match &spec.method {
-            Some(m) if ["byrequests", "bybusyness", "bytraffic"].contains(&m.get_ref().as_str()) => m.get_ref().clone(),
-            Some(m) => {
+            Some(m) => Method::parse(m.get_ref()).unwrap_or_else(|| {
                 self.err(
                     m,
                     format!("{key}.method"),
                     format!("unknown method {:?} (expected byrequests, bybusyness or bytraffic)", m.get_ref()),
                 );
-                String::new()
-            }
-            None => "bybusyness".to_string(),
+                Method::default_for_config()
+            }),
+            None => Method::default_for_config(),
         };
         let retry = self.duration(&spec.retry, &format!("{key}.retry"), DEFAULT_RETRY);
         let retry_max = self.duration(&spec.retry_max, &format!("{key}.retry_max"), DEFAULT_RETRY_MAX).max(retry);
         let fail_on_status = spec.failonstatus.clone().unwrap_or_default();
-        let mut members = Vec::new();
+        let mut replicas = Vec::new();
         for (i, m) in spec.members.iter().enumerate() {
             let mkey = format!("{key}.members[{i}]");
             let entry = &m.get_ref().0;
@@ -339,19 +340,16 @@ impl Cx<'_> {
                     continue;
                 }
             };
-            let status = match entry.status.as_ref().map(|s| s.get_ref().as_str()) {
-                None | Some("") => MemberStatus::Normal,
-                Some("+H" | "H") => MemberStatus::HotStandby,
-                Some("+N" | "N") => MemberStatus::Draining,
-                Some("+D" | "D") => MemberStatus::Disabled,
-                Some(other) => {
+            let status = match entry.status.as_ref() {
+                None => Status::Normal,
+                Some(s) => Status::parse(s.get_ref()).unwrap_or_else(|| {
                     self.err(
                         m,
                         format!("{mkey}.status"),
-                        format!("unknown status {other:?} (expected \"+H\", \"+N\" or \"+D\")"),
+                        format!("unknown status {:?} (expected \"+H\", \"+N\" or \"+D\")", s.get_ref()),
                     );
-                    MemberStatus::Normal
-                }
+                    Status::Normal
+                }),
             };
             let weight = match &entry.loadfactor {
                 Some(w) if !(1..=100).contains(w.get_ref()) => {
@@ -361,32 +359,44 @@ impl Cx<'_> {
                 Some(w) => *w.get_ref(),
                 None => 1,
             };
-            members.push(MemberConfig {
+            let member_retry = self.duration(&entry.retry, &format!("{mkey}.retry"), retry);
+            replicas.push(ReplicaSpec {
                 url,
                 weight,
                 status,
                 route: entry.route.clone(),
-                retry: self.duration(&entry.retry, &format!("{mkey}.retry"), retry),
-                fail_on_status: entry.failonstatus.clone().unwrap_or_else(|| fail_on_status.clone()),
+                health: Health {
+                    retry: member_retry,
+                    retry_max: retry_max.max(member_retry),
+                    fail_on_status: entry.failonstatus.clone().unwrap_or_else(|| fail_on_status.clone()),
+                },
             });
         }
         if spec.members.is_empty() {
             self.err(b, format!("{key}.members"), "a balancer needs at least one member");
         }
-        BalancerConfig {
+        let max_ejected_percent = match &spec.max_ejected_percent {
+            Some(p) if *p.get_ref() > 100 => {
+                self.err(p, format!("{key}.max_ejected_percent"), "expected a percentage from 0 to 100");
+                RECOMMENDED_MAX_EJECTED_PERCENT
+            }
+            Some(p) => *p.get_ref(),
+            None => RECOMMENDED_MAX_EJECTED_PERCENT,
+        };
+        BalancerSpec {
             name: name.get_ref().clone(),
             method,
-            retry_max,
+            replicas,
             sticky_session: spec.stickysession.clone(),
             max_attempts: spec.maxattempts.as_ref().map_or(DEFAULT_MAX_ATTEMPTS, |m| *m.get_ref()).max(1),
-            members,
+            max_ejected_percent,
         }
     }
 }
 
 /// The backend URLs a route's responses may name, for ProxyPassReverse: one per
 /// member for a balancer, with ws/wss written as the http/https a backend uses.
-fn reverse_rules(route: &Route, balancers: &[BalancerConfig]) -> Vec<ReverseRule> {
+fn reverse_rules(route: &Route, balancers: &[BalancerSpec]) -> Vec<ReverseRule> {
     let rule = |url: &Url, path: &str| {
         let scheme = match url.scheme {
             Scheme::Ws | Scheme::Http => Scheme::Http,
@@ -400,7 +410,7 @@ fn reverse_rules(route: &Route, balancers: &[BalancerConfig]) -> Vec<ReverseRule
         Target::Balancer { name, path } => balancers
             .iter()
             .filter(|b| &b.name == name)
-            .flat_map(|b| b.members.iter().map(|m| rule(&m.url, path)))
+            .flat_map(|b| b.replicas.iter().map(|m| rule(&m.url, path)))
             .collect(),
     }
 }

@@ -4,10 +4,12 @@
 //! byte, and a replica that could not be connected to.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::access_log::AccessRecord;
-use crate::config::Config;
+use crate::balance::{Attempt, Failure, Outcome, Pick, Work};
+use crate::config::{Config, SharedBalancer};
 use crate::h1::canned::canned;
 use crate::h1::chunked::check_prefix;
 use crate::h1::framing::{request_framing, response_framing, Framing};
@@ -17,7 +19,7 @@ use crate::h1::scan::HeadScanner;
 use crate::h1::upgrade::{check_switch, classify_upgrade, Upgrade};
 use crate::metrics::Metrics;
 use crate::net::clock;
-use crate::net::connect::connect;
+use crate::net::connect::{connect, ConnectError};
 use crate::net::stream::{with_timeout, Conn};
 use crate::route::{join_paths, reverse_url};
 use crate::target::{Target, Url};
@@ -164,7 +166,9 @@ async fn run(
     forward(w, config, client, info, head, framing, &dest, record, progress).await
 }
 
-/// Sends the request to a replica of `dest` and relays the answer.
+/// Sends the request to a replica of `dest` and relays the answer, trying another
+/// replica where that is safe (issue 4): after a failed connect whatever the method;
+/// once, for a request without a body, after a replica failed before any response byte.
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     w: &Worker,
@@ -177,17 +181,206 @@ async fn forward(
     record: &mut AccessRecord,
     progress: &mut Progress,
 ) -> Result<Next, ProxyError> {
-    let members = candidates(w, config, &dest.target);
-    let idempotent = matches!(head.method.as_str(), "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE");
+    let balancer = match &dest.target {
+        Target::Url(_) => None,
+        Target::Balancer { name, .. } => Some(config.balancer(name).ok_or(ProxyError::NoRoute("unknown balancer"))?),
+    };
+    let (max_attempts, sticky) = match balancer {
+        None => (1, None),
+        Some(b) => {
+            let bal = b.lock();
+            let spec = bal.spec();
+            (spec.max_attempts as usize, spec.sticky_session.as_deref().and_then(|c| sticky_route(head, c)))
+        }
+    };
+    let replayable = framing == Framing::None
+        && matches!(head.method.as_str(), "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE");
+    let mut tried: Vec<usize> = Vec::new();
+    let mut replayed = false;
     let mut last_error = None;
-    let mut stale_retry_used = false;
-    let mut i = 0;
-    while i < members.len() {
-        let url = &members[i];
+    for _ in 0..max_attempts {
+        let (url, lease) = match (balancer, &dest.target) {
+            // The target's own path is already in `upstream_target`.
+            (None, Target::Url(u)) => (Url { path: "/".to_string(), ..u.clone() }, None),
+            (Some(b), _) => {
+                let mut bal = b.lock();
+                match bal.pick(Instant::now(), &tried, sticky.as_deref()) {
+                    Pick::Replica(attempt) => {
+                        bal.start(attempt.replica, Work::Request);
+                        tried.push(attempt.replica);
+                        (bal.spec().replicas[attempt.replica].url.clone(), Some(Lease { balancer: b, attempt }))
+                    }
+                    Pick::NoneAvailable { retry_after } => {
+                        return Err(ProxyError::AllReplicasDown { balancer: b.name.clone(), retry_after })
+                    }
+                }
+            }
+            (None, Target::Balancer { .. }) => return Err(ProxyError::NoRoute("unknown balancer")),
+        };
         record.tries += 1;
         record.replica = Some(url.origin());
-        let fail = |cause: UpstreamError| ProxyError::Upstream { replica: url.origin(), cause };
-        let pooled = if stale_retry_used { None } else { w.pool.take(url, Instant::now()) };
+        let upstream = |cause: UpstreamError| ProxyError::Upstream { replica: url.origin(), cause };
+        match attempt(w, config, client, info, head, framing, dest, &url, progress).await {
+            Tried::Response(backend, res) => {
+                let status_failure =
+                    lease.as_ref().is_some_and(|l| l.balancer.lock().is_failure_status(l.attempt.replica, res.status));
+                let status = res.status;
+                let result = relay(w, config, client, info, head, dest, &url, backend, res, record, progress).await;
+                if let Some(lease) = &lease {
+                    let outcome = match &result {
+                        Err(ProxyError::Upstream { cause, .. }) => Outcome::Failure(failure_of(cause)),
+                        _ if status_failure => Outcome::Failure(Failure::Status(status)),
+                        _ => Outcome::Success,
+                    };
+                    lease.report(outcome);
+                    lease.finish(Work::Request, record.bytes.unwrap_or(0));
+                }
+                return match result {
+                    Ok(Next::Tunnel(mut upgraded)) => {
+                        if let Some(lease) = &lease {
+                            lease.balancer.lock().start(lease.attempt.replica, Work::Tunnel);
+                            upgraded.lease = Some((Arc::clone(lease.balancer), lease.attempt.replica));
+                        }
+                        Ok(Next::Tunnel(upgraded))
+                    }
+                    other => other,
+                };
+            }
+            Tried::ConnectFailed(e) => {
+                // Nothing was sent: another replica may take it, whatever the method.
+                log::warn!("{}: {e}", url.origin());
+                w.shared.metrics.connect_errors.fetch_add(1, Relaxed);
+                let cause = UpstreamError::Connect(e);
+                if let Some(lease) = &lease {
+                    lease.report(Outcome::Failure(failure_of(&cause)));
+                    lease.finish(Work::Request, 0);
+                }
+                last_error = Some(upstream(cause));
+            }
+            Tried::Failed(cause) => {
+                if let Some(lease) = &lease {
+                    lease.report(Outcome::Failure(failure_of(&cause)));
+                    lease.finish(Work::Request, 0);
+                }
+                // No response byte arrived: a request without a body may go once more,
+                // to another replica; one whose body was sent never is.
+                if balancer.is_some() && replayable && !replayed {
+                    log::warn!("{}: {cause}; retrying on another replica", url.origin());
+                    replayed = true;
+                    last_error = Some(upstream(cause));
+                    continue;
+                }
+                return Err(upstream(cause));
+            }
+            Tried::Client(e) => {
+                if let Some(lease) = &lease {
+                    lease.report(Outcome::Abandoned);
+                    lease.finish(Work::Request, 0);
+                }
+                return Err(e);
+            }
+        }
+    }
+    // Every attempt failed. If no replica could take a request now, that is SPEC §4's
+    // "every replica down": 503 with Retry-After.
+    if let Some(b) = balancer {
+        let all: Vec<usize> = (0..b.lock().spec().replicas.len()).collect();
+        let mut bal = b.lock();
+        if !bal.usable(Instant::now()) || tried.len() == all.len() {
+            if let Pick::NoneAvailable { retry_after } = bal.pick(Instant::now(), &all, None) {
+                return Err(ProxyError::AllReplicasDown { balancer: b.name.clone(), retry_after });
+            }
+        }
+    }
+    Err(last_error.unwrap_or(ProxyError::NoRoute("no replica configured")))
+}
+
+/// One attempt's replica in a balancer, to report to.
+struct Lease<'a> {
+    balancer: &'a Arc<SharedBalancer>,
+    attempt: Attempt,
+}
+
+impl Lease<'_> {
+    fn report(&self, outcome: Outcome) {
+        let change = self.balancer.lock().report(self.attempt, Instant::now(), outcome);
+        if let Some(t) = change {
+            if t.is_fault() {
+                log::warn!("{t}");
+            } else {
+                log::info!("{t}");
+            }
+        }
+    }
+
+    fn finish(&self, work: Work, bytes: u64) {
+        self.balancer.lock().finish(self.attempt.replica, work, bytes);
+    }
+}
+
+/// What the balancer is told about an upstream error.
+fn failure_of(cause: &UpstreamError) -> Failure {
+    match cause {
+        UpstreamError::Connect(ConnectError::Resolve(_)) => Failure::Resolve,
+        UpstreamError::Connect(ConnectError::Refused(_)) => Failure::ConnectRefused,
+        UpstreamError::Connect(ConnectError::Timeout) => Failure::ConnectTimeout,
+        UpstreamError::Connect(ConnectError::Tls(_)) => Failure::Tls,
+        UpstreamError::Timeout => Failure::ResponseTimeout,
+        UpstreamError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => Failure::ResponseTimeout,
+        UpstreamError::Io(_) | UpstreamError::Closed => Failure::Reset,
+        UpstreamError::Malformed(_) | UpstreamError::BadSwitch(_) => Failure::Malformed,
+    }
+}
+
+/// The route part of the sticky cookie `name` (Apache: the value after its last '.').
+fn sticky_route(head: &RequestHead, name: &str) -> Option<String> {
+    head.headers.all("Cookie").flat_map(|v| v.split(|&b| b == b';')).find_map(|pair| {
+        let pair = crate::h1::head::trim(pair);
+        let (k, v) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
+        (k == name.as_bytes()).then(|| {
+            let v = &v[1..];
+            let route = v.rsplit(|&b| b == b'.').next().unwrap_or(v);
+            String::from_utf8_lossy(route).into_owned()
+        })
+    })
+}
+
+/// How one attempt on one replica went, up to the response head.
+enum Tried {
+    Response(Conn, ResponseHead),
+    ConnectFailed(ConnectError),
+    /// The replica failed before any response byte.
+    Failed(UpstreamError),
+    /// The client's side failed: no verdict on the replica.
+    Client(ProxyError),
+}
+
+/// Connects (or reuses a pooled connection: a stale one is replaced by a fresh one
+/// once, for a request that can be replayed), sends the request, reads the head.
+#[allow(clippy::too_many_arguments)]
+async fn attempt(
+    w: &Worker,
+    config: &Config,
+    client: &mut Conn,
+    info: &ClientInfo,
+    head: &RequestHead,
+    framing: Framing,
+    dest: &Destination,
+    url: &Url,
+    progress: &mut Progress,
+) -> Tried {
+    let target =
+        if url.path == "/" { dest.upstream_target.clone() } else { join_paths(&url.path, &dest.upstream_target) };
+    let host = match (dest.preserve_host, head.headers.get("Host")) {
+        (true, Some(h)) => String::from_utf8_lossy(h).into_owned(),
+        _ => url.authority(),
+    };
+    let outgoing = Outgoing { target: &target, host: &host, framing, websocket: dest.websocket };
+    let via = config.via.then(|| config.server_name.as_deref().unwrap_or("sidecar"));
+    let fwd = Forwarding { peer_ip: &info.peer_ip, proto: if info.https { "https" } else { "http" }, via };
+    let mut fresh_only = false;
+    loop {
+        let pooled = if fresh_only { None } else { w.pool.take(url, Instant::now()) };
         let reused = pooled.is_some();
         let counter = if reused { &w.shared.metrics.pool_reused } else { &w.shared.metrics.pool_new };
         counter.fetch_add(1, Relaxed);
@@ -195,62 +388,25 @@ async fn forward(
             Some(c) => c,
             None => match connect(url, &config.backend_tls, config.timeouts.connect).await {
                 Ok(c) => c,
-                Err(e) => {
-                    // Nothing was sent: another replica may take it, whatever the method.
-                    log::warn!("{}: {e}", url.origin());
-                    w.shared.metrics.connect_errors.fetch_add(1, Relaxed);
-                    last_error = Some(fail(UpstreamError::Connect(e)));
-                    i += 1;
-                    continue;
-                }
+                Err(e) => return Tried::ConnectFailed(e),
             },
         };
-        let target =
-            if url.path == "/" { dest.upstream_target.clone() } else { join_paths(&url.path, &dest.upstream_target) };
-        let host = match (dest.preserve_host, head.headers.get("Host")) {
-            (true, Some(h)) => String::from_utf8_lossy(h).into_owned(),
-            _ => url.authority(),
-        };
-        let outgoing = Outgoing { target: &target, host: &host, framing, websocket: dest.websocket };
-        let via = config.via.then(|| config.server_name.as_deref().unwrap_or("sidecar"));
-        let fwd = Forwarding { peer_ip: &info.peer_ip, proto: if info.https { "https" } else { "http" }, via };
         let mut out = Vec::with_capacity(512);
         write_request_head(head, &outgoing, &fwd, &mut out);
         match send(config, &w.shared.metrics, client, &mut backend, head, framing, out, progress, url).await {
-            Ok(Sent::Response(res)) => {
-                return relay(w, config, client, info, head, dest, url, backend, res, record, progress).await;
-            }
+            Ok(Sent::Response(res)) => return Tried::Response(backend, res),
             Ok(Sent::Failed(cause)) => {
-                // Nothing of the response arrived. Retry on a fresh connection when the
-                // pooled one was stale and the request can be replayed safely.
-                if reused && progress.body_done && framing == Framing::None && idempotent && !stale_retry_used {
+                // A pooled connection the backend closed just now says nothing about
+                // the replica: try a fresh one, if the request can be sent again.
+                if reused && progress.body_done && framing == Framing::None && !fresh_only {
                     log::debug!("{}: pooled connection failed ({cause}), retrying on a fresh one", url.origin());
-                    stale_retry_used = true;
+                    fresh_only = true;
                     continue;
                 }
-                return Err(fail(cause));
+                return Tried::Failed(cause);
             }
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last_error.unwrap_or(ProxyError::NoRoute("no replica configured")))
-}
-
-/// The replicas to try, in order. A URL target has one; a balancer lists its usable
-/// members starting at a rotating position.
-fn candidates(w: &Worker, config: &Config, target: &Target) -> Vec<Url> {
-    match target {
-        Target::Url(u) => vec![Url { path: "/".to_string(), ..u.clone() }],
-        Target::Balancer { name, .. } => {
-            let Some(b) = config.balancer(name) else { return Vec::new() };
-            let usable: Vec<&crate::config::MemberConfig> =
-                b.members.iter().filter(|m| m.status == crate::config::MemberStatus::Normal).collect();
-            if usable.is_empty() {
-                return Vec::new();
-            }
-            let start = w.rotation.get() % usable.len();
-            w.rotation.set(w.rotation.get().wrapping_add(1));
-            (0..usable.len()).map(|k| usable[(start + k) % usable.len()].url.clone()).collect()
+            Err(ProxyError::Upstream { cause, .. }) => return Tried::Failed(cause),
+            Err(e) => return Tried::Client(e),
         }
     }
 }
@@ -452,6 +608,7 @@ async fn relay(
             backend,
             record: std::mem::take(record),
             started: Instant::now(),
+            lease: None,
         })));
     }
     let rf = response_framing(&head.method, &res).map_err(|e| bad(e.0.to_string()))?;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::access_log::AccessRecord;
-use crate::config::Config;
+use crate::config::{Config, SharedBalancer};
 use crate::h1::canned::canned;
 use crate::h1::head::{parse_request_head, HeadError, RequestHead};
 use crate::h1::scan::HeadScanner;
@@ -39,8 +39,6 @@ pub struct Worker {
     pub draining: Cell<bool>,
     /// Closed when draining starts; every wait that should end then listens on it.
     shutdown: async_channel::Receiver<()>,
-    /// Round-robin position per balancer, until the balancer module takes over.
-    pub(crate) rotation: Cell<usize>,
 }
 
 impl Worker {
@@ -54,7 +52,6 @@ impl Worker {
             open_connections: Cell::new(0),
             draining: Cell::new(false),
             shutdown,
-            rotation: Cell::new(0),
         }
     }
 
@@ -96,6 +93,8 @@ pub struct Upgraded {
     pub backend: Conn,
     pub record: AccessRecord,
     pub started: Instant,
+    /// The balancer and replica the tunnel counts against, until it closes.
+    pub lease: Option<(Arc<SharedBalancer>, usize)>,
 }
 
 /// Serves one client connection until it closes.
@@ -164,7 +163,7 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) {
                 return;
             }
             Next::Tunnel(upgraded) => {
-                let Upgraded { backend, mut record, started } = *upgraded;
+                let Upgraded { backend, mut record, started, lease } = *upgraded;
                 worker.shared.metrics.open_tunnels.fetch_add(1, Relaxed);
                 let (client_stream, to_backend) = client.into_parts();
                 let (backend_stream, to_client) = backend.into_parts();
@@ -184,6 +183,9 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) {
                 record.tunnel = Some((stats.up, stats.down));
                 if stats.end != tunnel::TunnelEnd::Closed {
                     record.reason = Some(format!("tunnel ended: {:?}", stats.end));
+                }
+                if let Some((balancer, replica)) = lease {
+                    balancer.lock().finish(replica, crate::balance::Work::Tunnel, stats.up + stats.down);
                 }
                 let m = &worker.shared.metrics;
                 m.open_tunnels.fetch_sub(1, Relaxed);
