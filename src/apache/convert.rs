@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use super::parse::Node;
-use crate::target::{parse_target, Target, TargetError};
+use crate::target::{parse_target, Target};
 
 /// The result of an import.
 #[derive(Debug, Default)]
@@ -411,17 +411,12 @@ impl State {
         (self.out, rewrites)
     }
 
-    /// Targets of `P` rules that sidecar cannot reach as written (the one-slash typo).
+    /// `balancer://` targets of rules that no `<Proxy balancer://…>` defines (the rule
+    /// lints, run by the caller, cover the rest).
     fn lint_targets(&mut self, rewrites: &[RewriteEntry]) {
         for r in rewrites {
             let args = super::parse::split_args(&r.rule.1).unwrap_or_default();
             if let Some(target) = args.get(1) {
-                if let Err(TargetError::OneSlash) = parse_target(target) {
-                    self.warn(
-                        r.rule.0,
-                        format!("target {target:?} has one slash after the scheme (write scheme://host)"),
-                    );
-                }
                 if let Ok(Target::Balancer { name, .. }) = parse_target(target) {
                     if !self.balancers.iter().any(|b| b.name == name) {
                         self.warn(
