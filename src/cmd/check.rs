@@ -6,11 +6,15 @@ use std::path::Path;
 
 use crate::balance::Status;
 use crate::config::{self, Config};
+use crate::rewrite::{self, Field, RuleSource};
 
 pub fn check(path: &Path) -> i32 {
     match config::load(path) {
         Ok(c) => {
             print!("{}", describe(&c));
+            for (line, message) in warnings(&c) {
+                eprintln!("{}:{line}: warning: {message}", path.display());
+            }
             println!("{}: ok", path.display());
             0
         }
@@ -21,6 +25,24 @@ pub fn check(path: &Path) -> i32 {
             1
         }
     }
+}
+
+/// Rule lints with their lines in the file.
+pub fn warnings(c: &Config) -> Vec<(usize, String)> {
+    let sources: Vec<RuleSource<'_>> = c.rule_sources.iter().map(|(conds, rule)| RuleSource { conds, rule }).collect();
+    let mut out: Vec<(usize, String)> = rewrite::lints(&sources)
+        .into_iter()
+        .map(|l| {
+            let (conds, rule) = &c.rule_lines[l.entry];
+            let (line, key) = match l.field {
+                Field::Cond(i) => (conds.get(i).copied().unwrap_or(*rule), format!("rewrite[{}].cond[{i}]", l.entry)),
+                Field::Rule => (*rule, format!("rewrite[{}].rule", l.entry)),
+            };
+            (line, format!("{key}: {}", l.message))
+        })
+        .collect();
+    out.sort_by_key(|(line, _)| *line);
+    out
 }
 
 /// The resolved config as text.

@@ -37,6 +37,8 @@ pub struct Config {
     pub rules: Rules,
     /// The `[[rewrite]]` sources, for `check` and lints.
     pub rule_sources: Vec<(Vec<String>, String)>,
+    /// Their lines in the file: each condition's, and the rule's.
+    pub rule_lines: Vec<(Vec<usize>, usize)>,
     pub routes: Routes,
     pub reverse: Vec<ReverseRule>,
     pub balancers: Vec<Arc<SharedBalancer>>,

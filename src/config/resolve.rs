@@ -193,6 +193,17 @@ impl Cx<'_> {
                 (r.get_ref().cond.iter().map(|c| c.get_ref().clone()).collect(), r.get_ref().rule.get_ref().clone())
             })
             .collect();
+        let rule_lines = file
+            .rewrite
+            .iter()
+            .map(|r| {
+                let r = r.get_ref();
+                (
+                    r.cond.iter().map(|c| self.lines.line_of(c.span().start)).collect(),
+                    self.lines.line_of(r.rule.span().start),
+                )
+            })
+            .collect();
         let rules = self.rules(&file.rewrite, &rule_sources);
         let (routes, reverse) = self.routes(&file.proxy, &balancer_names, &balancers);
         if file.proxy.is_empty() && file.rewrite.is_empty() {
@@ -215,6 +226,7 @@ impl Cx<'_> {
             admin,
             rules: rules?,
             rule_sources,
+            rule_lines,
             routes,
             reverse,
             balancers: balancers.into_iter().map(|b| Arc::new(SharedBalancer::new(b))).collect(),
