@@ -72,7 +72,7 @@ pub fn parse_pattern(p: &str, nocase: bool) -> Result<Pattern, String> {
     if let Some(rest) = p.strip_prefix("-strmatch") {
         return Ok(Pattern::StrMatch(rest.trim_start().to_string()));
     }
-    if ["-f", "-F", "-d", "-s", "-l", "-L", "-h", "-x", "-U"].iter().any(|t| p == *t) {
+    if ["-f", "-F", "-d", "-s", "-l", "-L", "-h", "-x", "-U"].contains(&p) {
         return Err(format!("file test {p} has no meaning in a proxy"));
     }
     build_regex(p, nocase).map(Pattern::Regex)

@@ -195,8 +195,11 @@ impl Template {
     }
 }
 
-/// The flags of a `[…]` token, as `(name, value)` in upper case names.
-pub fn parse_flags(token: &Token) -> Result<Vec<(String, Option<String>)>, (usize, String)> {
+/// A flag's upper-case name and its `=value`.
+pub type Flag = (String, Option<String>);
+
+/// The flags of a `[…]` token.
+pub fn parse_flags(token: &Token) -> Result<Vec<Flag>, (usize, String)> {
     let inner = token
         .text
         .strip_prefix('[')
