@@ -84,7 +84,7 @@ members = [{}]
     println!("                -H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' http://{proxy}/echo");
     println!("              (or: websocat ws://{proxy}/echo)");
     println!();
-    println!("Requests alternate between the replicas; Ctrl-C stops everything.");
+    println!("Requests are spread over the replicas; Ctrl-C stops everything.");
     running.wait();
     0
 }

@@ -5,48 +5,52 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::access_log::AccessRecord;
 use crate::balance::{Attempt, Failure, Outcome, Pick, Work};
 use crate::config::{Config, SharedBalancer};
 use crate::h1::canned::canned;
 use crate::h1::chunked::check_prefix;
-use crate::h1::framing::{request_framing, response_framing, Framing};
-use crate::h1::head::{parse_response_head, HeadError, RequestHead, ResponseHead, Version};
-use crate::h1::headers::{write_request_head, write_response_head, ClientConnection, Forwarding, Outgoing, CONTINUE};
-use crate::h1::scan::HeadScanner;
-use crate::h1::upgrade::{check_switch, classify_upgrade, Upgrade};
-use crate::metrics::Metrics;
-use crate::net::clock;
-use crate::net::connect::{connect, ConnectError};
+use crate::h1::framing::{request_framing, Framing};
+use crate::h1::head::RequestHead;
+use crate::h1::upgrade::{classify_upgrade, Upgrade};
+use crate::net::connect::ConnectError;
 use crate::net::stream::{with_timeout, Conn};
-use crate::route::{join_paths, reverse_url};
 use crate::target::{Target, Url};
 
-use super::body::{copy_body, CopyError, Encoding};
 use super::decide::{decide, Decided, Destination};
 use super::error::{ProxyError, UpstreamError};
-use super::{finish, ClientInfo, Next, Upgraded, Worker};
-
-/// How long to wait for a backend's `100 Continue` before sending the body anyway
-/// (RFC 9110 §10.1.1: a client "MAY proceed to send content" without it; curl waits 1 s).
-const EXPECT_WAIT: Duration = Duration::from_secs(1);
+use super::exchange::{attempt, Tried};
+use super::relay::relay;
+use super::{finish, ClientInfo, Next, Worker};
 
 /// How much of a chunked body is read ahead to judge its first size line (a size line
 /// may carry 4 KiB of extensions, `h1::chunked`).
 const CHUNK_LOOKAHEAD_BYTES: usize = 16 * 1024;
 
+/// The facts of one request that every step reads.
+#[derive(Clone, Copy)]
+pub(super) struct Exchange<'a> {
+    pub w: &'a Worker,
+    /// The config the request started with, kept even if a reload lands meanwhile.
+    pub config: &'a Config,
+    pub info: &'a ClientInfo,
+    pub head: &'a RequestHead,
+    pub framing: Framing,
+    pub dest: &'a Destination,
+}
+
 /// Where the request stands, so an error is answered correctly.
-struct Progress {
+pub(super) struct Progress {
     /// When the request head started arriving.
-    started: Instant,
+    pub started: Instant,
     /// The request body has been read completely from the client (or there was none).
-    body_done: bool,
+    pub body_done: bool,
     /// Bytes of the response have reached the client: no error page can follow.
-    responded: bool,
+    pub responded: bool,
     /// A `100 Continue` went to the client.
-    sent_continue: bool,
+    pub sent_continue: bool,
 }
 
 /// Handles one request and says how the connection continues.
@@ -163,24 +167,20 @@ async fn run(
         }
     };
     record.route = Some(dest.label.clone());
-    forward(w, config, client, info, head, framing, &dest, record, progress).await
+    let x = Exchange { w, config, info, head, framing, dest: &dest };
+    forward(&x, client, record, progress).await
 }
 
 /// Sends the request to a replica of `dest` and relays the answer, trying another
 /// replica where that is safe (issue 4): after a failed connect whatever the method;
 /// once, for a request without a body, after a replica failed before any response byte.
-#[allow(clippy::too_many_arguments)]
 async fn forward(
-    w: &Worker,
-    config: &Config,
+    x: &Exchange<'_>,
     client: &mut Conn,
-    info: &ClientInfo,
-    head: &RequestHead,
-    framing: Framing,
-    dest: &Destination,
     record: &mut AccessRecord,
     progress: &mut Progress,
 ) -> Result<Next, ProxyError> {
+    let Exchange { w, config, head, framing, dest, .. } = *x;
     let balancer = match &dest.target {
         Target::Url(_) => None,
         Target::Balancer { name, .. } => Some(config.balancer(name).ok_or(ProxyError::NoRoute("unknown balancer"))?),
@@ -220,12 +220,12 @@ async fn forward(
         record.tries += 1;
         record.replica = Some(url.origin());
         let upstream = |cause: UpstreamError| ProxyError::Upstream { replica: url.origin(), cause };
-        match attempt(w, config, client, info, head, framing, dest, &url, progress).await {
+        match attempt(x, client, &url, progress).await {
             Tried::Response(backend, res) => {
                 let status_failure =
                     lease.as_ref().is_some_and(|l| l.balancer.lock().is_failure_status(l.attempt.replica, res.status));
                 let status = res.status;
-                let result = relay(w, config, client, info, head, dest, &url, backend, res, record, progress).await;
+                let result = relay(x, client, &url, backend, res, record, progress).await;
                 if let Some(lease) = &lease {
                     let outcome = match &result {
                         Err(ProxyError::Upstream { cause, .. }) => Outcome::Failure(failure_of(cause)),
@@ -343,322 +343,4 @@ fn sticky_route(head: &RequestHead, name: &str) -> Option<String> {
             String::from_utf8_lossy(route).into_owned()
         })
     })
-}
-
-/// How one attempt on one replica went, up to the response head.
-enum Tried {
-    Response(Conn, ResponseHead),
-    ConnectFailed(ConnectError),
-    /// The replica failed before any response byte.
-    Failed(UpstreamError),
-    /// The client's side failed: no verdict on the replica.
-    Client(ProxyError),
-}
-
-/// Connects (or reuses a pooled connection: a stale one is replaced by a fresh one
-/// once, for a request that can be replayed), sends the request, reads the head.
-#[allow(clippy::too_many_arguments)]
-async fn attempt(
-    w: &Worker,
-    config: &Config,
-    client: &mut Conn,
-    info: &ClientInfo,
-    head: &RequestHead,
-    framing: Framing,
-    dest: &Destination,
-    url: &Url,
-    progress: &mut Progress,
-) -> Tried {
-    let target =
-        if url.path == "/" { dest.upstream_target.clone() } else { join_paths(&url.path, &dest.upstream_target) };
-    let host = match (dest.preserve_host, head.headers.get("Host")) {
-        (true, Some(h)) => String::from_utf8_lossy(h).into_owned(),
-        _ => url.authority(),
-    };
-    let outgoing = Outgoing { target: &target, host: &host, framing, websocket: dest.websocket };
-    let via = config.via.then(|| config.server_name.as_deref().unwrap_or("sidecar"));
-    let fwd = Forwarding { peer_ip: &info.peer_ip, proto: if info.https { "https" } else { "http" }, via };
-    let mut fresh_only = false;
-    loop {
-        let pooled = if fresh_only { None } else { w.pool.take(url, Instant::now()) };
-        let reused = pooled.is_some();
-        let counter = if reused { &w.shared.metrics.pool_reused } else { &w.shared.metrics.pool_new };
-        counter.fetch_add(1, Relaxed);
-        let mut backend = match pooled {
-            Some(c) => c,
-            None => match connect(url, &config.backend_tls, config.timeouts.connect).await {
-                Ok(c) => c,
-                Err(e) => return Tried::ConnectFailed(e),
-            },
-        };
-        let mut out = Vec::with_capacity(512);
-        write_request_head(head, &outgoing, &fwd, &mut out);
-        match send(config, &w.shared.metrics, client, &mut backend, head, framing, out, progress, url).await {
-            Ok(Sent::Response(res)) => return Tried::Response(backend, res),
-            Ok(Sent::Failed(cause)) => {
-                // A pooled connection the backend closed just now says nothing about
-                // the replica: try a fresh one, if the request can be sent again.
-                if reused && progress.body_done && framing == Framing::None && !fresh_only {
-                    log::debug!("{}: pooled connection failed ({cause}), retrying on a fresh one", url.origin());
-                    fresh_only = true;
-                    continue;
-                }
-                return Tried::Failed(cause);
-            }
-            Err(ProxyError::Upstream { cause, .. }) => return Tried::Failed(cause),
-            Err(e) => return Tried::Client(e),
-        }
-    }
-}
-
-enum Sent {
-    /// The final (or 101) response head from the backend.
-    Response(ResponseHead),
-    /// The backend failed before any response byte.
-    Failed(UpstreamError),
-}
-
-/// Writes head and body, reads the response head (relaying `100 Continue`).
-#[allow(clippy::too_many_arguments)]
-async fn send(
-    config: &Config,
-    metrics: &Metrics,
-    client: &mut Conn,
-    backend: &mut Conn,
-    head: &RequestHead,
-    framing: Framing,
-    mut out: Vec<u8>,
-    progress: &mut Progress,
-    url: &Url,
-) -> Result<Sent, ProxyError> {
-    let timeouts = &config.timeouts;
-    // A small body already in hand goes out with the head, in one write.
-    if let Framing::Length(n) = framing {
-        if !head.expects_continue() && client.buffered().len() as u64 >= n {
-            out.extend_from_slice(&client.buffered()[..n as usize]);
-            client.consume(n as usize);
-            progress.body_done = true;
-            metrics.bytes_in.fetch_add(n, Relaxed);
-        }
-    }
-    if let Err(e) = write_flush(backend, &out).await {
-        return Ok(Sent::Failed(UpstreamError::Io(e)));
-    }
-    if !progress.body_done {
-        if head.expects_continue() && !progress.sent_continue {
-            let early = futures_lite::future::or(
-                async { Some(read_response_head(backend, head, timeouts.proxy).await) },
-                async {
-                    clock::sleep(EXPECT_WAIT).await;
-                    None
-                },
-            )
-            .await;
-            match early {
-                Some(Ok(res)) if res.status == 100 => {
-                    client.write_all(CONTINUE).await.map_err(ProxyError::ClientGone)?;
-                    progress.sent_continue = true;
-                }
-                // A final answer before the body: relay it; the unread body means the
-                // client connection closes after it (`body_done` stays false).
-                Some(Ok(res)) => return Ok(Sent::Response(res)),
-                Some(Err(e)) => return Ok(Sent::Failed(e)),
-                None => {
-                    client.write_all(CONTINUE).await.map_err(ProxyError::ClientGone)?;
-                    progress.sent_continue = true;
-                }
-            }
-        }
-        let encoding = if framing == Framing::Chunked { Encoding::Chunked } else { Encoding::Raw };
-        match copy_body(
-            client,
-            &mut backend.stream,
-            framing,
-            encoding,
-            timeouts.proxy,
-            Vec::new(),
-            config.limits.max_body_bytes,
-        )
-        .await
-        {
-            Ok(n) => {
-                progress.body_done = true;
-                metrics.bytes_in.fetch_add(n, Relaxed);
-            }
-            Err(CopyError::Write(e)) => {
-                return Err(ProxyError::Upstream { replica: url.origin(), cause: UpstreamError::Io(e) })
-            }
-            Err(CopyError::Chunk(why)) => return Err(ProxyError::BadRequest(why)),
-            Err(CopyError::TooLarge) => return Err(ProxyError::BodyTooLarge),
-            Err(CopyError::Read(e)) => return Err(ProxyError::ClientGone(e)),
-            Err(CopyError::Truncated) => {
-                return Err(ProxyError::ClientGone(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "client closed inside the request body",
-                )))
-            }
-        }
-    }
-    loop {
-        match read_response_head(backend, head, timeouts.proxy).await {
-            Ok(res) if res.status == 100 => {
-                if head.expects_continue() && !progress.sent_continue {
-                    client.write_all(CONTINUE).await.map_err(ProxyError::ClientGone)?;
-                    progress.sent_continue = true;
-                }
-            }
-            // 102/103 and other interim answers are dropped; the final one follows.
-            Ok(res) if res.status != 101 && res.status < 200 => {}
-            Ok(res) => return Ok(Sent::Response(res)),
-            Err(e) => return Ok(Sent::Failed(e)),
-        }
-    }
-}
-
-async fn write_flush(conn: &mut Conn, bytes: &[u8]) -> std::io::Result<()> {
-    conn.write_all(bytes).await?;
-    conn.flush().await
-}
-
-/// The backend's response head, within `limit`. Cancel-safe: bytes read stay in the
-/// connection's buffer.
-async fn read_response_head(
-    backend: &mut Conn,
-    head: &RequestHead,
-    limit: Duration,
-) -> Result<ResponseHead, UpstreamError> {
-    let _ = head;
-    let max = crate::h1::head::MAX_RESPONSE_HEAD_BYTES;
-    let read = async {
-        let mut scanner = HeadScanner::default();
-        loop {
-            if !backend.buffered().is_empty() {
-                match scanner.scan(backend.buffered(), max) {
-                    Ok(Some(len)) => {
-                        let res = parse_response_head(&backend.buffered()[..len]).map_err(|e| match e {
-                            HeadError::TooLarge => UpstreamError::Malformed("response head too large".into()),
-                            e => UpstreamError::Malformed(e.to_string()),
-                        })?;
-                        backend.consume(len);
-                        return Ok(res);
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Err(UpstreamError::Malformed(HeadError::from(e).to_string())),
-                }
-            }
-            match backend.fill(max).await {
-                Ok(0) if backend.buffered().is_empty() => return Err(UpstreamError::Closed),
-                Ok(0) => return Err(UpstreamError::Malformed("closed inside the response head".into())),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {
-                    return Err(UpstreamError::Malformed("response head too large".into()))
-                }
-                Err(e) => return Err(UpstreamError::Io(e)),
-            }
-        }
-    };
-    futures_lite::future::or(read, async {
-        clock::sleep(limit).await;
-        Err(UpstreamError::Timeout)
-    })
-    .await
-}
-
-/// Relays a response (or opens the tunnel) and returns the backend connection to the
-/// pool when it is clean.
-#[allow(clippy::too_many_arguments)]
-async fn relay(
-    w: &Worker,
-    config: &Config,
-    client: &mut Conn,
-    info: &ClientInfo,
-    head: &RequestHead,
-    dest: &Destination,
-    url: &Url,
-    mut backend: Conn,
-    res: ResponseHead,
-    record: &mut AccessRecord,
-    progress: &mut Progress,
-) -> Result<Next, ProxyError> {
-    let replica = url.origin();
-    let bad = |why: String| ProxyError::Upstream { replica: replica.clone(), cause: UpstreamError::Malformed(why) };
-    let via = config.via.then(|| config.server_name.as_deref().unwrap_or("sidecar"));
-    let reverse = |v: &[u8]| {
-        if !dest.reverse {
-            return None;
-        }
-        reverse_url(v, &config.reverse, &front_origin(config.server_name.as_deref(), head, info))
-    };
-    record.status = res.status;
-    record.ttfb = Some(progress.started.elapsed());
-    if res.status == 101 {
-        let bad_switch = |why: &str| ProxyError::Upstream {
-            replica: replica.clone(),
-            cause: UpstreamError::BadSwitch(why.to_string()),
-        };
-        if !dest.websocket {
-            return Err(bad_switch("101 to a request that was not a WebSocket handshake"));
-        }
-        check_switch(head, &res).map_err(bad_switch)?;
-        let mut out = Vec::with_capacity(256);
-        write_response_head(&res, Version::Http11, Framing::None, ClientConnection::Upgrade, via, &reverse, &mut out);
-        write_flush(client, &out).await.map_err(ProxyError::ClientGone)?;
-        progress.responded = true;
-        return Ok(Next::Tunnel(Box::new(Upgraded {
-            backend,
-            record: std::mem::take(record),
-            started: Instant::now(),
-            lease: None,
-        })));
-    }
-    let rf = response_framing(&head.method, &res).map_err(|e| bad(e.0.to_string()))?;
-    let client_11 = head.version == Version::Http11;
-    let (client_framing, encoding) = match rf.framing {
-        Framing::None => (Framing::None, Encoding::Raw),
-        Framing::Length(n) => (Framing::Length(n), Encoding::Raw),
-        // A close-delimited body is re-chunked for a 1.1 client, so its connection
-        // survives; an HTTP/1.0 client gets it until close.
-        Framing::Chunked | Framing::UntilClose if client_11 => (Framing::Chunked, Encoding::Chunked),
-        Framing::Chunked | Framing::UntilClose => (Framing::UntilClose, Encoding::Raw),
-    };
-    let keep_alive =
-        head.wants_keep_alive() && progress.body_done && client_framing != Framing::UntilClose && !w.draining.get();
-    let connection = if keep_alive { ClientConnection::KeepAlive } else { ClientConnection::Close };
-    let mut out = Vec::with_capacity(512);
-    write_response_head(&res, head.version, client_framing, connection, via, &reverse, &mut out);
-    progress.responded = true;
-    let backend_keeps = rf.reusable
-        && rf.framing != Framing::UntilClose
-        && progress.body_done
-        && match res.version {
-            Version::Http11 => !res.headers.has_token("Connection", "close"),
-            Version::Http10 => res.headers.has_token("Connection", "keep-alive"),
-        };
-    match copy_body(&mut backend, &mut client.stream, rf.framing, encoding, config.timeouts.proxy, out, None).await {
-        Ok(n) => record.bytes = Some(n),
-        Err(CopyError::Write(e)) => return Err(ProxyError::ClientGone(e)),
-        Err(e) => {
-            // The client has the head and part of the body: it must see truncation,
-            // so its connection closes without a last chunk (SECURITY B5).
-            let why = match e {
-                CopyError::Chunk(why) => format!("bad chunked body: {why}"),
-                CopyError::Read(e) => format!("body read failed: {e}"),
-                _ => "closed inside the body".to_string(),
-            };
-            return Err(bad(why));
-        }
-    }
-    if backend_keeps {
-        w.pool.put(url, backend, Instant::now());
-    }
-    Ok(if keep_alive { Next::KeepAlive } else { Next::Close })
-}
-
-/// The client-facing `scheme://host` that ProxyPassReverse writes (Apache uses the
-/// request's Host unless `UseCanonicalName On`).
-fn front_origin(server_name: Option<&str>, head: &RequestHead, info: &ClientInfo) -> String {
-    let scheme = if info.https { "https" } else { "http" };
-    let host = head.headers.get("Host").and_then(|h| std::str::from_utf8(h).ok()).map(str::to_string);
-    let host = host.or_else(|| server_name.map(str::to_string)).unwrap_or_else(|| info.local.to_string());
-    format!("{scheme}://{host}")
 }

@@ -7,7 +7,9 @@
 mod body;
 mod decide;
 mod error;
+mod exchange;
 mod forward;
+mod relay;
 pub mod tunnel;
 
 use std::cell::{Cell, RefCell};
