@@ -229,7 +229,7 @@ async fn connection(
     let https = tls.is_some();
     let stream = match tls {
         None => Stream::Plain(tcp),
-        Some(acceptor) => match with_timeout(config.timeouts.header, acceptor.accept(tcp)).await {
+        Some(acceptor) => match with_timeout(config.timeouts.header, Box::pin(acceptor.accept(tcp))).await {
             Ok(s) => Stream::ServerTls(Box::new(s)),
             Err(e) => {
                 log::info!(target: "access", "{peer} \"-\" - - 0ms reason=\"TLS handshake failed: {e}\"");
