@@ -138,7 +138,9 @@ pub fn decide(config: &Config, head: &RequestHead, info: &ClientInfo, upgrade: U
                 preserve_host: false,
                 websocket,
                 label: format!("rewrite[{rule}]"),
-                reverse: false,
+                // ProxyPassReverse applies to every proxied response, as in Apache: the
+                // table only maps URLs of configured backends.
+                reverse: true,
             }));
         }
         Decision::Redirect { status, location, rule } => {
