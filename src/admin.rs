@@ -28,7 +28,7 @@ const ADMIN_MAX_HEAD: usize = 8 * 1024;
 /// Binds the admin address (before anything serves, so a bad address is an exit 1).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let listener = crate::net::listen::bind(addr, false)?;
-    log::info!("admin listening on {} (http)", listener.local_addr()?);
+    log::info!("admin endpoint on {} (GET /healthz /readyz /metrics /status)", listener.local_addr()?);
     Ok(listener)
 }
 

@@ -159,7 +159,8 @@ impl Cx<'_> {
             crate::tls::server_config(&cert, &key).map_err(|e| self.err(tls, "server.tls", e)).ok()
         });
         let admin = file.admin.as_ref().and_then(|a| match a.get_ref().listen.get_ref().parse::<SocketAddr>() {
-            Ok(addr) if listen.contains(&addr) => {
+            // Port 0 means "any free port", which cannot collide.
+            Ok(addr) if addr.port() != 0 && listen.contains(&addr) => {
                 self.err(&a.get_ref().listen, "admin.listen", "must differ from every server.listen address");
                 None
             }

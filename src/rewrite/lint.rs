@@ -105,7 +105,8 @@ fn drops_path(t: &Template) -> bool {
         return false;
     }
     let text: String = t.parts.iter().map(|p| if let Part::Literal(l) = p { l.as_str() } else { "" }).collect();
-    let after_scheme = text.split_once("://").map_or(text.as_str(), |(_, r)| r);
+    // After `scheme://` (or the one-slash typo `scheme:/`).
+    let after_scheme = text.split_once(":/").map_or(text.as_str(), |(_, r)| r.strip_prefix('/').unwrap_or(r));
     let path = after_scheme.find('/').map_or("", |i| &after_scheme[i..]);
     path.is_empty() || path == "/" || !path.contains('/')
 }
@@ -159,6 +160,7 @@ mod tests {
             ),
             (&pair[..], ".* \"wss:/localhost:3000/$1\" [P,L]", Some("one slash")),
             (&pair[..], ".* wss://localhost:3000/ [P,L]", Some("does not carry the request path")),
+            (&pair[..], ".* wss:/localhost:3000/ [P,L]", Some("does not carry the request path")),
             (&pair[..], ".* wss://localhost:3000/socket.io [P,L]", None),
             (&pair[..1], ".* wss://h%{REQUEST_URI} [P,L]", Some("without both")),
             (&pair[..], ".* wss://%{HTTP_HOST}%{REQUEST_URI} [P,L]", Some("takes its scheme, host or port")),

@@ -123,8 +123,18 @@ impl Backend {
         Backend::spawn(Arc::new(handler), Some(tls))
     }
 
+    /// A plain HTTP backend on a chosen address (a replica restarted on its old port).
+    pub fn start_on(addr: SocketAddr, handler: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> Backend {
+        let listener = std::net::TcpListener::bind(addr).expect("bind backend on its old port");
+        Backend::spawn_on(listener, Arc::new(handler), None)
+    }
+
     fn spawn(handler: Handler, tls: Option<Arc<ServerConfig>>) -> Backend {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        Backend::spawn_on(listener, handler, tls)
+    }
+
+    fn spawn_on(listener: std::net::TcpListener, handler: Handler, tls: Option<Arc<ServerConfig>>) -> Backend {
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(State::default()));
         let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
