@@ -83,7 +83,7 @@ fn open_tunnel_is_closed_at_the_drain_timeout_and_the_process_exits_0() {
     // Still a working tunnel during the drain...
     block_within(DEADLINE, "echo while draining", ws_echo(&mut ws, "draining"));
     // ...until the drain timeout closes it.
-    let ended = block_within(Duration::from_secs(4), "tunnel end", async {
+    block_within(Duration::from_secs(4), "tunnel end", async {
         loop {
             match ws.next().await {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
@@ -91,7 +91,6 @@ fn open_tunnel_is_closed_at_the_drain_timeout_and_the_process_exits_0() {
             }
         }
     });
-    let _ = ended;
     let took = sent.elapsed();
     assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(3), "tunnel closed after {took:?}");
     assert_eq!(p.wait_exit(Duration::from_secs(3)), Some(0), "{:?}", p.logs());
@@ -237,9 +236,9 @@ fn max_connections_holds_and_the_others_keep_working() {
     }
     let mut extra = p.conn();
     let _ = extra.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-    match extra.try_read_response(false, DEADLINE) {
-        Ok(r) => assert_eq!(r.status, 503, "over max_connections"),
-        Err(_) => {} // refused or closed is acceptable too
+    // Refused or closed is acceptable too; an answer must be the 503.
+    if let Ok(r) = extra.try_read_response(false, DEADLINE) {
+        assert_eq!(r.status, 503, "over max_connections");
     }
     for c in &mut open {
         c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").expect("send");
