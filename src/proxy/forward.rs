@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::access_log::AccessRecord;
+use crate::access_log::{AccessFormat, AccessRecord};
 use crate::balance::{Attempt, Failure, Outcome, Pick, Work};
 use crate::config::{Config, SharedBalancer};
 use crate::h1::canned::canned;
@@ -55,14 +55,16 @@ pub(super) struct Progress {
 
 /// Handles one request and says how the connection continues.
 pub async fn handle(w: &Worker, client: &mut Conn, info: &ClientInfo, head: RequestHead, started: Instant) -> Next {
-    let mut record =
-        AccessRecord { peer: Some(info.peer), request_line: Some(head.request_line()), ..Default::default() };
-    let header = |name| head.headers.get(name).map(|v| String::from_utf8_lossy(v).into_owned());
-    record.referer = header("Referer");
-    record.user_agent = header("User-Agent");
-    let mut progress = Progress { started, body_done: true, responded: false, sent_continue: false };
     // One config for the whole request, even if a reload lands meanwhile.
     let config = w.config();
+    let mut record =
+        AccessRecord { peer: Some(info.peer), request_line: Some(head.request_line()), ..Default::default() };
+    if config.access_log != AccessFormat::Off {
+        let header = |name| head.headers.get(name).map(|v| String::from_utf8_lossy(v).into_owned());
+        record.referer = header("Referer");
+        record.user_agent = header("User-Agent");
+    }
+    let mut progress = Progress { started, body_done: true, responded: false, sent_continue: false };
     let result = run(w, &config, client, info, &head, &mut record, &mut progress).await;
     record.elapsed = started.elapsed();
     match result {
