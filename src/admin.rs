@@ -16,7 +16,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use smol::LocalExecutor;
 
 use crate::config::Config;
-use crate::h1::head::parse_request_head;
+use crate::h1::head::{parse_request_head, MAX_HEADERS};
 use crate::h1::scan::HeadScanner;
 use crate::net::stream::deadline;
 use crate::shared::Shared;
@@ -48,7 +48,7 @@ async fn serve(mut stream: Async<TcpStream>, shared: Arc<Shared>) {
         let mut scanner = HeadScanner::default();
         loop {
             if let Ok(Some(len)) = scanner.scan(&buf, ADMIN_MAX_HEAD) {
-                return parse_request_head(&buf[..len]).ok();
+                return parse_request_head(&buf[..len], MAX_HEADERS).ok();
             }
             let mut chunk = [0u8; 1024];
             match stream.read(&mut chunk).await {

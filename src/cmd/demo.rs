@@ -13,7 +13,7 @@ use async_tungstenite::WebSocketStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
 
 use crate::config;
-use crate::h1::head::{parse_request_head, trim, RequestHead};
+use crate::h1::head::{parse_request_head, trim, RequestHead, MAX_HEADERS};
 use crate::h1::scan::HeadScanner;
 use crate::h1::upgrade::{classify_upgrade, Upgrade};
 use crate::server;
@@ -147,7 +147,7 @@ async fn read_head(stream: &mut Async<TcpStream>, buf: &mut Vec<u8>) -> Option<(
     let mut scanner = HeadScanner::default();
     loop {
         if let Ok(Some(len)) = scanner.scan(buf, 64 * 1024) {
-            return parse_request_head(&buf[..len]).ok().map(|h| (h, len));
+            return parse_request_head(&buf[..len], MAX_HEADERS).ok().map(|h| (h, len));
         }
         let mut chunk = [0u8; 4096];
         let n = stream.read(&mut chunk).await.ok().filter(|&n| n > 0)?;

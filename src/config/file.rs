@@ -39,6 +39,7 @@ pub struct Server {
     pub drain_timeout: Option<Spanned<String>>,
     pub pool_idle_timeout: Option<Spanned<String>>,
     pub max_head_bytes: Option<Spanned<u32>>,
+    pub max_headers: Option<Spanned<u32>>,
     pub max_connections: Option<Spanned<u32>>,
     pub max_body_bytes: Option<Spanned<u64>>,
     pub via: Option<bool>,

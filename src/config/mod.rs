@@ -64,6 +64,8 @@ pub struct Timeouts {
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     pub max_head_bytes: usize,
+    /// Header lines per request head; more → 431.
+    pub max_headers: usize,
     pub max_connections: usize,
     /// Request bodies over this are refused with 413; `None`: no limit.
     pub max_body_bytes: Option<u64>,

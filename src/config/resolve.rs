@@ -14,6 +14,7 @@ use super::file::{self, File};
 use super::{Config, Limits, SharedBalancer, Timeouts};
 use crate::access_log::AccessFormat;
 use crate::balance::{BalancerSpec, Health, Method, ReplicaSpec, Status, RECOMMENDED_MAX_EJECTED_PERCENT};
+use crate::h1::head::{MAX_HEADERS, MAX_HEADERS_LIMIT};
 use crate::rewrite::{Field, RuleSource, Rules};
 use crate::route::{normalize_target, ReverseRule, Route, Routes};
 use crate::target::{parse_target, Scheme, Target, Url};
@@ -148,6 +149,14 @@ impl Cx<'_> {
                 AccessFormat::Combined
             }
         };
+        let max_headers = match &server.max_headers {
+            Some(v) if !(1..=MAX_HEADERS_LIMIT as u32).contains(v.get_ref()) => {
+                self.err(v, "server.max_headers", format!("expected 1 to {MAX_HEADERS_LIMIT}"));
+                MAX_HEADERS
+            }
+            Some(v) => *v.get_ref() as usize,
+            None => MAX_HEADERS,
+        };
         let max_connections = server.max_connections.as_ref().map_or(DEFAULT_MAX_CONNECTIONS, |v| *v.get_ref());
         let server_tls = server.tls.as_ref().and_then(|tls| {
             let t = tls.get_ref();
@@ -219,6 +228,7 @@ impl Cx<'_> {
             timeouts,
             limits: Limits {
                 max_head_bytes: max_head_bytes as usize,
+                max_headers,
                 max_connections: max_connections as usize,
                 max_body_bytes: server.max_body_bytes.as_ref().map(|v| *v.get_ref()),
             },

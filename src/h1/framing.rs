@@ -109,13 +109,13 @@ fn parse_length(v: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::h1::head::{parse_request_head, parse_response_head};
+    use crate::h1::head::{parse_request_head, parse_response_head, MAX_HEADERS};
 
     fn framing_of(extra: &str) -> Result<Framing, FramingError> {
         let version = if extra.starts_with("1.0") { "HTTP/1.0" } else { "HTTP/1.1" };
         let extra = extra.trim_start_matches("1.0");
         let head = format!("POST / {version}\r\nHost: a\r\n{extra}\r\n");
-        request_framing(&parse_request_head(head.as_bytes()).expect("valid head"))
+        request_framing(&parse_request_head(head.as_bytes(), MAX_HEADERS).expect("valid head"))
     }
 
     #[test]

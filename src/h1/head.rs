@@ -17,8 +17,11 @@ pub const MAX_LINE_BYTES: usize = 8 * 1024;
 /// (SECURITY B9).
 pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
 
-/// Apache's `LimitRequestFields` and HAProxy's `tune.http.maxhdr` are both about 100.
+/// Apache's `LimitRequestFields` and HAProxy's `tune.http.maxhdr` are both about 100:
+/// the default for `[server] max_headers`, and the limit for response heads.
 pub const MAX_HEADERS: usize = 100;
+/// The most `max_headers` may be: the parser's slots live on the stack.
+pub const MAX_HEADERS_LIMIT: usize = 256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
@@ -178,10 +181,12 @@ impl RequestHead {
     }
 }
 
-/// Parses a complete request head (`buf` ends with CRLFCRLF, checked by `HeadScanner`).
-pub fn parse_request_head(buf: &[u8]) -> Result<RequestHead, HeadError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut slots);
+/// Parses a complete request head (`buf` ends with CRLFCRLF, checked by `HeadScanner`)
+/// of at most `max_headers` header lines.
+pub fn parse_request_head(buf: &[u8], max_headers: usize) -> Result<RequestHead, HeadError> {
+    let mut all = [httparse::EMPTY_HEADER; MAX_HEADERS_LIMIT];
+    let slots = &mut all[..max_headers.clamp(1, MAX_HEADERS_LIMIT)];
+    let mut req = httparse::Request::new(slots);
     match req.parse(buf).map_err(from_httparse)? {
         httparse::Status::Complete(_) => {}
         httparse::Status::Partial => return Err(HeadError::Malformed("incomplete head")),
@@ -301,7 +306,7 @@ mod tests {
     use super::*;
 
     fn req(s: &str) -> Result<RequestHead, HeadError> {
-        parse_request_head(s.as_bytes())
+        parse_request_head(s.as_bytes(), MAX_HEADERS)
     }
 
     #[test]
@@ -349,7 +354,7 @@ mod tests {
             assert_eq!(req(input).is_ok(), ok, "input {input:?}: {:?}", req(input).err());
         }
         // HTAB and obs-text are legal in values.
-        assert!(parse_request_head(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\tb \xff\r\n\r\n").is_ok());
+        assert!(parse_request_head(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\tb \xff\r\n\r\n", MAX_HEADERS).is_ok());
         assert_eq!(req("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n").err(), Some(HeadError::MethodNotAllowed));
     }
 

@@ -188,10 +188,10 @@ pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::h1::head::{parse_request_head, parse_response_head};
+    use crate::h1::head::{parse_request_head, parse_response_head, MAX_HEADERS};
 
     fn forward(request: &str, via: Option<&str>) -> String {
-        let head = parse_request_head(request.as_bytes()).expect("valid head");
+        let head = parse_request_head(request.as_bytes(), MAX_HEADERS).expect("valid head");
         let out = Outgoing { target: "/x", host: "backend:3000", framing: Framing::Length(5), websocket: false };
         let fwd = Forwarding { peer_ip: "10.0.0.7", proto: "https", via };
         let mut buf = Vec::new();

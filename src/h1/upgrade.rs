@@ -58,7 +58,7 @@ pub fn check_switch(request: &RequestHead, response: &ResponseHead) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::h1::head::{parse_request_head, parse_response_head};
+    use crate::h1::head::{parse_request_head, parse_response_head, MAX_HEADERS};
 
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
@@ -68,7 +68,7 @@ mod tests {
             s.push_str(&format!("Sec-WebSocket-Key: {k}\r\n"));
         }
         s.push_str("\r\n");
-        parse_request_head(s.as_bytes()).expect("valid head")
+        parse_request_head(s.as_bytes(), MAX_HEADERS).expect("valid head")
     }
 
     #[test]

@@ -124,7 +124,12 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) {
         }
         first = false;
         let started = Instant::now();
-        let head = match deadline(config.timeouts.header, read_head(&mut client, config.limits.max_head_bytes)).await {
+        let head = match deadline(
+            config.timeouts.header,
+            read_head(&mut client, config.limits.max_head_bytes, config.limits.max_headers),
+        )
+        .await
+        {
             Some(Ok(head)) => head,
             Some(Err(ReadHeadError::Closed)) => return,
             Some(Err(ReadHeadError::Head(e))) => {
@@ -210,7 +215,7 @@ enum ReadHeadError {
 }
 
 /// Reads one request head, skipping blank lines before it (RFC 9112 §2.2).
-async fn read_head(client: &mut Conn, max_bytes: usize) -> Result<RequestHead, ReadHeadError> {
+async fn read_head(client: &mut Conn, max_bytes: usize, max_headers: usize) -> Result<RequestHead, ReadHeadError> {
     let mut scanner = HeadScanner::default();
     loop {
         let leading = client.buffered().iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
@@ -222,7 +227,7 @@ async fn read_head(client: &mut Conn, max_bytes: usize) -> Result<RequestHead, R
         }
         if !client.buffered().is_empty() {
             if let Some(len) = scanner.scan(client.buffered(), max_bytes).map_err(|e| ReadHeadError::Head(e.into()))? {
-                let head = parse_request_head(&client.buffered()[..len]).map_err(ReadHeadError::Head)?;
+                let head = parse_request_head(&client.buffered()[..len], max_headers).map_err(ReadHeadError::Head)?;
                 client.consume(len);
                 return Ok(head);
             }
