@@ -1,14 +1,52 @@
 //! PURE. The mod_rewrite engine: `[[rewrite]]` entries (RewriteCond / RewriteRule
 //! argument strings, exactly as Apache takes them) compiled once at load and evaluated
-//! per request. No I/O, no clock. See SPEC §3 and issue 3.
+//! per request. No I/O, no clock. See SPEC §3, SECURITY §1.4 and issue 3.
 //!
-//! Placeholder until the engine lands: it recognises nothing and passes every request on.
+//! This file owns the interface the proxy codes against (`RuleSource`, `RequestVars`,
+//! `Decision`, `Rules`) and load errors. The work is split by noun:
+//!
+//! ```text
+//! args.rs    Apache argument lines: quotes, `[flags]`, columns
+//! flags.rs   RewriteRule flags            cond.rs   RewriteCond patterns (+ glob.rs)
+//! expand.rs  %{VAR} $N %N ${map:…}        escape.rs what a value becomes on the wire
+//! vars.rs    server variables (%{NAME})
+//! rule.rs    one compiled entry           eval.rs   running the rules over a request
+//! describe.rs `sidecar check` text        lint.rs   copy-paste mistakes, SSRF risks
+//! ```
+//!
+//! Regexes are the `regex` crate's, not Apache's PCRE: no backreferences (`\1`) or
+//! look-around inside patterns (a load error says so), `$` matches only at the very end
+//! (PCRE also before a final newline), `.` is one character rather than one byte. As in
+//! PCRE, `.` does not match a newline.
+
+mod args;
+mod cond;
+mod describe;
+mod escape;
+mod eval;
+mod expand;
+mod flags;
+mod glob;
+mod lint;
+mod rule;
+#[cfg(test)]
+mod test_req;
+#[cfg(test)]
+mod tests;
+mod vars;
 
 use std::borrow::Cow;
+use std::fmt;
 
 use crate::target::Target;
 
+pub use lint::{lints, Lint};
+
+use cond::Cond;
+use rule::{Rule, RuleHead};
+
 /// One `[[rewrite]]` entry as written in sidecar.toml.
+#[derive(Clone, Copy, Debug)]
 pub struct RuleSource<'a> {
     pub conds: &'a [String],
     pub rule: &'a str,
@@ -54,12 +92,103 @@ pub enum Decision {
     Refused { rule: usize, reason: String },
 }
 
+/// Which string of a `[[rewrite]]` entry a message is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    /// `cond[i]`.
+    Cond(usize),
+    Rule,
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cond(i) => write!(f, "cond[{i}]"),
+            Self::Rule => f.write_str("rule"),
+        }
+    }
+}
+
+/// A `[[rewrite]]` entry that cannot be loaded. The config layer adds file and line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleError {
+    /// Index of the `[[rewrite]]` entry.
+    pub entry: usize,
+    pub field: Field,
+    /// 1-based, in characters, within that string.
+    pub column: usize,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rewrite[{}].{}: column {}: {}", self.entry, self.field, self.column, self.message)
+    }
+}
+
+impl std::error::Error for RuleError {}
+
 /// The compiled rule set.
-#[derive(Default, Debug)]
-pub struct Rules {}
+#[derive(Clone, Default, Debug)]
+pub struct Rules {
+    rules: Vec<Rule>,
+}
 
 impl Rules {
-    pub fn evaluate(&self, _req: &dyn RequestVars) -> Decision {
-        Decision::Pass
+    /// Compiles every entry; on failure returns every error of every entry.
+    pub fn parse(sources: &[RuleSource<'_>]) -> Result<Rules, Vec<RuleError>> {
+        let mut errors = Vec::new();
+        let mut rules = Vec::with_capacity(sources.len());
+        for (entry, src) in sources.iter().enumerate() {
+            let mut conds = Vec::with_capacity(src.conds.len());
+            for (i, c) in src.conds.iter().enumerate() {
+                match Cond::parse(c) {
+                    Ok(c) => conds.push(c),
+                    Err(es) => errors.extend(es.into_iter().map(|e| RuleError {
+                        entry,
+                        field: Field::Cond(i),
+                        column: e.column,
+                        message: e.message,
+                    })),
+                }
+            }
+            match RuleHead::parse(src.rule) {
+                Ok(head) if conds.len() == src.conds.len() => rules.push(head.with_conds(conds)),
+                Ok(_) => {}
+                Err(es) => errors.extend(es.into_iter().map(|e| RuleError {
+                    entry,
+                    field: Field::Rule,
+                    column: e.column,
+                    message: e.message,
+                })),
+            }
+        }
+        match errors.is_empty() {
+            true => Ok(Rules { rules }),
+            false => Err(errors),
+        }
+    }
+
+    /// Runs the rules over one request (see `eval.rs` for the semantics).
+    pub fn evaluate(&self, req: &dyn RequestVars) -> Decision {
+        if self.rules.is_empty() {
+            return Decision::Pass;
+        }
+        eval::evaluate(&self.rules, req)
+    }
+
+    /// Warnings about rules that load but probably do not do what was meant; works on
+    /// sources that do not load too. Same as [`lints`].
+    pub fn lints(sources: &[RuleSource<'_>]) -> Vec<Lint> {
+        lints(sources)
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
     }
 }
