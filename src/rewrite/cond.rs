@@ -67,6 +67,10 @@ pub(crate) struct Cond {
     pub test: Test,
     pub nocase: bool,
     pub or_next: bool,
+    /// The regex is a plain ASCII word such as `websocket`: searched for directly,
+    /// which costs a few nanoseconds instead of a regex run (the SPEC §1 conditions).
+    /// ASCII-only case folding, as PCRE without UTF mode does.
+    literal: Option<Box<str>>,
 }
 
 impl Cond {
@@ -125,6 +129,12 @@ impl Cond {
         // string comparisons (Apache warns and drops it elsewhere).
         let negate = negate ^ (matches!(test, Test::Int(..)) && pat.text.starts_with("-ne"));
         let nocase = nocase && matches!(test, Test::Regex(_) | Test::Str(..));
+        let literal = match &test {
+            Test::Regex(_) if !pat.text.is_empty() && pat.text.is_ascii() && regex::escape(pat.text) == pat.text => {
+                Some(pat.text.into())
+            }
+            _ => None,
+        };
         Ok(Self {
             test_string,
             test_src: args.first.text.into(),
@@ -133,13 +143,17 @@ impl Cond {
             test,
             nocase,
             or_next,
+            literal,
         })
     }
 
     /// Whether the test (before `!`) holds for the expanded test string.
     pub fn holds(&self, input: &str, cx: &Cx<'_>) -> bool {
         match &self.test {
-            Test::Regex(re) => re.is_match(input),
+            Test::Regex(re) => match &self.literal {
+                Some(word) => contains(input.as_bytes(), word.as_bytes(), self.nocase),
+                None => re.is_match(input),
+            },
             Test::Str(cmp, pattern) => compare(*cmp, input, pattern, self.nocase),
             Test::Int(cmp, n) => cmp.holds(atoi(input).cmp(n)),
             Test::Expr { left, op, right } => {
@@ -158,6 +172,11 @@ impl Cond {
             _ => self.holds(input, cx),
         }
     }
+}
+
+/// Substring search for a non-empty ASCII needle (headers are short: a plain scan).
+fn contains(haystack: &[u8], needle: &[u8], nocase: bool) -> bool {
+    haystack.windows(needle.len()).any(|w| if nocase { w.eq_ignore_ascii_case(needle) } else { w == needle })
 }
 
 fn expr_holds(op: ExprOp, left: &str, right: &str) -> bool {

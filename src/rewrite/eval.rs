@@ -124,7 +124,7 @@ impl<'a> Base<'a> {
 
 fn apply<'r>(rule: &Rule, index: usize, req: &'r dyn RequestVars, st: &'r State<'r>) -> Step {
     let subject: &str = &st.filename;
-    if rule.pattern.is_match(subject) == rule.negate {
+    if (rule.always || rule.pattern.is_match(subject)) == rule.negate {
         return Step::NoMatch;
     }
     let captures = || {
@@ -155,7 +155,9 @@ fn apply<'r>(rule: &Rule, index: usize, req: &'r dyn RequestVars, st: &'r State<
     // visible in its own substitution.
     let url = rule.substitution.as_ref().map(|sub| {
         let redirect = matches!(rule.flags.action, Action::Redirect(_));
-        let mut out = Expanded::default();
+        // One allocation for the whole URL in the common case.
+        let capacity = rule.substitution_src.len() + subject.len() + st.query.len() + 8;
+        let mut out = Expanded { text: String::with_capacity(capacity), query_at: None };
         sub.expand_target(
             &cx,
             TargetMode { b: rule.flags.b.as_ref(), noescape: rule.flags.noescape && redirect },
@@ -182,14 +184,15 @@ fn apply<'r>(rule: &Rule, index: usize, req: &'r dyn RequestVars, st: &'r State<
     if out.text.len() > MAX_TARGET_BYTES {
         return Step::Decided(refused(index, format!("the substitution is longer than {MAX_TARGET_BYTES} bytes")));
     }
-    let (path, query) = split_query(out, &st.query, rule.flags.qsappend, rule.flags.qsdiscard);
+    let (url, path_end) = with_query(out, &st.query, rule.flags.qsappend, rule.flags.qsdiscard);
+    let (path, query) = (&url[..path_end], url.get(path_end + 1..).unwrap_or(""));
     match rule.flags.action {
-        Action::Proxy => Step::Decided(proxy(index, join(&path, &query))),
-        Action::Redirect(status) => Step::Decided(redirect(index, status, &path, &query, rule.flags.noescape, req)),
-        _ if !is_absolute_url(&path) => Step::Applied { env, url: Some((path, query)) },
-        _ => match reduce(&path, req) {
-            Some(local) => Step::Applied { env, url: Some((local.to_string(), query)) },
-            None => Step::Decided(redirect(index, 302, &path, &query, false, req)),
+        Action::Proxy => Step::Decided(proxy(index, url)),
+        Action::Redirect(status) => Step::Decided(redirect(index, status, path, query, rule.flags.noescape, req)),
+        _ if !is_absolute_url(path) => Step::Applied { env, url: Some((path.to_string(), query.to_string())) },
+        _ => match reduce(path, req) {
+            Some(local) => Step::Applied { env, url: Some((local.to_string(), query.to_string())) },
+            None => Step::Decided(redirect(index, 302, path, query, false, req)),
         },
     }
 }
@@ -240,26 +243,39 @@ fn test(c: &Cond, cx: &Cx<'_>, keep: bool) -> (bool, Option<(String, CaptureLoca
     }
 }
 
-/// Splits the expansion at its first literal `?` and works out the query string as
-/// Apache's `splitout_queryargs` does: no `?` keeps the current query, `?new` replaces
-/// it, `QSA` appends the current one, `QSD` drops it, a bare `?` at the end removes it.
-fn split_query(out: Expanded, current: &str, qsa: bool, qsd: bool) -> (String, String) {
+/// Works out the query string as Apache's `splitout_queryargs` does, at the first
+/// *literal* `?` of the expansion: no `?` keeps the current query, `?new` replaces it,
+/// `QSA` appends the current one, `QSD` drops it, a bare `?` at the end removes it, a
+/// trailing `&` goes. Built in place; returns `path[?query]` and where the path ends.
+fn with_query(out: Expanded, current: &str, qsa: bool, qsd: bool) -> (String, usize) {
     let Expanded { mut text, query_at } = out;
     let current = if qsd { "" } else { current };
-    let Some(q) = query_at else {
-        return (text, current.to_string());
+    let append = |text: &mut String, sep: char| {
+        if !current.is_empty() {
+            text.push(sep);
+            text.push_str(current);
+        }
     };
-    let sub = text[q + 1..].to_string();
-    text.truncate(q);
-    let mut query = match (qsa, sub.is_empty(), current.is_empty()) {
-        (true, true, _) => current.to_string(),
-        (true, false, false) => format!("{sub}&{current}"),
-        _ => sub,
+    let Some(path_end) = query_at else {
+        let end = text.len();
+        append(&mut text, '?');
+        return (text, end);
     };
-    if query.ends_with('&') {
-        query.pop();
+    match (qsa, text.len() == path_end + 1) {
+        (true, true) => {
+            text.truncate(path_end);
+            append(&mut text, '?');
+        }
+        (true, false) => append(&mut text, '&'),
+        (false, _) => {}
     }
-    (text, query)
+    if text.len() > path_end + 1 && text.ends_with('&') {
+        text.pop();
+    }
+    if text.len() == path_end + 1 {
+        text.truncate(path_end);
+    }
+    (text, path_end)
 }
 
 fn join(path: &str, query: &str) -> String {

@@ -16,6 +16,8 @@ pub(crate) struct Rule {
     pub pattern: Regex,
     /// `!pattern`: the rule applies when the pattern does *not* match (no `$N` then).
     pub negate: bool,
+    /// The pattern matches every path (`.*`, `^`, …): no regex run is needed to know.
+    pub always: bool,
     /// Pattern and substitution as written (after quote removal), for `sidecar check`.
     pub pattern_src: Box<str>,
     pub substitution_src: Box<str>,
@@ -101,10 +103,14 @@ impl RuleHead {
                 uses_cond_refs |= cr;
             }
         }
+        // Patterns that match the empty string at the start, unanchored at the end: they
+        // match any subject (`^.*$` is not among them: `.` stops at a newline).
+        let always = ["", "^", ".*", "^.*", "(.*)", "^(.*)"].contains(&&self.pattern_src[usize::from(self.negate)..]);
         Rule {
             conds,
             pattern: self.pattern,
             negate: self.negate,
+            always,
             pattern_src: self.pattern_src,
             substitution_src: self.substitution_src,
             substitution: self.substitution,
