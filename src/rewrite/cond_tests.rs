@@ -7,14 +7,8 @@ use crate::rewrite::test_req::TestReq;
 /// Parses `cond`, expands its test string for `req` and applies `!`.
 fn matches(cond: &str, req: &TestReq) -> bool {
     let c = Cond::parse(cond).unwrap_or_else(|e| panic!("{cond:?}: {e:?}"));
-    let cx = Cx {
-        req,
-        filename: &req.path,
-        query: &req.query,
-        env: &[],
-        rule_refs: Refs::default(),
-        cond_refs: Refs::default(),
-    };
+    let cx =
+        Cx { req, filename: None, query: &req.query, env: &[], rule_refs: Refs::default(), cond_refs: Refs::default() };
     c.test_string.with_expanded(&cx, |input| c.holds(input, &cx)) != c.negate
 }
 

@@ -36,8 +36,10 @@ const MAX_TARGET_BYTES: usize = 2 * 8190;
 
 /// What the rules have done to the request so far.
 struct State<'r> {
-    /// The path rules match (decoded), Apache's `r->filename`.
-    filename: Cow<'r, str>,
+    /// The path rules match (decoded), Apache's `r->filename`; `None` until a rule
+    /// rewrites it, meaning `req.path()` — which is only asked for when a pattern or a
+    /// variable needs it, since it may cost the caller a decode.
+    filename: Option<String>,
     /// The rewritten path in wire form; `None` while nothing rewrote it.
     wire_path: Option<String>,
     query: Cow<'r, str>,
@@ -55,7 +57,7 @@ enum Step {
 
 pub(crate) fn evaluate(rules: &[Rule], req: &dyn RequestVars) -> Decision {
     let mut st = State {
-        filename: Cow::Borrowed(req.path()),
+        filename: None,
         wire_path: None,
         query: Cow::Borrowed(req.query()),
         env: Vec::new(),
@@ -76,7 +78,7 @@ pub(crate) fn evaluate(rules: &[Rule], req: &dyn RequestVars) -> Decision {
             Step::Applied { env, url } => {
                 st.set_env(env);
                 if let Some((path, query)) = url {
-                    st.filename = Cow::Owned(decode_path(&path));
+                    st.filename = Some(decode_path(&path));
                     st.wire_path = Some(path);
                     st.query = Cow::Owned(query);
                     st.rewritten_by = Some(i);
@@ -113,7 +115,7 @@ impl<'a> Base<'a> {
     fn cx<'b>(&'b self, cond: Option<&'b (String, CaptureLocations)>) -> Cx<'b> {
         Cx {
             req: self.req,
-            filename: &self.st.filename,
+            filename: self.st.filename.as_deref(),
             query: &self.st.query,
             env: &self.st.env,
             rule_refs: self.rule_refs,
@@ -123,20 +125,21 @@ impl<'a> Base<'a> {
 }
 
 fn apply<'r>(rule: &Rule, index: usize, req: &'r dyn RequestVars, st: &'r State<'r>) -> Step {
-    let subject: &str = &st.filename;
-    if (rule.always || rule.pattern.is_match(subject)) == rule.negate {
+    let subject = || st.filename.as_deref().unwrap_or_else(|| req.path());
+    if (rule.always || rule.pattern.is_match(subject())) == rule.negate {
         return Step::NoMatch;
     }
     let captures = || {
         let mut locs = rule.pattern.capture_locations();
-        rule.pattern.captures_read(&mut locs, subject);
+        rule.pattern.captures_read(&mut locs, subject());
         locs
     };
     // A negated pattern has no groups (Apache clears them).
     let mut rule_locs = (rule.conds_use_rule_refs && !rule.negate).then(captures);
     let mut cond_caps: Option<(String, CaptureLocations)> = None;
     {
-        let base = Base { req, st, rule_refs: Refs { text: subject, locs: rule_locs.as_ref() } };
+        let rule_refs = rule_locs.as_ref().map_or_else(Refs::default, |l| Refs { text: subject(), locs: Some(l) });
+        let base = Base { req, st, rule_refs };
         if !conds_hold(&rule.conds, &base, rule.uses_cond_refs, &mut cond_caps) {
             return Step::NoMatch;
         }
@@ -144,7 +147,8 @@ fn apply<'r>(rule: &Rule, index: usize, req: &'r dyn RequestVars, st: &'r State<
     if rule_locs.is_none() && rule.uses_rule_refs && !rule.negate {
         rule_locs = Some(captures());
     }
-    let base = Base { req, st, rule_refs: Refs { text: subject, locs: rule_locs.as_ref() } };
+    let rule_refs = rule_locs.as_ref().map_or_else(Refs::default, |l| Refs { text: subject(), locs: Some(l) });
+    let base = Base { req, st, rule_refs };
     let cx = base.cx(cond_caps.as_ref());
     match rule.flags.action {
         Action::Forbidden => return Step::Decided(Decision::Forbidden { rule: index }),
@@ -156,7 +160,7 @@ fn apply<'r>(rule: &Rule, index: usize, req: &'r dyn RequestVars, st: &'r State<
     let url = rule.substitution.as_ref().map(|sub| {
         let redirect = matches!(rule.flags.action, Action::Redirect(_));
         // One allocation for the whole URL in the common case.
-        let capacity = rule.substitution_src.len() + subject.len() + st.query.len() + 8;
+        let capacity = rule.substitution_src.len() + subject().len() + st.query.len() + 8;
         let mut out = Expanded { text: String::with_capacity(capacity), query_at: None };
         sub.expand_target(
             &cx,

@@ -53,7 +53,8 @@ impl<'a> Refs<'a> {
 /// Everything a template can refer to during one request.
 pub(crate) struct Cx<'a> {
     pub req: &'a dyn RequestVars,
-    pub filename: &'a str,
+    /// The rewritten path, or `None` for the request's own (`req.path()`).
+    pub filename: Option<&'a str>,
     pub query: &'a str,
     pub env: &'a [(String, String)],
     pub rule_refs: Refs<'a>,

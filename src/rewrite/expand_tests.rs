@@ -6,7 +6,14 @@ use super::*;
 use crate::rewrite::test_req::TestReq;
 
 fn cx<'a>(req: &'a TestReq, env: &'a [(String, String)]) -> Cx<'a> {
-    Cx { req, filename: "/now", query: req.query.as_str(), env, rule_refs: Refs::default(), cond_refs: Refs::default() }
+    Cx {
+        req,
+        filename: Some("/now"),
+        query: req.query.as_str(),
+        env,
+        rule_refs: Refs::default(),
+        cond_refs: Refs::default(),
+    }
 }
 
 #[test]

@@ -342,3 +342,45 @@ fn no_rules_pass_everything() {
     assert_eq!(r.evaluate(&TestReq::get("/x", "")), Decision::Pass);
     assert_eq!(Rules::default().evaluate(&TestReq::get("/x", "")), Decision::Pass);
 }
+
+/// Forwards everything but `path()`, which the SPEC §1 rules must not need on a plain
+/// request: the proxy decodes the path lazily and that would allocate.
+struct PathIsExpensive(TestReq);
+
+impl RequestVars for PathIsExpensive {
+    fn method(&self) -> &str {
+        self.0.method()
+    }
+    fn path(&self) -> &str {
+        panic!("path() asked for although no rule needs it")
+    }
+    fn query(&self) -> &str {
+        self.0.query()
+    }
+    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.0.header(name)
+    }
+    fn request_line(&self) -> &str {
+        self.0.request_line()
+    }
+    fn remote_addr(&self) -> &str {
+        self.0.remote_addr()
+    }
+    fn server_name(&self) -> &str {
+        self.0.server_name()
+    }
+    fn server_port(&self) -> u16 {
+        self.0.server_port()
+    }
+    fn https(&self) -> bool {
+        self.0.https()
+    }
+}
+
+#[test]
+fn a_plain_request_does_not_ask_for_the_decoded_path() {
+    let r = rules(&[(&[UPGRADE, CONNECTION], SPEC_RULE)]);
+    for req in [TestReq::get("/x", "q"), TestReq::get("/x", "").with("Upgrade", "websocket")] {
+        assert_eq!(r.evaluate(&PathIsExpensive(req)), Decision::Pass);
+    }
+}

@@ -134,7 +134,7 @@ pub(crate) fn with_var<R>(var: &Var, cx: &Cx<'_>, f: impl FnOnce(&str) -> R) -> 
         Var::Https => f(if https { "on" } else { "off" }),
         Var::RequestScheme => f(if https { "https" } else { "http" }),
         Var::ServerProtocol => f(protocol(cx.req.request_line())),
-        Var::RequestFilename => f(cx.filename),
+        Var::RequestFilename => f(cx.filename.unwrap_or_else(|| cx.req.path())),
     }
 }
 
