@@ -14,10 +14,31 @@
 //! describe.rs `sidecar check` text        lint.rs   copy-paste mistakes, SSRF risks
 //! ```
 //!
-//! Regexes are the `regex` crate's, not Apache's PCRE: no backreferences (`\1`) or
-//! look-around inside patterns (a load error says so), `$` matches only at the very end
-//! (PCRE also before a final newline), `.` is one character rather than one byte. As in
-//! PCRE, `.` does not match a newline.
+//! Apache behaviour kept (✓ = checked against Debian's Apache 2.4.71 on loopback):
+//! server-context order (pattern, then conditions), `OR`/`C`/`S`/`L`/`END`/`P`/`F`/`G`;
+//! `%20` in a substitution is `%2` then `0` ✓ (write `\%20`; a lint says so); a failing
+//! `[OR]` on the last condition is skipped ✓; `<`/`>` compare lengths first ✓; an
+//! undefined `${map:key}` is "" ✓; the query rules of `splitout_queryargs` (`?`, `QSA`,
+//! `QSD`, trailing `?`) ✓; `P` appends the query ✓; a decoded CR LF from
+//! `%{REQUEST_URI}` reaches the backend as `%0D%0A` ✓; `R` qualifies a path with this
+//! server's name; `- [R]` does nothing ✓; `NE` keeps a `#` fragment ✓.
+//!
+//! Different on purpose:
+//! - Request data is re-encoded rather than refused: since 2.4.56/2.4.60 Apache answers
+//!   403 when a back-reference would put a space, control or decoded `?` into the
+//!   substitution ✓; sidecar sends `%20`/`%0D`/`%3F` (a `?` from a value is `%3F` in the
+//!   query part too, where Apache copies it raw ✓). Refused (400) is left for what
+//!   cannot be encoded away: `NE` redirects and unusable `P` targets.
+//! - Literal substitution text is wire form as written: `[R]` to `/a\%20b` stays `%20`
+//!   (Apache escapes it again to `%2520` unless `NE` ✓); `[R,NE]` puts the query before
+//!   the `#fragment` (Apache after it ✓).
+//! - `R` ends the rule run; `NE` only affects `R`; `%{ENV:X}` sees only `E=` variables;
+//!   no `N`, `CO`, `T`, `H`, `QSL`, RewriteMap, file tests, or `expr` beyond `A op B`.
+//! - Load errors where Apache guesses or ignores: unknown variables and flags,
+//!   unterminated quotes, `%{` or `${`, text after the flags, `P` to a path.
+//! - Regexes are the `regex` crate's, not PCRE: no backreferences (`\1`) or look-around
+//!   (a load error says so), `$` only at the very end (PCRE also before a final newline),
+//!   `.` is one character, not one byte; as in PCRE, `.` does not match a newline.
 
 mod args;
 mod cond;

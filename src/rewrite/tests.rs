@@ -128,6 +128,13 @@ fn each_flag() {
             "redirect[0] 302 https://ws.example.com/new?a=1&b=2",
         ),
         (vec![(&[][..], "^/old - [R]")], get("/old", ""), "pass"), // Apache ignores R with -
+        (
+            vec![(&[][..], "^/old - [R]"), (&[], "^/old /next [R,L]")],
+            get("/old", ""),
+            "redirect[1] 302 https://ws.example.com/next",
+        ),
+        // Literal text is wire form: Apache would send %2520 here (without NE).
+        (vec![(&[][..], r"^/lit /a\%20b [R]")], get("/lit", ""), "redirect[0] 302 https://ws.example.com/a%20b"),
         // NE: a fragment for a redirect (Apache's example); without NE # is encoded.
         (
             vec![(&[][..], "^/anchor/(.+) /page#$1 [R,NE]")],
