@@ -310,28 +310,41 @@ fn proxy(rule: usize, url: String) -> Decision {
     }
 }
 
-/// `R`: a path is made absolute with this server's scheme, name and port (Apache's
-/// `fully_qualify_uri`); the query goes before a fragment.
+/// `R`: a path substitution becomes a path-only `Location` (a relative reference, RFC
+/// 9110 §10.2.2). Apache writes `http[s]://name[:port]/path`, taking name and port from
+/// the Host header and the local socket (UseCanonicalName Off): behind a container port
+/// mapping that port is wrong, and the Host header is the client's to forge. Only a
+/// path starting with `//`, which a browser would read as another host (SECURITY B10),
+/// is qualified as Apache does. The query goes before a `#fragment`.
 fn redirect(rule: usize, status: u16, path: &str, query: &str, noescape: bool, req: &dyn RequestVars) -> Decision {
     let (base, fragment) = match path.find('#') {
         Some(f) => path.split_at(f),
         None => (path, ""),
     };
     let mut location = String::with_capacity(path.len() + query.len() + 32);
-    let host = host_only(req.server_name());
-    if !is_absolute_url(base) && !host.is_empty() {
-        let scheme = if req.https() { "https" } else { "http" };
-        location.push_str(scheme);
-        location.push_str("://");
-        location.push_str(host);
-        if req.server_port() != if req.https() { 443 } else { 80 } {
-            location.push_str(&format!(":{}", req.server_port()));
+    let name = req.server_name();
+    match base {
+        _ if is_absolute_url(base) => location.push_str(base),
+        _ if base.starts_with("//") && !name.is_empty() => {
+            location.push_str(if req.https() { "https://" } else { "http://" });
+            location.push_str(name);
+            let default = if req.https() { 443 } else { 80 };
+            if host_only(name).len() == name.len() && req.server_port() != default {
+                location.push_str(&format!(":{}", req.server_port()));
+            }
+            location.push_str(base);
+        }
+        // No name to qualify with: keep it a path on this server.
+        _ if base.starts_with("//") => {
+            location.push_str("/%2F");
+            location.push_str(&base[2..]);
+        }
+        _ if base.starts_with('/') => location.push_str(base),
+        _ => {
+            location.push('/');
+            location.push_str(base);
         }
     }
-    if !is_absolute_url(base) && !base.starts_with('/') {
-        location.push('/');
-    }
-    location.push_str(base);
     if !query.is_empty() {
         location.push('?');
         location.push_str(query);

@@ -137,13 +137,13 @@ fn map_lookup_message(s: &str, in_condition: bool) -> Option<String> {
     let end = s[start..].find('}').map_or(s.len(), |e| start + e + 1);
     let found = &s[start..end];
     let fixed = format!("%{}", &found[1..]);
-    let effect = match in_condition {
-        true => {
-            "so this condition never sees the header or variable (Apache expands an undefined map to \"\", sidecar too)"
-        }
-        false => "it expands to \"\" (no RewriteMap exists)",
+    let (what, effect) = match in_condition {
+        true => ("test string", "this condition never sees the header or variable"),
+        false => ("substitution", "nothing is inserted"),
     };
-    Some(format!("{found} is a RewriteMap lookup, not a variable: {effect}; write {fixed}"))
+    Some(format!(
+        "the {what} uses ${{…}}: {found} is a RewriteMap lookup, not a variable; no such map exists, so it expands to \"\" (as in Apache) and {effect}; write {fixed}"
+    ))
 }
 
 /// `wss:/localhost:3000/` — one slash after the scheme (SPEC §5).
@@ -157,17 +157,25 @@ fn one_slash_message(sub: &str) -> Option<String> {
     })
 }
 
-/// Where the authority of `scheme://authority/…` ends, or `None` without `://`. The
-/// variables that always start with `/` end it too (`wss://h:3000%{REQUEST_URI}`).
-fn authority_end(sub: &str) -> Option<usize> {
-    let at = sub.find("://")? + 3;
+/// Where the authority of `scheme://authority/…` starts and ends, or `None` without a
+/// scheme. `scheme:/authority` (one slash) counts, so its other mistakes are reported
+/// too. The variables that always start with `/` end it (`wss://h:3000%{REQUEST_URI}`).
+fn authority(sub: &str) -> Option<(usize, usize)> {
+    let colon = sub.find(":/")?;
+    let scheme = &sub[..colon];
+    if !scheme.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    {
+        return None;
+    }
+    let at = if sub[colon..].starts_with("://") { colon + 3 } else { colon + 2 };
     let paths = ["%{REQUEST_URI}", "%{REQUEST_FILENAME}", "%{SCRIPT_FILENAME}"];
     let ends = |i: usize| {
         let rest = &sub.as_bytes()[i..];
         matches!(rest.first(), Some(b'/' | b'?'))
             || paths.iter().any(|p| rest.get(..p.len()).is_some_and(|r| r.eq_ignore_ascii_case(p.as_bytes())))
     };
-    Some((at..sub.len()).find(|&i| ends(i)).unwrap_or(sub.len()))
+    Some((at, (at..sub.len()).find(|&i| ends(i)).unwrap_or(sub.len())))
 }
 
 /// Whether a template string expands anything (`%{…}`, `${…}`, `$N`, `%N`), skipping `\`-escapes.
@@ -188,7 +196,7 @@ fn expands(s: &str) -> Option<&str> {
 
 /// SECURITY R1: a `P` target whose scheme, host or port comes from the request.
 fn ssrf_message(sub: &str) -> Option<String> {
-    let head = &sub[..authority_end(sub).unwrap_or(sub.len())];
+    let head = &sub[..authority(sub).map_or(sub.len(), |(_, end)| end)];
     let found = expands(head)?;
     Some(format!(
         "the backend of this P rule depends on the request ({found} in the scheme, host or port): a client can make sidecar connect where it chooses (SSRF, SECURITY R1); write the backend literally"
@@ -198,15 +206,13 @@ fn ssrf_message(sub: &str) -> Option<String> {
 /// A `P` target with no path and nothing from the request path: every request, and every
 /// WebSocket, lands on `/` (SPEC §5).
 fn dropped_path_message(sub: &str) -> Option<String> {
-    let rest = &sub[authority_end(sub)?..];
+    let (start, end) = authority(sub)?;
+    let rest = &sub[end..];
     let path = rest.split('?').next().unwrap_or("");
     let dropped = matches!(path, "" | "/") && expands(rest).is_none();
-    dropped.then(|| {
-        format!(
-            "{sub} drops the request path: every request is proxied to / (write {}%{{REQUEST_URI}})",
-            sub[..sub.len() - rest.len()].trim_end_matches('/')
-        )
-    })
+    let scheme = &sub[..sub.find(':').unwrap_or(0)];
+    let fixed = format!("{scheme}://{}%{{REQUEST_URI}}", &sub[start..end]);
+    dropped.then(|| format!("{sub} does not carry the request path: every request is proxied to / (write {fixed})"))
 }
 
 /// A rule proxying to `ws://`/`wss://` should only take WebSocket handshakes.

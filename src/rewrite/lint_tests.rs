@@ -32,7 +32,7 @@ fn flags_each_mistake() {
             vec![(vec!["${HTTP:Upgrade} websocket [NC,BOGUS]", CONNECTION], ".* wss://h%{REQUEST_URI} [P,L]")],
             0,
             Field::Cond(0),
-            "RewriteMap lookup",
+            "the test string uses ${…}: ${HTTP:Upgrade} is a RewriteMap lookup",
         ),
         (vec![(vec![], ".* /x/${HTTP:Host}")], 0, Field::Rule, "write %{HTTP:Host}"),
         // One slash after the scheme.
@@ -50,12 +50,18 @@ fn flags_each_mistake() {
             "every request is proxied to /",
         ),
         (
+            vec![(vec![UPGRADE, CONNECTION], ".* wss:/localhost:3000/ [P,L]")],
+            0,
+            Field::Rule,
+            "does not carry the request path: every request is proxied to / (write wss://localhost:3000%{REQUEST_URI})",
+        ),
+        (
             vec![(vec![UPGRADE, CONNECTION], ".* \"wss://localhost:3000\" [P,L]")],
             0,
             Field::Rule,
             "write wss://localhost:3000%{REQUEST_URI}",
         ),
-        (vec![(vec![], "^/api balancer://cluster/ [P]")], 0, Field::Rule, "drops the request path"),
+        (vec![(vec![], "^/api balancer://cluster/ [P]")], 0, Field::Rule, "does not carry the request path"),
         // A WebSocket backend without both conditions.
         (vec![(vec![UPGRADE], ".* wss://h%{REQUEST_URI} [P,L]")], 0, Field::Rule, "plain requests go there too"),
         (vec![(vec![], "^/ws(.*) ws://h/ws$1 [P]")], 0, Field::Rule, "plain requests go there too"),

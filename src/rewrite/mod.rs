@@ -20,8 +20,8 @@
 //! `[OR]` on the last condition is skipped ✓; `<`/`>` compare lengths first ✓; an
 //! undefined `${map:key}` is "" ✓; the query rules of `splitout_queryargs` (`?`, `QSA`,
 //! `QSD`, trailing `?`) ✓; `P` appends the query ✓; a decoded CR LF from
-//! `%{REQUEST_URI}` reaches the backend as `%0D%0A` ✓; `R` qualifies a path with this
-//! server's name; `- [R]` does nothing ✓; `NE` keeps a `#` fragment ✓.
+//! `%{REQUEST_URI}` reaches the backend as `%0D%0A` ✓; `- [R]` does nothing ✓; `NE`
+//! keeps a `#` fragment ✓.
 //!
 //! Different on purpose:
 //! - Request data is re-encoded rather than refused: since 2.4.56/2.4.60 Apache answers
@@ -37,8 +37,10 @@
 //! - Load errors where Apache guesses or ignores: unknown variables and flags,
 //!   unterminated quotes, `%{` or `${`, text after the flags, `P` to a path.
 //! - Regexes are the `regex` crate's, not PCRE: no backreferences (`\1`) or look-around
-//!   (a load error says so), `$` only at the very end (PCRE also before a final newline),
-//!   `.` is one character, not one byte; as in PCRE, `.` does not match a newline.
+//!   (a load error says so), `.` is one character, not one byte. As in Apache (✓), `.`
+//!   matches a newline (`RegexDefaultOptions DOTALL`) and `$` only the very end.
+//! - `R` to a path answers with a path-only `Location` (Apache writes an absolute URL
+//!   from the Host header and local port); see `eval.rs`.
 
 mod args;
 mod cond;

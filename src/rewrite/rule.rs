@@ -103,9 +103,9 @@ impl RuleHead {
                 uses_cond_refs |= cr;
             }
         }
-        // Patterns that match the empty string at the start, unanchored at the end: they
-        // match any subject (`^.*$` is not among them: `.` stops at a newline).
-        let always = ["", "^", ".*", "^.*", "(.*)", "^(.*)"].contains(&&self.pattern_src[usize::from(self.negate)..]);
+        // Patterns that match any subject (`.` matches newlines too, see compile_regex).
+        let always = ["", "^", ".*", "^.*", "^.*$", "(.*)", "^(.*)", "^(.*)$"]
+            .contains(&&self.pattern_src[usize::from(self.negate)..]);
         Rule {
             conds,
             pattern: self.pattern,

@@ -67,24 +67,22 @@ fn request_splitting_through_a_back_reference_is_impossible() {
     // SECURITY §1.4: GET /here/1%20HTTP/1.1%0d%0aHost:%20x%0d%0a%0d%0aGET%20/SMUGGLED
     let path = "/here/1 HTTP/1.1\r\nHost: x\r\n\r\nGET /SMUGGLED";
     for (rule, want) in [
+        // `.` matches the newline, as in Apache (RegexDefaultOptions DOTALL).
         (
             "\"^/here/(.*)\" \"http://example.com:8080/elsewhere?$1\" [P]",
-            "proxy[0] http://example.com:8080/elsewhere?1%20HTTP/1.1%0D",
-        ),
-        (
-            "^/here/([\\s\\S]*) http://example.com:8080/elsewhere?$1 [P]",
             "proxy[0] http://example.com:8080/elsewhere?1%20HTTP/1.1%0D%0AHost:%20x%0D%0A%0D%0AGET%20/SMUGGLED",
         ),
         (
-            "^/here/([\\s\\S]*) /elsewhere/$1",
-            "rewrite[0] /elsewhere/1%20HTTP/1.1%0D%0AHost:%20x%0D%0A%0D%0AGET%20/SMUGGLED",
+            "^/here/([^?]*)$ http://example.com:8080/elsewhere?$1 [P]",
+            "proxy[0] http://example.com:8080/elsewhere?1%20HTTP/1.1%0D%0AHost:%20x%0D%0A%0D%0AGET%20/SMUGGLED",
         ),
+        ("^/here/(.*) /elsewhere/$1", "rewrite[0] /elsewhere/1%20HTTP/1.1%0D%0AHost:%20x%0D%0A%0D%0AGET%20/SMUGGLED"),
         (
-            "^/here/([\\s\\S]*) /elsewhere?q=$1 [B]",
+            "^/here/(.*) /elsewhere?q=$1 [B]",
             "rewrite[0] /elsewhere?q=1+HTTP%2F1%2E1%0D%0AHost%3A+x%0D%0A%0D%0AGET+%2FSMUGGLED",
         ),
         // NE on a redirect turns escaping off; the wire check still refuses.
-        ("^/here/([\\s\\S]*) /elsewhere/$1 [R,NE]", "refused[0]"),
+        ("^/here/(.*) /elsewhere/$1 [R,NE]", "refused[0]"),
     ] {
         let got = show(rules(&[(&[], rule)]).evaluate(&TestReq::get(path, "")));
         assert!(!got.split_once(' ').map_or("", |(_, r)| r).contains([' ', '\r', '\n']), "rule {rule:?}: {got:?}");
@@ -106,51 +104,23 @@ fn each_flag() {
         (vec![(&[][..], "^/old - [G]"), (&[], ".* /never")], get("/old", ""), "gone[0]"),
         (vec![(&[][..], "^/secret - [forbidden,L]")], get("/public", ""), "pass"),
         // R: default 302, codes, this server's name and port, query kept.
-        (
-            vec![(&[][..], "^/old/(.*) /new/$1 [R]")],
-            get("/old/x", "q=1"),
-            "redirect[0] 302 https://ws.example.com/new/x?q=1",
-        ),
-        (vec![(&[][..], "^/old /new [R=301,L]")], get("/old", ""), "redirect[0] 301 https://ws.example.com/new"),
-        (
-            vec![(&[][..], "^/old /new [redirect=permanent]")],
-            get("/old", ""),
-            "redirect[0] 301 https://ws.example.com/new",
-        ),
+        (vec![(&[][..], "^/old/(.*) /new/$1 [R]")], get("/old/x", "q=1"), "redirect[0] 302 /new/x?q=1"),
+        (vec![(&[][..], "^/old /new [R=301,L]")], get("/old", ""), "redirect[0] 301 /new"),
+        (vec![(&[][..], "^/old /new [redirect=permanent]")], get("/old", ""), "redirect[0] 301 /new"),
         (
             vec![(&[][..], "^/old https://other.example/new [R=308]")],
             get("/old", ""),
             "redirect[0] 308 https://other.example/new",
         ),
-        (
-            vec![(&[][..], "^/old /new?a=1 [R,QSA]")],
-            get("/old", "b=2"),
-            "redirect[0] 302 https://ws.example.com/new?a=1&b=2",
-        ),
+        (vec![(&[][..], "^/old /new?a=1 [R,QSA]")], get("/old", "b=2"), "redirect[0] 302 /new?a=1&b=2"),
         (vec![(&[][..], "^/old - [R]")], get("/old", ""), "pass"), // Apache ignores R with -
-        (
-            vec![(&[][..], "^/old - [R]"), (&[], "^/old /next [R,L]")],
-            get("/old", ""),
-            "redirect[1] 302 https://ws.example.com/next",
-        ),
+        (vec![(&[][..], "^/old - [R]"), (&[], "^/old /next [R,L]")], get("/old", ""), "redirect[1] 302 /next"),
         // Literal text is wire form: Apache would send %2520 here (without NE).
-        (vec![(&[][..], r"^/lit /a\%20b [R]")], get("/lit", ""), "redirect[0] 302 https://ws.example.com/a%20b"),
+        (vec![(&[][..], r"^/lit /a\%20b [R]")], get("/lit", ""), "redirect[0] 302 /a%20b"),
         // NE: a fragment for a redirect (Apache's example); without NE # is encoded.
-        (
-            vec![(&[][..], "^/anchor/(.+) /page#$1 [R,NE]")],
-            get("/anchor/sec", ""),
-            "redirect[0] 302 https://ws.example.com/page#sec",
-        ),
-        (
-            vec![(&[][..], "^/anchor/(.+) /page#$1 [R]")],
-            get("/anchor/sec", ""),
-            "redirect[0] 302 https://ws.example.com/page%23sec",
-        ),
-        (
-            vec![(&[][..], "^/anchor/(.+) /page#$1 [R,NE]")],
-            get("/anchor/sec", "q=1"),
-            "redirect[0] 302 https://ws.example.com/page?q=1#sec",
-        ),
+        (vec![(&[][..], "^/anchor/(.+) /page#$1 [R,NE]")], get("/anchor/sec", ""), "redirect[0] 302 /page#sec"),
+        (vec![(&[][..], "^/anchor/(.+) /page#$1 [R]")], get("/anchor/sec", ""), "redirect[0] 302 /page%23sec"),
+        (vec![(&[][..], "^/anchor/(.+) /page#$1 [R,NE]")], get("/anchor/sec", "q=1"), "redirect[0] 302 /page?q=1#sec"),
         // QSA, QSD, a trailing ?, and no ? at all.
         (vec![(&[][..], "^/x /y?a=1 [QSA]")], get("/x", "b=2"), "rewrite[0] /y?a=1&b=2"),
         (vec![(&[][..], "^/x /y?a=1 [qsappend]")], get("/x", ""), "rewrite[0] /y?a=1"),
