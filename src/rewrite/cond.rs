@@ -233,7 +233,7 @@ fn parse_pattern(pat: Arg<'_>, nocase: bool) -> Result<Test, Located> {
             }
         }
         if b[0] == b'-' && b.len() >= 4 {
-            let cmp = match &p[1..3] {
+            let cmp = match p.get(1..3).unwrap_or("") {
                 "lt" => Some(Cmp::Lt),
                 "le" => Some(Cmp::Le),
                 "gt" => Some(Cmp::Gt),

@@ -361,3 +361,60 @@ fn a_plain_request_does_not_ask_for_the_decoded_path() {
         assert_eq!(r.evaluate(&PathIsExpensive(req)), Decision::Pass);
     }
 }
+
+#[test]
+fn no_input_makes_loading_or_linting_panic() {
+    // Every prefix of some awkward strings, as a condition and as a rule.
+    let seeds = [
+        "%{HTTP:Upgrade} \"websocket\" '[NC,OR]'",
+        "expr \"'%{HTTP_HOST}' -strmatch '*.é[!a-'\"",
+        "é -aé [E=é:%{ENV:é}]",
+        "^/(é)\\ x ${m:k|%{REQUEST_URI}} [R=3é,S=é,B=é,BNE=]",
+        "!-d \\ [\"] ${ %{ $1 %9 \\",
+        ".* wss:/h%{REQUEST_URI}?%1&$9 [P,QSA,NE,E=!X]",
+    ];
+    for seed in seeds {
+        for (i, _) in seed.char_indices().chain([(seed.len(), ' ')]) {
+            let s = &seed[..i];
+            let conds = vec![s.to_string()];
+            let sources = [RuleSource { conds: &conds, rule: s }];
+            let _ = Rules::parse(&sources);
+            let _ = lints(&sources);
+        }
+    }
+}
+
+#[test]
+fn whatever_the_request_no_decision_carries_a_byte_that_may_not_travel() {
+    let r = rules(&[
+        (
+            &["%{HTTP:X-Mode} =proxy"],
+            "^/(.*)$ http://backend/$1?h=%{HTTP:X-Data}&q=%{QUERY_STRING}&t=%{THE_REQUEST} [P,QSA]",
+        ),
+        (&["%{HTTP:X-Mode} =redirect", "%{HTTP:X-Data} (.*)"], "^/(.*) /r/$1/%1?%{ENV:none} [R=301]"),
+        (&["%{HTTP:X-Mode} =b"], "^/(.*) /b/$1?x=$1 [B,L]"),
+        (&[], "^/(.*)$ /in/$1?%{HTTP:X-Data}"),
+    ]);
+    let paths = ["/", "/a b", "/a\r\nX: y", "/é/\u{7f}", "/a?b#c%d", "/%00\0", "//evil"];
+    let data = ["", "v", "a b\tc", "é", "x#y?z%", "\u{1}"];
+    let mut seen = [0usize; 3]; // proxied, rewritten, redirected: the loop must test something
+    for mode in ["proxy", "redirect", "b", "none"] {
+        for path in paths {
+            for d in data {
+                let req = TestReq::get(path, "q=%20&r").with("X-Mode", mode).with("X-Data", d);
+                let text = match r.evaluate(&req) {
+                    Decision::Proxy { target, .. } => (target.to_string(), 0),
+                    Decision::Rewritten { path_and_query, .. } => (path_and_query, 1),
+                    Decision::Redirect { location, .. } => (location, 2),
+                    Decision::Refused { .. } | Decision::Pass => continue,
+                    other => panic!("{other:?}"),
+                };
+                let (text, kind) = text;
+                seen[kind] += 1;
+                assert!(text.bytes().all(crate::target::is_target_byte), "{mode} {path:?} {d:?} → {text:?}");
+                assert!(!text.starts_with("//"), "{mode} {path:?} {d:?} → {text:?}");
+            }
+        }
+    }
+    assert!(seen.iter().all(|&n| n >= 20), "{seen:?}");
+}
