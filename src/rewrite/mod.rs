@@ -11,6 +11,7 @@
 //! expand.rs  %{VAR} $N %N ${map:…}        escape.rs what a value becomes on the wire
 //! vars.rs    server variables (%{NAME})
 //! rule.rs    one compiled entry           eval.rs   running the rules over a request
+//! outcome.rs query string, P target, R Location, the final byte check
 //! describe.rs `sidecar check` text        lint.rs   copy-paste mistakes, SSRF risks
 //! ```
 //!
@@ -51,12 +52,15 @@ mod expand;
 mod flags;
 mod glob;
 mod lint;
+mod outcome;
 mod rule;
 #[cfg(test)]
 mod test_req;
 #[cfg(test)]
 mod tests;
 mod vars;
+#[cfg(test)]
+mod wire_tests;
 
 use std::borrow::Cow;
 use std::fmt;
