@@ -20,16 +20,14 @@ use crate::server::Running;
 /// Exit code after a second SIGINT: the shell convention for "killed by SIGINT".
 const FORCED_EXIT: i32 = 130;
 
+/// Installs the handlers; signals that arrive from now on are queued for
+/// `run_until_stopped`.
+pub fn install() -> std::io::Result<Signals> {
+    Signals::new([SIGTERM, SIGINT, SIGHUP])
+}
+
 /// Runs until the proxy has drained after a stop signal; returns the exit code.
-pub fn run_until_stopped(mut running: Running, config_path: &Path) -> i32 {
-    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("cannot install signal handlers: {e}");
-            running.wait();
-            return 0;
-        }
-    };
+pub fn run_until_stopped(mut signals: Signals, mut running: Running, config_path: &Path) -> i32 {
     // When every worker has stopped (after a drain), end the wait for signals.
     let handle = signals.handle();
     let threads = running.take_threads();

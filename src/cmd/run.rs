@@ -25,9 +25,18 @@ pub fn run(path: &Path) -> i32 {
             return 1;
         }
     };
+    // Handlers go in before anything listens: a SIGTERM that arrives right after the
+    // `listening on` line must drain, not kill the process by default disposition.
+    let signals = match crate::signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot install signal handlers: {e}");
+            return 1;
+        }
+    };
     let shared = crate::shared::Shared::new(Arc::new(config));
     match server::start(shared, admin) {
-        Ok(running) => crate::signals::run_until_stopped(running, path),
+        Ok(running) => crate::signals::run_until_stopped(signals, running, path),
         Err(e) => {
             log::error!("{e}");
             1
