@@ -188,7 +188,7 @@ fn broken_config_on_sighup_is_rejected_and_the_old_one_keeps_serving() {
         let rejected =
             wait_until(DEADLINE, || p.logs().iter().filter(|l| l.contains("reload rejected")).count() > before);
         assert!(rejected, "{what}: no `reload rejected` line:\n{}", p.logs().join("\n"));
-        let line = p.logs().into_iter().filter(|l| l.contains("reload rejected")).last().unwrap_or_default();
+        let line = p.logs().into_iter().rfind(|l| l.contains("reload rejected")).unwrap_or_default();
         assert!(line.contains("sidecar.toml:"), "{what}: the rejection names the file and line: {line}");
         let r = p.get("/");
         assert_eq!((r.status, r.body_str().as_str()), (200, "old"), "{what}: the old config still serves");
