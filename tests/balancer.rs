@@ -235,6 +235,50 @@ fn a_closed_replica_is_retried_at_most_once_per_retry_period() {
     );
 }
 
+/// Sends GETs for `run` (each answered by the live member) and returns how many connect
+/// attempts the closed member cost.
+fn connect_attempts_during(p: &Sidecar, run: Duration) -> f64 {
+    let started = Instant::now();
+    let mut c = p.conn();
+    while started.elapsed() < run {
+        let r = get_on(&mut c, None);
+        assert_eq!(r.status, 200, "{}", r.head_str());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    metric(p, CONNECT_ERRORS, &[])
+}
+
+#[test]
+fn failed_trials_double_the_rest_up_to_retry_max() {
+    // retry 100 ms: trials at about 0.1, 0.3, 0.7, 1.5 s after the first failure when
+    // the rest doubles; one every 100 ms when retry_max caps it at 100 ms.
+    let a = named("a");
+    let p = Sidecar::start(&balanced(&urls(&[free_addr(), a.addr]), "method = \"byrequests\"\nretry = \"100ms\""));
+    let doubling = connect_attempts_during(&p, Duration::from_millis(1300));
+    assert!((2.0..=5.0).contains(&doubling), "with back-off: {doubling} attempts in 1.3 s");
+    let a = named("a");
+    let p = Sidecar::start(&balanced(
+        &urls(&[free_addr(), a.addr]),
+        "method = \"byrequests\"\nretry = \"100ms\"\nretry_max = \"100ms\"",
+    ));
+    let capped = connect_attempts_during(&p, Duration::from_millis(1300));
+    assert!(capped >= 7.0, "retry_max = retry: a trial every 100 ms, got {capped} in 1.3 s");
+}
+
+#[test]
+fn reload_with_an_unchanged_balancer_keeps_a_dead_member_resting() {
+    let a = named("a");
+    let config = balanced(&urls(&[free_addr(), a.addr]), "method = \"byrequests\"\nretry = \"10s\"");
+    let p = Sidecar::start(&config);
+    assert_eq!(count(&tally(&bodies(&p, 4)), "a"), 4);
+    assert_eq!(metric(&p, CONNECT_ERRORS, &[]), 1.0);
+    p.rewrite_config(&config);
+    p.signal("HUP");
+    assert!(p.wait_for_log("reloaded", DEADLINE), "{:?}", p.logs());
+    assert_eq!(count(&tally(&bodies(&p, 4)), "a"), 4);
+    assert_eq!(metric(&p, CONNECT_ERRORS, &[]), 1.0, "a SIGHUP does not resurrect the dead member");
+}
+
 #[test]
 fn a_replica_that_closes_every_connection_unanswered_loses_no_get_and_is_tried_once() {
     let closer = Backend::start(|_| Reply::Close);

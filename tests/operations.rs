@@ -172,6 +172,33 @@ fn sighup_config_applies_to_the_next_request_on_an_open_keepalive_connection() {
 }
 
 #[test]
+fn sighup_lets_a_request_in_flight_finish_on_the_old_config() {
+    let old = slow(Duration::from_millis(800));
+    let new = backend::answers_ok("new");
+    let p = Sidecar::start(&config_to(old.addr, ""));
+    let mut c = p.conn();
+    c.send("GET /x HTTP/1.1\r\nHost: a\r\n\r\n").expect("send");
+    assert_eq!(old.wait_for_requests(1, DEADLINE).len(), 1);
+    p.rewrite_config(&config_to(new.addr, ""));
+    p.signal("HUP");
+    assert!(p.wait_for_log("reloaded", DEADLINE), "{}", p.logs().join("\n"));
+    let r = c.read_response();
+    assert_eq!((r.status, r.body_str().as_str()), (200, "slow"), "the old backend answers the old request");
+    assert_eq!(p.get("/").body_str(), "new", "new requests use the new config");
+}
+
+#[test]
+fn sighup_with_a_changed_listen_warns_and_keeps_serving_on_the_old_address() {
+    let b = backend::answers_ok("ok");
+    let p = Sidecar::start(&config_to(b.addr, ""));
+    let moved = config_to(b.addr, "").replace("127.0.0.1:0", &format!("127.0.0.1:{}", closed_port()));
+    p.rewrite_config(&moved);
+    p.signal("HUP");
+    assert!(p.wait_for_log("restart", DEADLINE), "a warning says listen needs a restart:\n{}", p.logs().join("\n"));
+    assert_eq!(p.get("/").status, 200, "still listening where it started");
+}
+
+#[test]
 fn broken_config_on_sighup_is_rejected_and_the_old_one_keeps_serving() {
     let old = backend::answers_ok("old");
     let new = backend::answers_ok("new");
@@ -465,6 +492,30 @@ fn body_over_max_body_bytes_is_413_by_content_length_and_while_chunked() {
     }
     let seen: Vec<String> = b.requests().into_iter().map(|r| r.target).collect();
     assert_eq!(seen, ["/exact"], "no body over the limit reached the backend whole");
+}
+
+#[test]
+fn over_max_body_bytes_with_expect_100_continue_is_413_without_a_100() {
+    let b = backend::echo();
+    let p = Sidecar::start(&config_to(b.addr, "max_body_bytes = 10"));
+    let mut c = p.conn();
+    c.send("PUT /big HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n").expect("send");
+    let r = c.read_response();
+    assert_eq!(r.status, 413, "the final answer comes first, never a 100: {}", r.head_str());
+    assert_eq!(b.connections(), 0, "the backend was not asked");
+}
+
+#[test]
+fn idle_keepalive_connection_is_closed_after_keepalive_timeout() {
+    let b = backend::answers_ok("ok");
+    let p = Sidecar::start(&config_to(b.addr, "keepalive_timeout = \"300ms\""));
+    let mut c = p.conn();
+    c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").expect("send");
+    assert_eq!(c.read_response().status, 200);
+    let idle = Instant::now();
+    c.expect_closed(Duration::from_secs(2));
+    let took = idle.elapsed();
+    assert!(took >= Duration::from_millis(250) && took < Duration::from_millis(1000), "closed after {took:?}");
 }
 
 // ---- access log -------------------------------------------------------------------------------

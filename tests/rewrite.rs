@@ -246,6 +246,58 @@ fn back_references_from_rule_and_condition_reach_the_backend_as_the_target() {
     );
 }
 
+#[test]
+fn chained_rules_run_only_while_each_link_matches() {
+    // [C]: the second rule runs only when the first matched; a request that skips the
+    // first link never reaches the second, even if the second would match it.
+    let b = backend::echo();
+    let rules = format!(
+        "[[rewrite]]\nrule = \"^/chain/(.*)$ /step/$1 [C]\"\n\n[[rewrite]]\nrule = \"^/step/(a.*)$ http://{b}/chained/$1 [P]\"\n",
+        b = b.addr
+    );
+    let p = with_rules(&b, &rules);
+    for path in ["/chain/abc", "/chain/xyz", "/step/abc"] {
+        assert_eq!(get(&p, path).status, 200, "{path}");
+    }
+    assert_eq!(targets(&b), ["/chained/abc", "/step/xyz", "/step/abc"]);
+}
+
+#[test]
+fn skip_flag_jumps_over_the_next_rules() {
+    let b = backend::echo();
+    let rules = format!(
+        "[[rewrite]]\nrule = \"^/skip - [S=1]\"\n\n[[rewrite]]\nrule = \"^/skip http://{b}/never [P]\"\n\n[[rewrite]]\nrule = \"^/skip http://{b}/landed [P]\"\n",
+        b = b.addr
+    );
+    let p = with_rules(&b, &rules);
+    assert_eq!(get(&p, "/skip").status, 200);
+    assert_eq!(targets(&b), ["/landed"]);
+}
+
+#[test]
+fn nocase_rule_and_b_flag_escape_the_back_reference_fully() {
+    let b = backend::echo();
+    let rules = format!("[[rewrite]]\nrule = \"^/search/(.*)$ http://{}/find?q=$1 [P,NC,B]\"\n", b.addr);
+    let p = with_rules(&b, &rules);
+    assert_eq!(get(&p, "/SEARCH/a%20b&c=d").status, 200);
+    assert_eq!(targets(&b), ["/find?q=a%20b%26c%3Dd"], "B escapes everything but unreserved characters and /");
+}
+
+#[test]
+fn request_uri_is_the_normalised_path_in_the_spec_rule() {
+    // The same normalised path is used to route and to forward (README "Paths").
+    let ws = backend::ws_echo();
+    let web = backend::echo();
+    let p = with_rules(&web, &spec_rule(&ws));
+    let mut c = p.conn();
+    c.send(format!(
+        "GET /a/./b/../c//d%7Ee HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ))
+    .expect("send");
+    assert_eq!(c.read_head_response().status, 101);
+    assert_eq!(targets(&ws), ["/a/c/d~e"]);
+}
+
 /// Rules: `^/e/([a-z]+) - [E=WHO:{value}]`, then `/e/` goes to `/admins` when
 /// `%{ENV:WHO}` is `admin`, else to `/others`.
 fn env_rules(b: &Backend, value: &str) -> String {
