@@ -56,13 +56,8 @@ pub fn describe(c: &Config) -> String {
     if let Some(admin) = c.admin {
         let _ = writeln!(s, "admin   http://{admin}");
     }
-    for (i, (conds, rule)) in c.rule_sources.iter().enumerate() {
-        let _ = writeln!(s, "rewrite[{i}]");
-        for cond in conds {
-            let _ = writeln!(s, "  RewriteCond {cond}");
-        }
-        let _ = writeln!(s, "  RewriteRule {rule}");
-    }
+    // The rules as they will run, in words (the engine's own description).
+    let _ = write!(s, "{}", c.rules);
     for r in c.routes.iter() {
         let _ = writeln!(
             s,
