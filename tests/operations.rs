@@ -60,7 +60,14 @@ fn sigterm_during_a_2s_request_lets_it_finish_with_200_and_exits_0() {
 
 #[test]
 fn new_connections_are_refused_after_sigterm_while_a_request_is_in_flight() {
-    let b = slow(Duration::from_secs(2));
+    // `/slow` takes 2 s; anything else is answered at once.
+    let b = Backend::start(|req| {
+        if req.target == "/slow" {
+            Reply::SendTwice(Vec::new(), Duration::from_secs(2), response(200, &[], b"slow"))
+        } else {
+            Reply::Send(response(200, &[], b"fast"))
+        }
+    });
     let mut p = Sidecar::start(&config_to(b.addr, "drain_timeout = \"5s\""));
     let addr = p.addr();
     // An idle keep-alive connection, and one with a request in flight.
@@ -130,6 +137,88 @@ fn sigint_drains_like_sigterm_and_a_second_sigint_exits_130_at_once() {
     p.signal("INT");
     assert_eq!(p.wait_exit(Duration::from_secs(2)), Some(130), "{}", p.logs().join("\n"));
     assert!(second.elapsed() < Duration::from_secs(1), "at once: {:?}", second.elapsed());
+}
+
+/// Starts sidecar on `config`, sends `signal` the instant its `listening on` line
+/// appears (from a shell already waiting for the go, so no process start is in the
+/// way), and returns how it ended: `Ok(())` when a line containing `handled` followed
+/// (the signal was handled), `Err(status)` when the process died of the signal.
+fn signal_at_startup(config: &std::path::Path, signal: &str, handled: &str) -> Result<(), String> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(binary())
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sidecar");
+    let mut killer = Command::new("sh")
+        .arg("-c")
+        .arg(format!("read go && kill -{signal} {}", child.id()))
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn sh");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut go = killer.stdin.take();
+    let mut outcome = Err("no outcome within 2 s".to_string());
+    let end = Instant::now() + Duration::from_secs(2);
+    while let Ok(line) = rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+        if line.contains("listening on") {
+            if let Some(mut w) = go.take() {
+                let _ = w.write_all(b"go\n");
+            }
+        } else if go.is_none() && line.contains(handled) {
+            outcome = Ok(());
+            break;
+        }
+    }
+    drop(go);
+    let _ = killer.wait();
+    if outcome.is_err() {
+        // The reader ended (EOF) or the deadline passed: did the process die?
+        if wait_until(Duration::from_millis(500), || matches!(child.try_wait(), Ok(Some(_)))) {
+            outcome = Err(format!("{:?}", child.try_wait()));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    outcome
+}
+
+#[test]
+fn signal_right_after_the_listening_line_is_handled_not_fatal() {
+    // A supervisor may reload or stop sidecar the moment it reports it is listening
+    // (systemd ExecReload, a Kubernetes rollout). The handlers must be in place by then.
+    let b = backend::answers_ok("ok");
+    let dir = TempDir::new();
+    let config = dir.write("sidecar.toml", config_to(b.addr, ""));
+    let mut died = Vec::new();
+    let started = Instant::now();
+    let mut tries = 0;
+    while tries < 10 && started.elapsed() < Duration::from_secs(2) {
+        tries += 1;
+        let (signal, handled) = if tries % 2 == 0 { ("HUP", "SIGHUP") } else { ("TERM", "SIGTERM") };
+        if let Err(e) = signal_at_startup(&config, signal, handled) {
+            died.push(format!("try {tries} SIG{signal}: {e}"));
+        }
+    }
+    assert!(
+        died.is_empty(),
+        "{} of {tries} processes did not handle a signal sent right after `listening on`:\n{}",
+        died.len(),
+        died.join("\n")
+    );
 }
 
 // ---- SIGHUP -----------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ pub use backend::Backend;
 
 /// How long any single client-side wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(3);
+/// How long after its listening line a test waits before signalling sidecar.
+const SIGNAL_SETTLE: Duration = Duration::from_millis(100);
 /// How long sidecar may take to log its listening line.
 const START_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -119,6 +121,8 @@ pub struct Sidecar {
     addr: SocketAddr,
     https: bool,
     dir: TempDir,
+    /// When the listening line was seen.
+    listening_since: Instant,
 }
 
 impl Sidecar {
@@ -163,7 +167,7 @@ impl Sidecar {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
-        Sidecar { child, logs, out, addr: found.0, https: found.1, dir }
+        Sidecar { child, logs, out, addr: found.0, https: found.1, dir, listening_since: Instant::now() }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -248,7 +252,14 @@ impl Sidecar {
     }
 
     /// Sends a signal (`"TERM"`, `"INT"`, `"HUP"`) to the process this test started.
+    ///
+    /// Not before `SIGNAL_SETTLE` after the listening line: sidecar installs its signal
+    /// handlers only after it logs that line, and a signal in between kills it with the
+    /// default action. operations.rs `signal_right_after_the_listening_line_*` tests that
+    /// window on purpose; every other test waits it out here.
     pub fn signal(&self, name: &str) {
+        let settle = (self.listening_since + SIGNAL_SETTLE).saturating_duration_since(Instant::now());
+        std::thread::sleep(settle);
         let status =
             Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().expect("run kill");
         assert!(status.success(), "kill -{name} failed");
