@@ -474,6 +474,32 @@ fn readyz_turns_503_when_every_member_of_the_routes_balancer_is_down() {
     assert_eq!(val(&up, "sidecar_member_up", &[("balancer", "app")]), 0.0, "no member up");
 }
 
+#[test]
+fn readyz_turns_503_when_a_rewrite_rules_balancer_has_no_usable_member() {
+    // The SPEC §1 shape with the WebSocket side balanced: the rule is a route too (the
+    // access log and /metrics call it `rewrite[0]`), so a dead ws cluster is not ready.
+    let web = backend::answers_ok("web");
+    let ws = backend::ws_echo();
+    let p = Sidecar::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[rewrite]]\ncond = [\"%{{HTTP:Upgrade}} websocket [NC]\", \"%{{HTTP:Connection}} upgrade [NC]\"]\nrule = \".* balancer://ws%{{REQUEST_URI}} [P,L]\"\n\n\
+         [[proxy]]\npath = \"/\"\nto = \"http://{}/\"\n\n[balancer.ws]\nretry = \"30s\"\nmax_ejected_percent = 100\nmembers = [\"ws://{}\"]\n",
+        web.addr, ws.addr
+    ));
+    let admin = p.admin_addr();
+    let mut t = ws_open(p.addr(), "/chat");
+    ws_round_trip(&mut t, "up");
+    assert_eq!(admin_get(admin, "/readyz").status, 200);
+    drop(t);
+    drop(ws);
+    let r = block_within(DEADLINE, "handshake", ws_connect(p.addr(), "/chat"));
+    assert!(r.is_err(), "the ws cluster is down");
+    let status = admin_get(admin, "/status").body_str();
+    assert!(status.contains("\"state\":\"failed\""), "the member is out: {status}");
+    let r = admin_get(admin, "/readyz");
+    assert_eq!(r.status, 503, "every member of the rule's balancer is out: {}", r.body_str());
+}
+
 // ---- limits -----------------------------------------------------------------------------------
 
 #[test]
@@ -646,6 +672,14 @@ fn access_log_writes_one_combined_line_per_request_on_stdout() {
     let caps = combined().captures(&lines[1]).unwrap_or_else(|| panic!("not combined format: {:?}", lines[1]));
     assert_eq!(&caps["status"], "400");
     assert!(caps["rest"].contains("reason=\""), "{}", lines[1]);
+    // Request bytes are escaped: a quote cannot end the quoted field early.
+    let mut q = p.conn();
+    q.send("GET /q?a=\"b\" HTTP/1.1\r\nHost: a\r\nUser-Agent: x\"y\r\n\r\n").expect("send");
+    assert_eq!(q.read_response().status, 200);
+    let lines = p.wait_for_stdout_lines(3, DEADLINE);
+    let caps = combined().captures(&lines[2]).unwrap_or_else(|| panic!("quotes broke the format: {:?}", lines[2]));
+    assert_eq!(&caps["req"], "GET /q?a=\\x22b\\x22 HTTP/1.1");
+    assert_eq!(&caps["ua"], "x\\x22y");
 }
 
 #[test]
