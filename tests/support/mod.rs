@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod json;
+pub mod prom;
 pub mod tls;
 
 use std::io::{BufRead, BufReader};
@@ -21,6 +23,8 @@ pub use backend::Backend;
 
 /// How long any single client-side wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(3);
+/// How long after its listening line a test waits before signalling sidecar.
+const SIGNAL_SETTLE: Duration = Duration::from_millis(100);
 /// How long sidecar may take to log its listening line.
 const START_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -112,9 +116,13 @@ pub fn binary() -> &'static str {
 pub struct Sidecar {
     child: Child,
     logs: Arc<Mutex<Vec<String>>>,
+    /// Stdout lines (the access log).
+    out: Arc<Mutex<Vec<String>>>,
     addr: SocketAddr,
     https: bool,
     dir: TempDir,
+    /// When the listening line was seen.
+    listening_since: Instant,
 }
 
 impl Sidecar {
@@ -131,29 +139,12 @@ impl Sidecar {
             .arg(&config)
             .env("RUST_LOG", "info,access=info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn sidecar");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("stderr piped");
-        {
-            let logs = Arc::clone(&logs);
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(stderr);
-                let mut line = Vec::new();
-                loop {
-                    line.clear();
-                    match r.read_until(b'\n', &mut line) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {
-                            let s = String::from_utf8_lossy(&line).trim_end().to_string();
-                            logs.lock().expect("logs").push(s);
-                        }
-                    }
-                }
-            });
-        }
+        let logs = collect_lines(child.stderr.take().expect("stderr piped"));
+        let out = collect_lines(child.stdout.take().expect("stdout piped"));
         let end = Instant::now() + START_DEADLINE;
         let found = loop {
             if let Some(found) = logs.lock().expect("logs").iter().find_map(|l| parse_listening(l)) {
@@ -176,7 +167,7 @@ impl Sidecar {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
-        Sidecar { child, logs, addr: found.0, https: found.1, dir }
+        Sidecar { child, logs, out, addr: found.0, https: found.1, dir, listening_since: Instant::now() }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -201,6 +192,50 @@ impl Sidecar {
         self.logs.lock().expect("logs").clone()
     }
 
+    /// Every stdout line so far (the access log).
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.out.lock().expect("stdout lines").clone()
+    }
+
+    /// Waits until `n` stdout lines have arrived (or the deadline) and returns them all.
+    pub fn wait_for_stdout_lines(&self, n: usize, limit: Duration) -> Vec<String> {
+        wait_until(limit, || self.stdout_lines().len() >= n);
+        self.stdout_lines()
+    }
+
+    /// The process id of the child this test started.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The config file sidecar was started with (rewrite it, then `signal("HUP")`).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("sidecar.toml")
+    }
+
+    /// Replaces the config file's contents.
+    pub fn rewrite_config(&self, config_toml: &str) {
+        std::fs::write(self.config_path(), config_toml).expect("rewrite sidecar.toml");
+    }
+
+    /// The admin listener's address, from its startup line (`admin endpoint on ADDR`,
+    /// or `admin listening on ADDR`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        let mut found = None;
+        wait_until(DEADLINE, || {
+            found = self.logs().iter().find_map(|l| parse_admin(l));
+            found.is_some()
+        });
+        found.unwrap_or_else(|| panic!("no admin listener line in the logs:\n{}", self.logs().join("\n")))
+    }
+
+    /// One `GET path` on a fresh connection; the response.
+    pub fn get(&self, path: &str) -> Response {
+        let mut c = self.conn();
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n")).expect("send to sidecar");
+        c.read_response()
+    }
+
     /// Waits until a log line contains `needle`.
     pub fn wait_for_log(&self, needle: &str, limit: Duration) -> bool {
         wait_until(limit, || self.logs().iter().any(|l| l.contains(needle)))
@@ -217,7 +252,14 @@ impl Sidecar {
     }
 
     /// Sends a signal (`"TERM"`, `"INT"`, `"HUP"`) to the process this test started.
+    ///
+    /// Not before `SIGNAL_SETTLE` after the listening line: sidecar installs its signal
+    /// handlers only after it logs that line, and a signal in between kills it with the
+    /// default action. operations.rs `signal_right_after_the_listening_line_*` tests that
+    /// window on purpose; every other test waits it out here.
     pub fn signal(&self, name: &str) {
+        let settle = (self.listening_since + SIGNAL_SETTLE).saturating_duration_since(Instant::now());
+        std::thread::sleep(settle);
         let status =
             Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().expect("run kill");
         assert!(status.success(), "kill -{name} failed");
@@ -246,8 +288,45 @@ impl Drop for Sidecar {
     }
 }
 
-/// `listening on 127.0.0.1:PORT (http)` → (addr, https).
+/// Reads `from` line by line into a shared list until EOF.
+fn collect_lines(from: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(from);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match r.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let s = String::from_utf8_lossy(&line).trim_end().to_string();
+                    sink.lock().expect("lines").push(s);
+                }
+            }
+        }
+    });
+    lines
+}
+
+/// `admin endpoint on 127.0.0.1:PORT ...` (or `admin listening on ...`) → the address.
+fn parse_admin(line: &str) -> Option<SocketAddr> {
+    let at = ["admin endpoint on ", "admin listening on "].iter().find_map(|m| line.find(m).map(|i| i + m.len()))?;
+    line[at..].split_whitespace().next()?.parse().ok()
+}
+
+/// A GET on a fresh connection to the admin listener; its response.
+pub fn admin_get(admin: SocketAddr, path: &str) -> Response {
+    let mut c = Conn::open(admin);
+    c.send(format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n")).expect("send to the admin listener");
+    c.read_response()
+}
+
+/// `listening on 127.0.0.1:PORT (http)` → (addr, https). Admin lines are not listeners.
 fn parse_listening(line: &str) -> Option<(SocketAddr, bool)> {
+    if line.contains("admin ") {
+        return None;
+    }
     let rest = &line[line.find("listening on ")? + "listening on ".len()..];
     let mut parts = rest.split_whitespace();
     let addr: SocketAddr = parts.next()?.parse().ok()?;
@@ -872,4 +951,73 @@ pub fn chunked(body: &[u8], size: usize) -> Vec<u8> {
 /// Bytes as an escaped string for messages.
 pub fn show(bytes: &[u8]) -> String {
     bytes.escape_ascii().to_string()
+}
+
+// ---------------------------------------------------------------------------------
+// WebSocket clients
+// ---------------------------------------------------------------------------------
+
+/// An async-tungstenite client over plain TCP.
+pub type WsClient = async_tungstenite::WebSocketStream<smol::net::TcpStream>;
+
+/// Opens a WebSocket to `ws://addr{path}` through sidecar (a real handshake with a fresh
+/// key); the error is the handshake's.
+pub async fn ws_connect(addr: SocketAddr, path: &str) -> Result<WsClient, String> {
+    use async_tungstenite::tungstenite::handshake::client::generate_key;
+    use async_tungstenite::tungstenite::http;
+    let tcp = smol::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let req = http::Request::builder()
+        .uri(format!("ws://{addr}{path}"))
+        .header("Host", addr.to_string())
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", generate_key())
+        .body(())
+        .map_err(|e| format!("request: {e}"))?;
+    async_tungstenite::client_async(req, tcp).await.map(|(ws, _)| ws).map_err(|e| format!("handshake: {e}"))
+}
+
+/// `ws_connect` with a deadline, panicking on failure.
+pub fn ws_open(addr: SocketAddr, path: &str) -> WsClient {
+    match block_within(DEADLINE, "WebSocket handshake", ws_connect(addr, path)) {
+        Ok(ws) => ws,
+        Err(e) => panic!("WebSocket to {addr}{path}: {e}"),
+    }
+}
+
+/// Sends `text` and expects the same text back, within the deadline.
+pub fn ws_round_trip(ws: &mut WsClient, text: &str) {
+    use async_tungstenite::tungstenite::Message;
+    use futures_lite::StreamExt;
+    block_within(DEADLINE, "WebSocket echo", async {
+        ws.send(Message::text(text)).await.expect("send a WebSocket message");
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    assert_eq!(t.as_str(), text, "the echo");
+                    return;
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("expected the echo of {text:?}, got {other:?}"),
+            }
+        }
+    });
+}
+
+/// Waits (at most `limit`) for the WebSocket to end: a close frame, EOF or an error.
+/// Whether it ended.
+pub fn ws_wait_closed(ws: &mut WsClient, limit: Duration) -> bool {
+    use async_tungstenite::tungstenite::Message;
+    use futures_lite::StreamExt;
+    smol::block_on(within(limit, async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    }))
+    .is_some()
 }
