@@ -94,19 +94,10 @@ fn answer(path: &str, shared: &Shared) -> (u16, &'static str, String) {
     }
 }
 
-/// Why the proxy should not get traffic, if it should not: a route whose every
-/// replica is out of service.
+/// Why the proxy should not get traffic, if it should not: a balancer (reached by a
+/// `[[proxy]]` route or a rewrite rule) whose every member is out of service.
 fn not_ready(config: &Config) -> Option<String> {
-    for route in config.routes.iter() {
-        if let crate::target::Target::Balancer { name, .. } = &route.target {
-            if let Some(b) = config.balancer(name) {
-                if !b.usable() {
-                    return Some(format!("proxy[{}]: no usable member in balancer {name:?}", route.index));
-                }
-            }
-        }
-    }
-    None
+    config.balancers.iter().find(|b| !b.usable()).map(|b| format!("no usable member in balancer {:?}", b.name))
 }
 
 /// Per-member balancer state in Prometheus text.

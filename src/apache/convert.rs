@@ -68,6 +68,9 @@ struct State {
     proxies: Vec<ProxyEntry>,
     balancers: Vec<Balancer>,
     vhosts: usize,
+    /// Line of the converted `<VirtualHost>` (or of the first `Listen`), for warnings
+    /// about the whole server.
+    server_line: usize,
     out: Imported,
 }
 
@@ -93,6 +96,9 @@ impl State {
             match (n.name.to_ascii_lowercase().as_str(), &n.children) {
                 ("virtualhost", Some(children)) => {
                     self.vhosts += 1;
+                    if self.vhosts == 1 {
+                        self.server_line = n.line;
+                    }
                     if self.vhosts > 1 {
                         self.warn(
                             n.line,
@@ -137,7 +143,12 @@ impl State {
         let on = || arg(0).eq_ignore_ascii_case("on");
         match name {
             "listen" => match listen_addr(&arg(0)) {
-                Some(a) => self.listen.push(a),
+                Some(a) => {
+                    if self.server_line == 0 {
+                        self.server_line = n.line;
+                    }
+                    self.listen.push(a)
+                }
                 None => self.warn(n.line, format!("cannot turn Listen {:?} into an address", arg(0))),
             },
             "servername" => self.server_name = Some(arg(0)),
@@ -326,12 +337,14 @@ impl State {
         let tls = self.cert.clone().zip(self.key.clone());
         if tls.is_none() && listen.iter().any(|a| a.ends_with(":443")) {
             self.out.warnings.push((
-                0,
+                self.server_line.max(1),
                 "port 443 without SSLCertificateFile/SSLCertificateKeyFile: sidecar will speak plain HTTP there".into(),
             ));
         }
         if self.proxies.is_empty() && rewrites.is_empty() {
-            self.out.warnings.push((0, "no ProxyPass or RewriteRule found: the config serves nothing".into()));
+            self.out
+                .warnings
+                .push((self.server_line.max(1), "no ProxyPass or RewriteRule found: the config serves nothing".into()));
         }
         let mut t = String::new();
         let _ = writeln!(t, "# Converted by `sidecar import-apache`; check it with `sidecar check`.");
