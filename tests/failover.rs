@@ -16,9 +16,15 @@ fn named(name: &'static str) -> Backend {
     Backend::start(move |_| Reply::Send(response(200, &[], name.as_bytes())))
 }
 
+/// A proxy in front of `members`; `proxy_timeout` is generous (the suite runs in
+/// parallel on a small machine) unless a test needs a short one.
 fn balanced(members: &str, extra: &str) -> String {
+    balanced_with("2s", members, extra)
+}
+
+fn balanced_with(proxy_timeout: &str, members: &str, extra: &str) -> String {
     format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\naccess_log = \"off\"\nproxy_timeout = \"300ms\"\n\n[[proxy]]\npath = \"/\"\nto = \"balancer://app/\"\n\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\naccess_log = \"off\"\nproxy_timeout = \"{proxy_timeout}\"\n\n[[proxy]]\npath = \"/\"\nto = \"balancer://app/\"\n\n\
          [balancer.app]\n{extra}\nmembers = [{members}]\n"
     )
 }
@@ -66,7 +72,7 @@ fn a_closed_replica_loses_no_request_and_is_tried_once_per_retry_period() {
 fn a_replica_that_never_answers_costs_one_timeout_not_one_per_request() {
     let (a, silent) = (named("a"), backend::never_answers());
     let members = format!("\"http://{}\", \"http://{}\"", silent.addr, a.addr);
-    let p = Sidecar::start(&balanced(&members, "method = \"byrequests\"\nretry = \"10s\""));
+    let p = Sidecar::start(&balanced_with("300ms", &members, "method = \"byrequests\"\nretry = \"10s\""));
     let t = Instant::now();
     let seen = tally(&p, 20);
     assert_eq!(seen.get("a"), Some(&20), "{seen:?}");
