@@ -20,14 +20,9 @@ fn named(name: &'static str) -> Backend {
     Backend::start(move |_| Reply::Send(response(200, &[], name.as_bytes())))
 }
 
-/// A replica named `name` on a chosen address (one restarted on its old port).
-fn named_on(addr: SocketAddr, name: &'static str) -> Backend {
-    Backend::start_on(addr, move |_| Reply::Send(response(200, &[], name.as_bytes())))
-}
-
-/// A loopback address nothing listens on, reserved by binding and releasing it.
-fn free_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], closed_port()))
+/// A replica named `name` on a port that was dead until now (restarted on its old port).
+fn named_on(port: DeadPort, name: &'static str) -> Backend {
+    Backend::start_on_listener(port.into_listener(), move |_| Reply::Send(response(200, &[], name.as_bytes())))
 }
 
 /// One worker, an admin listener, `[[proxy]] / → balancer://app/` and `[balancer.app]`
@@ -138,12 +133,12 @@ fn bybusyness_is_the_default_and_refills_a_restarted_websocket_replica_first() {
     // README "Why bybusyness by default": the replica that was down gets the new
     // tunnels until it carries as many as the others.
     let w1 = backend::ws_echo();
-    let spot = free_addr();
-    let members = format!("\"ws://{}\", {{ url = \"ws://{spot}\", retry = \"300ms\" }}", w1.addr);
+    let spot = DeadPort::new();
+    let members = format!("\"ws://{}\", {{ url = \"ws://{}\", retry = \"300ms\" }}", w1.addr, spot.addr);
     let p = Sidecar::start(&balanced(&members, ""));
     let mut tunnels: Vec<WsClient> = (0..4).map(|_| ws_open(p.addr(), "/chat")).collect();
     assert_eq!(w1.requests().len(), 4, "the only live replica has every tunnel");
-    let w2 = Backend::start_on(spot, backend::ws_echo_reply);
+    let w2 = Backend::start_on_listener(spot.into_listener(), backend::ws_echo_reply);
     std::thread::sleep(Duration::from_millis(400));
     tunnels.extend((0..4).map(|_| ws_open(p.addr(), "/chat")));
     assert_eq!(
@@ -192,8 +187,8 @@ fn bybusyness_steers_concurrent_requests_away_from_a_slow_replica() {
 fn a_replica_whose_listener_is_closed_loses_no_request_and_gets_one_connect_per_retry_period() {
     for workers in [1, 2] {
         let (a, b) = (named("a"), named("b"));
-        let dead = free_addr();
-        let members = urls(&[a.addr, dead, b.addr]);
+        let dead = DeadPort::new();
+        let members = urls(&[a.addr, dead.addr, b.addr]);
         let p = Sidecar::start(&balanced_with(
             &members,
             "method = \"byrequests\"\nretry = \"10s\"",
@@ -218,8 +213,8 @@ fn a_replica_whose_listener_is_closed_loses_no_request_and_gets_one_connect_per_
 #[test]
 fn a_closed_replica_is_retried_at_most_once_per_retry_period() {
     let a = named("a");
-    let dead = free_addr();
-    let p = Sidecar::start(&balanced(&urls(&[dead, a.addr]), "method = \"byrequests\"\nretry = \"200ms\""));
+    let dead = DeadPort::new();
+    let p = Sidecar::start(&balanced(&urls(&[dead.addr, a.addr]), "method = \"byrequests\"\nretry = \"200ms\""));
     let started = Instant::now();
     let mut n = 0;
     while started.elapsed() < Duration::from_millis(1000) {
@@ -254,9 +249,9 @@ fn failed_trials_double_the_rest_up_to_retry_max() {
     // rest doubles; one every 100 ms when retry_max caps it at 100 ms. Both at once.
     let run = |extra: &'static str| {
         std::thread::spawn(move || {
-            let a = named("a");
+            let (a, dead) = (named("a"), DeadPort::new());
             let p = Sidecar::start(&balanced(
-                &urls(&[free_addr(), a.addr]),
+                &urls(&[dead.addr, a.addr]),
                 &format!("method = \"byrequests\"\nretry = \"100ms\"\n{extra}"),
             ));
             connect_attempts_during(&p, Duration::from_millis(1000))
@@ -271,8 +266,8 @@ fn failed_trials_double_the_rest_up_to_retry_max() {
 
 #[test]
 fn reload_with_an_unchanged_balancer_keeps_a_dead_member_resting() {
-    let a = named("a");
-    let config = balanced(&urls(&[free_addr(), a.addr]), "method = \"byrequests\"\nretry = \"10s\"");
+    let (a, dead) = (named("a"), DeadPort::new());
+    let config = balanced(&urls(&[dead.addr, a.addr]), "method = \"byrequests\"\nretry = \"10s\"");
     let p = Sidecar::start(&config);
     assert_eq!(count(&tally(&bodies(&p, 4)), "a"), 4);
     assert_eq!(metric(&p, CONNECT_ERRORS, &[]), 1.0);
@@ -353,7 +348,8 @@ fn failonstatus_relays_the_answer_and_ejects_the_replica() {
 #[test]
 fn every_replica_down_is_503_with_retry_after_in_under_a_second() {
     for extra in ["retry = \"5s\"", "retry = \"5s\"\nmax_ejected_percent = 100"] {
-        let p = Sidecar::start(&balanced(&urls(&[free_addr(), free_addr()]), extra));
+        let (d1, d2) = (DeadPort::new(), DeadPort::new());
+        let p = Sidecar::start(&balanced(&urls(&[d1.addr, d2.addr]), extra));
         for i in 0..3 {
             let t = Instant::now();
             let r = get(&p, None);
@@ -377,8 +373,8 @@ fn every_replica_down_is_503_with_retry_after_in_under_a_second() {
 #[test]
 fn a_restarted_replica_gets_traffic_again_after_its_retry_time() {
     let a = named("a");
-    let spot = free_addr();
-    let p = Sidecar::start(&balanced(&urls(&[a.addr, spot]), "method = \"byrequests\"\nretry = \"500ms\""));
+    let spot = DeadPort::new();
+    let p = Sidecar::start(&balanced(&urls(&[a.addr, spot.addr]), "method = \"byrequests\"\nretry = \"500ms\""));
     let failed_at = Instant::now();
     let before = tally(&bodies(&p, 10));
     assert_eq!(count(&before, "a"), 10, "{before:?}");
@@ -400,8 +396,8 @@ fn a_restarted_replica_gets_traffic_again_after_its_retry_time() {
 #[test]
 fn websocket_upgrades_spread_across_replicas_and_fail_over_when_one_is_down() {
     let (w1, w2) = (backend::ws_echo(), backend::ws_echo());
-    let dead = free_addr();
-    let members = format!("\"ws://{}\", \"ws://{dead}\", \"ws://{}\"", w1.addr, w2.addr);
+    let dead = DeadPort::new();
+    let members = format!("\"ws://{}\", \"ws://{}\", \"ws://{}\"", w1.addr, dead.addr, w2.addr);
     let p = Sidecar::start(&balanced(&members, "method = \"byrequests\"\nretry = \"10s\""));
     let mut open: Vec<WsClient> = (0..6).map(|_| ws_open(p.addr(), "/chat")).collect();
     assert_eq!((w1.requests().len(), w2.requests().len()), (3, 3), "spread evenly; the dead one skipped");
@@ -462,9 +458,11 @@ fn sticky_cookie_pins_requests_to_the_member_with_that_route() {
 #[test]
 fn sticky_cookie_for_a_dead_member_is_served_by_another() {
     let a = named("a");
-    let dead = free_addr();
-    let members =
-        format!("{{ url = \"http://{}\", route = \"r1\" }}, {{ url = \"http://{dead}\", route = \"r2\" }}", a.addr);
+    let dead = DeadPort::new();
+    let members = format!(
+        "{{ url = \"http://{}\", route = \"r1\" }}, {{ url = \"http://{}\", route = \"r2\" }}",
+        a.addr, dead.addr
+    );
     let p = Sidecar::start(&balanced(&members, "stickysession = \"JSESSIONID\"\nretry = \"10s\""));
     for _ in 0..5 {
         let r = get(&p, Some("JSESSIONID=abc.r2"));

@@ -129,6 +129,14 @@ impl Backend {
         Backend::spawn_on(listener, Arc::new(handler), None)
     }
 
+    /// A plain HTTP backend on a listener the test made (see `DeadPort::into_listener`).
+    pub fn start_on_listener(
+        listener: std::net::TcpListener,
+        handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> Backend {
+        Backend::spawn_on(listener, Arc::new(handler), None)
+    }
+
     fn spawn(handler: Handler, tls: Option<Arc<ServerConfig>>) -> Backend {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind backend");
         Backend::spawn_on(listener, handler, tls)

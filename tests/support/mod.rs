@@ -398,6 +398,37 @@ pub fn sidecar_for(backend: &Backend) -> Sidecar {
     Sidecar::start(&config_to(backend.addr, ""))
 }
 
+/// A port on 127.0.0.1 that refuses connections for as long as this lives: a socket
+/// bound there that does not listen, so no other socket (another test's backend on
+/// port 0) can take the port meanwhile. `into_listener` starts listening on it (a
+/// replica restarted on its old port).
+pub struct DeadPort {
+    socket: socket2::Socket,
+    pub addr: SocketAddr,
+}
+
+impl DeadPort {
+    pub fn new() -> DeadPort {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).expect("bind");
+        let addr = socket.local_addr().expect("local addr").as_socket().expect("an inet address");
+        DeadPort { socket, addr }
+    }
+
+    /// Listens on the reserved port from now on.
+    pub fn into_listener(self) -> TcpListener {
+        self.socket.listen(128).expect("listen");
+        self.socket.into()
+    }
+}
+
+impl Default for DeadPort {
+    fn default() -> Self {
+        DeadPort::new()
+    }
+}
+
 /// A port on 127.0.0.1 that nothing listens on (bound then released).
 pub fn closed_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
