@@ -26,16 +26,24 @@ fn named_on(port: DeadPort, name: &'static str) -> Backend {
 }
 
 /// One worker, an admin listener, `[[proxy]] / → balancer://app/` and `[balancer.app]`
-/// with `extra` lines and `members`.
+/// with `extra` lines and `members`. `proxy_timeout` is generous (the suite runs in
+/// parallel on a small machine, and a slow answer from a live replica would eject it);
+/// `short_timeout` is for the tests about a replica that never answers.
 fn balanced(members: &str, extra: &str) -> String {
-    balanced_with(members, extra, "")
+    balanced_with(members, extra, "workers = 1\nproxy_timeout = \"2s\"")
 }
 
-/// `balanced` with `server` lines in `[server]` instead of `workers = 1`.
+/// `balanced` with a 300 ms `proxy_timeout`.
+fn short_timeout(members: &str, extra: &str) -> String {
+    balanced_with(members, extra, "workers = 1\nproxy_timeout = \"300ms\"")
+}
+
+/// `balanced` with `server` lines in `[server]` (say `workers`; `proxy_timeout`
+/// defaults to 2 s).
 fn balanced_with(members: &str, extra: &str, server: &str) -> String {
-    let server = if server.is_empty() { "workers = 1" } else { server };
+    let timeout = if server.contains("proxy_timeout") { "" } else { "proxy_timeout = \"2s\"\n" };
     format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\naccess_log = \"off\"\nproxy_timeout = \"300ms\"\nconnect_timeout = \"500ms\"\n{server}\n\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\naccess_log = \"off\"\nconnect_timeout = \"2s\"\n{timeout}{server}\n\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n\n[[proxy]]\npath = \"/\"\nto = \"balancer://app/\"\n\n[balancer.app]\n{extra}\nmembers = [{members}]\n"
     )
 }
@@ -305,7 +313,7 @@ fn a_post_whose_body_was_sent_is_never_replayed_on_another_replica() {
 #[test]
 fn a_replica_that_never_answers_costs_one_timeout_not_one_per_request() {
     let (silent, a) = (backend::never_answers(), named("a"));
-    let p = Sidecar::start(&balanced(&urls(&[silent.addr, a.addr]), "method = \"byrequests\"\nretry = \"10s\""));
+    let p = Sidecar::start(&short_timeout(&urls(&[silent.addr, a.addr]), "method = \"byrequests\"\nretry = \"10s\""));
     let t = Instant::now();
     let seen = tally(&bodies(&p, 20));
     let took = t.elapsed();
@@ -318,7 +326,7 @@ fn a_replica_that_never_answers_costs_one_timeout_not_one_per_request() {
 #[test]
 fn a_post_to_a_replica_that_never_answers_is_504_and_not_replayed() {
     let (silent, a) = (backend::never_answers(), backend::echo());
-    let p = Sidecar::start(&balanced(&urls(&[silent.addr, a.addr]), "method = \"byrequests\"\nretry = \"10s\""));
+    let p = Sidecar::start(&short_timeout(&urls(&[silent.addr, a.addr]), "method = \"byrequests\"\nretry = \"10s\""));
     let mut c = p.conn();
     let t = Instant::now();
     c.send("POST /pay HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc").expect("send");
