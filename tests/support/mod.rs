@@ -23,8 +23,6 @@ pub use backend::Backend;
 
 /// How long any single client-side wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(3);
-/// How long after its listening line a test waits before signalling sidecar.
-const SIGNAL_SETTLE: Duration = Duration::from_millis(100);
 /// How long sidecar may take to log its listening line.
 const START_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -121,8 +119,6 @@ pub struct Sidecar {
     addr: SocketAddr,
     https: bool,
     dir: TempDir,
-    /// When the listening line was seen.
-    listening_since: Instant,
 }
 
 impl Sidecar {
@@ -167,7 +163,7 @@ impl Sidecar {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
-        Sidecar { child, logs, out, addr: found.0, https: found.1, dir, listening_since: Instant::now() }
+        Sidecar { child, logs, out, addr: found.0, https: found.1, dir }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -252,14 +248,9 @@ impl Sidecar {
     }
 
     /// Sends a signal (`"TERM"`, `"INT"`, `"HUP"`) to the process this test started.
-    ///
-    /// Not before `SIGNAL_SETTLE` after the listening line: sidecar installs its signal
-    /// handlers only after it logs that line, and a signal in between kills it with the
-    /// default action. operations.rs `signal_right_after_the_listening_line_*` tests that
-    /// window on purpose; every other test waits it out here.
+    /// Sent at once: the handlers are in place before the listening line (operations.rs
+    /// `signal_right_after_the_listening_line_is_handled_not_fatal`).
     pub fn signal(&self, name: &str) {
-        let settle = (self.listening_since + SIGNAL_SETTLE).saturating_duration_since(Instant::now());
-        std::thread::sleep(settle);
         let status =
             Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().expect("run kill");
         assert!(status.success(), "kill -{name} failed");
