@@ -3,11 +3,10 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use async_tungstenite::tungstenite::handshake::client::generate_key;
-use async_tungstenite::tungstenite::{http, Message};
+use async_tungstenite::tungstenite::Message;
 use futures_lite::StreamExt;
 
 use support::backend::{self, response, Backend, Reply};
@@ -18,36 +17,14 @@ fn slow(delay: Duration) -> Backend {
     Backend::start(move |_| Reply::SendTwice(Vec::new(), delay, response(200, &[], b"slow")))
 }
 
-fn admin_port(p: &Sidecar) -> u16 {
-    assert!(p.wait_for_log("admin endpoint on", DEADLINE), "no admin line: {:?}", p.logs());
-    let line = p.logs().into_iter().find(|l| l.contains("admin endpoint on")).expect("admin line");
-    let addr = line.split("admin endpoint on ").nth(1).and_then(|r| r.split_whitespace().next()).expect("address");
-    addr.parse::<SocketAddr>().expect("admin address").port()
-}
-
-fn admin_get(port: u16, path: &str) -> Response {
-    let mut c = Conn::open(SocketAddr::from(([127, 0, 0, 1], port)));
+/// `GET path` on the admin listener.
+fn admin_get(p: &Sidecar, path: &str) -> Response {
+    let mut c = Conn::open(p.admin_addr());
     c.send(format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n")).expect("send");
     c.read_response()
 }
 
-type Ws = async_tungstenite::WebSocketStream<smol::net::TcpStream>;
-
-async fn ws_open(addr: SocketAddr, path: &str) -> Ws {
-    let tcp = smol::net::TcpStream::connect(addr).await.expect("connect");
-    let req = http::Request::builder()
-        .uri(format!("ws://{addr}{path}"))
-        .header("Host", addr.to_string())
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Version", "13")
-        .header("Sec-WebSocket-Key", generate_key())
-        .body(())
-        .expect("request");
-    async_tungstenite::client_async(req, tcp).await.expect("handshake").0
-}
-
-async fn ws_echo(ws: &mut Ws, text: &str) {
+async fn ws_echo(ws: &mut WsClient, text: &str) {
     ws.send(Message::text(text)).await.expect("send");
     let got = ws.next().await.expect("an echo").expect("a frame");
     assert_eq!(got, Message::text(text));
@@ -76,7 +53,7 @@ fn open_tunnel_is_closed_at_the_drain_timeout_and_the_process_exits_0() {
     let b = backend::ws_echo();
     let mut p = Sidecar::start(&config_to(b.addr, "drain_timeout = \"500ms\""));
     let addr = p.addr();
-    let mut ws = block_within(DEADLINE, "open", ws_open(addr, "/chat"));
+    let mut ws = ws_open(addr, "/chat");
     block_within(DEADLINE, "echo", ws_echo(&mut ws, "before"));
     let sent = Instant::now();
     p.signal("TERM");
@@ -105,7 +82,7 @@ fn sighup_adds_a_route_while_a_websocket_keeps_echoing() {
         ws_backend.addr
     );
     let p = Sidecar::start(&base);
-    let mut ws = block_within(DEADLINE, "open", ws_open(p.addr(), "/chat"));
+    let mut ws = ws_open(p.addr(), "/chat");
     block_within(DEADLINE, "echo", ws_echo(&mut ws, "before reload"));
     let mut c = p.conn();
     c.send("GET /new/x HTTP/1.1\r\nHost: a\r\n\r\n").expect("send");
@@ -146,13 +123,12 @@ fn parse_metric(line: &str) -> Option<(String, f64)> {
 fn metrics_move_with_traffic_and_parse_as_prometheus_text() {
     let b = backend::answers_ok("ok");
     let p = Sidecar::start(&config_to(b.addr, "\n[admin]\nlisten = \"127.0.0.1:0\""));
-    let port = admin_port(&p);
     for _ in 0..3 {
         let mut c = p.conn();
         c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").expect("send");
         assert_eq!(c.read_response().status, 200);
     }
-    let r = admin_get(port, "/metrics");
+    let r = admin_get(&p, "/metrics");
     assert_eq!(r.status, 200);
     let text = r.body_str();
     let mut values = std::collections::HashMap::new();
@@ -163,7 +139,7 @@ fn metrics_move_with_traffic_and_parse_as_prometheus_text() {
     assert_eq!(values.get("sidecar_requests_total{route=\"proxy[0]\",status=\"2xx\"}"), Some(&3.0), "{text}");
     assert_eq!(values.get("sidecar_request_duration_seconds_count"), Some(&3.0), "{text}");
     assert!(values.get("sidecar_pool_new_total").is_some_and(|v| *v >= 1.0), "{text}");
-    assert_eq!(admin_get(port, "/healthz").status, 200);
+    assert_eq!(admin_get(&p, "/healthz").status, 200);
 }
 
 #[test]
@@ -176,18 +152,17 @@ fn readyz_goes_503_when_every_member_of_a_route_is_down() {
         b.addr
     );
     let p = Sidecar::start(&config);
-    let port = admin_port(&p);
-    assert_eq!(admin_get(port, "/readyz").status, 200);
+    assert_eq!(admin_get(&p, "/readyz").status, 200);
     drop(b);
     for _ in 0..4 {
         let mut c = p.conn();
         let _ = c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
         let _ = c.try_read_response(false, DEADLINE);
     }
-    let r = admin_get(port, "/readyz");
+    let r = admin_get(&p, "/readyz");
     assert_eq!(r.status, 503, "{}", r.body_str());
     assert!(r.body_str().contains("balancer \"app\""), "{}", r.body_str());
-    let status = admin_get(port, "/status").body_str();
+    let status = admin_get(&p, "/status").body_str();
     assert!(status.contains("\"state\":\"failed\""), "{status}");
 }
 

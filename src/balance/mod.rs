@@ -333,8 +333,9 @@ impl Balancer {
         None
     }
 
-    /// How long until some in-service replica could be picked by a new request.
-    fn retry_after(&self, now: Instant) -> Duration {
+    /// How long until some in-service replica could be picked by a new request (the
+    /// `Retry-After` of a 503).
+    pub fn retry_after(&self, now: Instant) -> Duration {
         (0..self.spec.replicas.len())
             .filter(|&i| self.spec.replicas[i].status.in_service())
             .map(|i| match self.avail(i, now) {

@@ -286,12 +286,11 @@ async fn forward(
     // Every attempt failed. If no replica could take a request now, that is SPEC §4's
     // "every replica down": 503 with Retry-After.
     if let Some(b) = balancer {
-        let all: Vec<usize> = (0..b.lock().spec().replicas.len()).collect();
-        let mut bal = b.lock();
-        if !bal.usable(Instant::now()) || tried.len() == all.len() {
-            if let Pick::NoneAvailable { retry_after } = bal.pick(Instant::now(), &all, None) {
-                return Err(ProxyError::AllReplicasDown { balancer: b.name.clone(), retry_after });
-            }
+        let bal = b.lock();
+        let now = Instant::now();
+        if !bal.usable(now) || tried.len() == bal.spec().replicas.len() {
+            let retry_after = bal.retry_after(now);
+            return Err(ProxyError::AllReplicasDown { balancer: b.name.clone(), retry_after });
         }
     }
     Err(last_error.unwrap_or(ProxyError::NoRoute("no replica configured")))
