@@ -19,6 +19,8 @@ pub mod balance;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod h1;
 pub mod metrics;
 pub mod net;

@@ -15,6 +15,7 @@ use futures_rustls::rustls::{ClientConfig, ServerConfig};
 
 pub use diag::Diagnostic;
 pub use duration::parse_duration;
+use resolve::Files;
 
 use crate::access_log::AccessFormat;
 use crate::balance::{Balancer, BalancerSpec};
@@ -126,10 +127,16 @@ pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
             message: format!("cannot read: {e}"),
         }]
     })?;
-    resolve::resolve(path, &source)
+    resolve::resolve(path, &source, Files::Disk)
 }
 
 /// Checks config text; `path` names it in diagnostics and anchors relative paths.
 pub fn parse(path: &Path, source: &str) -> Result<Config, Vec<Diagnostic>> {
-    resolve::resolve(path, source)
+    resolve::resolve(path, source, Files::Disk)
+}
+
+/// Checks config text touching nothing else: every file it names is missing and no
+/// system trust store is read (for the fuzz targets).
+pub fn parse_text(path: &Path, source: &str) -> Result<Config, Vec<Diagnostic>> {
+    resolve::resolve(path, source, Files::Absent)
 }
