@@ -4,6 +4,8 @@
 //! no result may carry a byte that may not go on the wire (CVE-2023-25690's class).
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use crate::h1::head::{parse_request_head, RequestHead, MAX_HEADERS};
@@ -110,15 +112,35 @@ pub fn rewrite(data: &[u8]) {
         }
     }
     let sources: Vec<RuleSource<'_>> = entries.iter().map(|(conds, rule)| RuleSource { conds, rule }).collect();
-    let own = if sources.is_empty() { None } else { load(&sources) };
-    let rules = match (&own, sources.is_empty()) {
-        (Some(r), _) => r,
-        (None, true) => hostile_rules(),
-        (None, false) => return,
+    let Some(head) = parse_request(request) else {
+        if !sources.is_empty() {
+            load(&sources);
+        }
+        return;
     };
-    let Some(head) = parse_request(request) else { return };
     let Ok(norm) = normalize_target(&head.target) else { return };
-    check_decision(rules, &head, &norm);
+    if sources.is_empty() {
+        check_decision(hostile_rules(), &head, &norm);
+        return;
+    }
+    let key = rules_text.unwrap_or_default().into_owned();
+    let own = LOADED.with_borrow_mut(|loaded| {
+        if loaded.len() >= LOADED_MAX {
+            loaded.clear();
+        }
+        loaded.entry(key).or_insert_with(|| load(&sources)).clone()
+    });
+    if let Some(rules) = own {
+        check_decision(&rules, &head, &norm);
+    }
+}
+
+/// Rule sets already loaded and checked, by their text: most mutations change only the
+/// request, and compiling the regexes again would cost nearly all of the run.
+const LOADED_MAX: usize = 64;
+
+thread_local! {
+    static LOADED: RefCell<HashMap<String, Option<Rules>>> = RefCell::new(HashMap::new());
 }
 
 /// Parses, lints and describes `sources`; errors and lints name a real place.
