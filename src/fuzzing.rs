@@ -40,10 +40,13 @@ mod tests {
 
     use super::TARGETS;
 
+    fn fuzz_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+    }
+
     /// The files of `fuzz/<kind>/<target>/`, sorted; none when the directory is absent.
     fn inputs(kind: &str, target: &str) -> Vec<PathBuf> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join(kind).join(target);
-        let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(fuzz_dir().join(kind).join(target)) {
             Ok(entries) => entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_file()).collect(),
             Err(_) => Vec::new(),
         };
@@ -51,32 +54,42 @@ mod tests {
         files
     }
 
-    /// Runs every file of `kind` through its target; returns how many ran.
-    fn replay(kind: &str) -> usize {
-        let mut ran = 0;
-        for (target, entry) in TARGETS {
-            for file in inputs(kind, target) {
-                let data = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-                let outcome = std::panic::catch_unwind(|| entry(&data));
-                assert!(outcome.is_ok(), "{target}: {} broke an invariant (see the panic above)", file.display());
-                ran += 1;
-            }
+    /// Runs the committed corpus and every kept crash of `target` through its entry point.
+    fn replay(target: &str) {
+        let entry = TARGETS.iter().find(|(name, _)| *name == target).map(|(_, entry)| entry).expect("a target");
+        let corpus = inputs("corpus", target);
+        // An empty replay would prove nothing.
+        assert!(!corpus.is_empty(), "fuzz/corpus/{target}/ is empty or missing");
+        for file in corpus.iter().chain(&inputs("regressions", target)) {
+            let data = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            let outcome = std::panic::catch_unwind(|| entry(&data));
+            assert!(outcome.is_ok(), "{target}: {} broke an invariant (see the panic above)", file.display());
         }
-        ran
+    }
+
+    /// One test per target, so they run in parallel and a failure names its target.
+    mod replay {
+        macro_rules! replays {
+            ($($target:ident),*) => {$(
+                #[test]
+                fn $target() {
+                    super::replay(stringify!($target));
+                }
+            )*};
+        }
+        replays!(request_head, chunked, response_head, websocket_upgrade, rewrite, config, import_apache);
     }
 
     #[test]
-    fn every_corpus_file_keeps_its_invariants() {
-        let ran = replay("corpus");
-        // Every target has a committed corpus: an empty replay would prove nothing.
-        for (target, _) in TARGETS {
-            assert!(!inputs("corpus", target).is_empty(), "fuzz/corpus/{target}/ is empty or missing");
-        }
-        assert!(ran >= TARGETS.len(), "replayed {ran} files");
-    }
-
-    #[test]
-    fn every_kept_crash_stays_fixed() {
-        replay("regressions");
+    fn every_fuzz_target_has_an_entry_point() {
+        let mut targets: Vec<String> = std::fs::read_dir(fuzz_dir().join("fuzz_targets"))
+            .expect("fuzz/fuzz_targets")
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".rs").map(str::to_string))
+            .collect();
+        targets.sort();
+        let mut known: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
+        known.sort();
+        assert_eq!(targets, known, "fuzz/fuzz_targets/*.rs and fuzzing::TARGETS differ");
     }
 }

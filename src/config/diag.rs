@@ -54,10 +54,8 @@ impl Lines<'_> {
             .find(|l| l.starts_with('['))
             .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string())
             .filter(|t| !t.is_empty());
-        let key = line
-            .split_once('=')
-            .map(|(k, _)| k.trim().to_string())
-            .filter(|k| !k.is_empty() && !k.starts_with('['));
+        let key =
+            line.split_once('=').map(|(k, _)| k.trim().to_string()).filter(|k| !k.is_empty() && !k.starts_with('['));
         match (table, key) {
             (Some(t), Some(k)) => format!("{t}.{k}"),
             (Some(t), None) => t,
