@@ -22,9 +22,12 @@ pub use h1::{chunked, request_head, response_head, websocket_upgrade};
 pub use load::{config, import_apache};
 pub use rules::rewrite;
 
+/// A fuzz target's entry point: any bytes in, a panic when an invariant breaks.
+pub type Entry = fn(&[u8]);
+
 /// Every target with its entry point, by the name of its directory under
 /// `fuzz/corpus/` and `fuzz/regressions/`.
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [(&str, Entry); 7] = [
     ("request_head", request_head),
     ("chunked", chunked),
     ("response_head", response_head),
