@@ -9,16 +9,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::rc::Rc;
-
-use async_io::Async;
-use smol::LocalExecutor;
-
 use crate::access_log::json_string;
 use crate::config::Config;
 use crate::h1::answer::{Answer, Body};
 use crate::h1::head::{parse_request_head, MAX_HEADERS};
 use crate::net::stream::{deadline, Conn, Stream};
+use crate::rt::{self, Io};
 use crate::shared::Shared;
 
 /// An admin request must arrive quickly and small; probes are tiny.
@@ -33,16 +29,16 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Serves the admin listener on the calling worker's executor, one task per request.
-pub async fn accept_loop(ex: Rc<LocalExecutor<'static>>, listener: Async<TcpListener>, shared: Arc<Shared>) {
+pub async fn accept_loop(listener: Io<TcpListener>, shared: Arc<Shared>) {
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => ex.spawn(serve(stream, Arc::clone(&shared))).detach(),
+            Ok((stream, _)) => rt::spawn(serve(stream, Arc::clone(&shared))).detach(),
             Err(_) => crate::net::clock::sleep(Duration::from_millis(100)).await,
         }
     }
 }
 
-async fn serve(stream: Async<TcpStream>, shared: Arc<Shared>) {
+async fn serve(stream: Io<TcpStream>, shared: Arc<Shared>) {
     let mut conn = Conn::new(Stream::Plain(stream));
     let read = async {
         let len = conn.read_head(ADMIN_MAX_HEAD, false).await.ok()?;

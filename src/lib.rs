@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Import rule: a module imports only from layers before its own:
-//! `h1`, `target` | `rewrite`, `route`, `balance`, `access_log` | `config`, `tls` | `net`,
+//! `h1`, `target` | `rewrite`, `route`, `balance`, `access_log` | `config`, `tls` | `rt` | `net`,
 //! `metrics`, `shared` | `server::Worker` | `proxy`, `admin` | `server`, `signals` | `cmd`.
 //! `server::Worker` (one worker thread's state, which every connection task reads) sits
 //! below the proxy; the rest of `server` drives it. `h1`, `target`, `rewrite`, `route`,
@@ -29,6 +29,7 @@ pub(crate) mod net;
 pub(crate) mod proxy;
 pub mod rewrite;
 pub(crate) mod route;
+pub(crate) mod rt;
 pub(crate) mod server;
 pub(crate) mod shared;
 pub(crate) mod signals;

@@ -8,12 +8,12 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_io::Async;
 use futures_rustls::pki_types::ServerName;
 use futures_rustls::rustls::ClientConfig;
 use futures_rustls::TlsConnector;
 
 use super::stream::{Conn, Stream};
+use crate::rt::{self, Io};
 use crate::target::Url;
 
 /// Why a backend connection could not be opened. Always the replica's fault (or the
@@ -81,7 +81,8 @@ async fn resolve(url: &Url) -> Result<Vec<SocketAddr>, ConnectError> {
     }
     let host = url.bare_host().to_string();
     let port = url.port;
-    // getaddrinfo blocks; smol runs it on its blocking pool.
+    // getaddrinfo blocks; smol runs it on its blocking pool, whose waker reaches the
+    // worker through the runtime's cross-thread queue.
     let addrs = smol::net::resolve((host.as_str(), port)).await.map_err(ConnectError::Resolve)?;
     if addrs.is_empty() {
         return Err(ConnectError::Resolve(io::Error::new(io::ErrorKind::NotFound, "no addresses")));
@@ -89,14 +90,11 @@ async fn resolve(url: &Url) -> Result<Vec<SocketAddr>, ConnectError> {
     Ok(addrs)
 }
 
-async fn connect_any(addrs: &[SocketAddr]) -> Result<Async<TcpStream>, ConnectError> {
+async fn connect_any(addrs: &[SocketAddr]) -> Result<Io<TcpStream>, ConnectError> {
     let mut last = None;
     for addr in addrs {
-        match Async::<TcpStream>::connect(*addr).await {
-            Ok(s) => {
-                let _ = s.get_ref().set_nodelay(true);
-                return Ok(s);
-            }
+        match rt::connect(*addr).await {
+            Ok(s) => return Ok(s),
             Err(e) => last = Some(e),
         }
     }

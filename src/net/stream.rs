@@ -10,10 +10,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_io::Async;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::h1::scan::{blank_lines, HeadScanner, ScanError};
+use crate::rt::Io;
 
 /// Bytes read from a socket per read call when streaming a body; also the most a
 /// `Conn` buffers beyond a head.
@@ -23,14 +23,14 @@ pub const READ_BYTES: usize = 16 * 1024;
 const FIRST_BUFFER_BYTES: usize = 4 * 1024;
 
 pub enum Stream {
-    Plain(Async<TcpStream>),
-    ServerTls(Box<futures_rustls::server::TlsStream<Async<TcpStream>>>),
-    ClientTls(Box<futures_rustls::client::TlsStream<Async<TcpStream>>>),
+    Plain(Io<TcpStream>),
+    ServerTls(Box<futures_rustls::server::TlsStream<Io<TcpStream>>>),
+    ClientTls(Box<futures_rustls::client::TlsStream<Io<TcpStream>>>),
 }
 
 impl Stream {
     /// The TCP socket under any TLS.
-    pub fn tcp(&self) -> &Async<TcpStream> {
+    pub fn tcp(&self) -> &Io<TcpStream> {
         match self {
             Self::Plain(s) => s,
             Self::ServerTls(s) => s.get_ref().0,
@@ -39,10 +39,10 @@ impl Stream {
     }
 
     /// A pooled connection is usable only if the peer has neither closed it nor sent
-    /// anything unasked (docs/security.md, B6): a non-blocking peek must find nothing to read.
+    /// anything unasked (docs/security.md, B6). The poller's flags say so without a
+    /// syscall; only a possibly stale readable flag costs a non-blocking peek.
     pub fn is_idle_and_open(&self) -> bool {
-        let mut byte = [0u8; 1];
-        matches!(self.tcp().get_ref().peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        self.tcp().is_quiet(|tcp| tcp.peek(&mut [0u8; 1]))
     }
 }
 
@@ -65,6 +65,13 @@ impl AsyncRead for Stream {
 impl AsyncWrite for Stream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         delegate!(self, s => Pin::new(s).poll_write(cx, buf))
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         delegate!(self, s => Pin::new(s).poll_flush(cx))

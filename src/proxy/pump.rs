@@ -14,9 +14,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use async_io::Timer;
 use futures_lite::{AsyncRead, AsyncWrite};
 
+use crate::net::clock::{self, Sleep};
 use crate::net::stream::{Stream, READ_BYTES};
 
 thread_local! {
@@ -137,7 +137,7 @@ struct Pump<S: Future<Output = ()>> {
     down: Direction,
     idle: Duration,
     last_active: Instant,
-    timer: Timer,
+    timer: Sleep,
     shutdown: Pin<Box<S>>,
 }
 
@@ -163,14 +163,14 @@ impl<S: Future<Output = ()>> Future for Pump<S> {
         if t.shutdown.as_mut().poll(cx).is_ready() {
             return Poll::Ready(TunnelEnd::Shutdown);
         }
-        let now = Instant::now();
+        let now = clock::now();
         if active {
             t.last_active = now;
         }
         // The timer is re-armed only when it fires, not on every byte.
         while Pin::new(&mut t.timer).poll(cx).is_ready() {
             let deadline = t.last_active + t.idle;
-            if deadline <= Instant::now() {
+            if deadline <= clock::now() {
                 return Poll::Ready(TunnelEnd::IdleTimeout);
             }
             t.timer.set_at(deadline);
@@ -190,7 +190,7 @@ pub async fn run(
     idle: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> TunnelStats {
-    let now = Instant::now();
+    let now = clock::now();
     let up = Direction { bytes: to_backend.len() as u64, pending: to_backend, ..Direction::default() };
     let down = Direction { bytes: to_client.len() as u64, pending: to_client, ..Direction::default() };
     let mut pump = Pump {
@@ -200,7 +200,7 @@ pub async fn run(
         down,
         idle,
         last_active: now,
-        timer: Timer::at(now + idle),
+        timer: clock::sleep_until(now + idle),
         shutdown: Box::pin(shutdown),
     };
     let end = (&mut pump).await;

@@ -57,7 +57,7 @@ pub(super) async fn run(mut req: Request<'_>, client: Conn, backend: Conn) {
     let worker = req.worker;
     let drain_deadline = async {
         worker.shutdown().await;
-        async_io::Timer::after(timeouts.drain).await;
+        crate::net::clock::sleep(timeouts.drain).await;
     };
     let stats =
         pump::run(client_stream, to_backend, backend_stream, to_client, timeouts.tunnel_idle, drain_deadline).await;

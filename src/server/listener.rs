@@ -5,13 +5,13 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use async_io::{Async, Timer};
 use futures_rustls::TlsAcceptor;
-use smol::LocalExecutor;
 
 use crate::h1::answer::Answer;
+use crate::net::clock;
 use crate::net::stream::{with_timeout, Stream};
 use crate::proxy::{serve, ClientInfo};
+use crate::rt::{self, Io};
 
 use super::worker::Worker;
 
@@ -21,7 +21,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// `Retry-After` of the over-`max_connections` 503: connections free up quickly.
 const OVER_LIMIT_RETRY_AFTER_SECS: u64 = 1;
 
-pub(super) async fn accept_loop(ex: Rc<LocalExecutor<'static>>, listener: Async<TcpListener>, worker: Rc<Worker>) {
+pub(super) async fn accept_loop(listener: Io<TcpListener>, worker: Rc<Worker>) {
     let local = listener.get_ref().local_addr().ok();
     let mut last_error_log: Option<Instant> = None;
     loop {
@@ -39,7 +39,7 @@ pub(super) async fn accept_loop(ex: Rc<LocalExecutor<'static>>, listener: Async<
                 let local = tcp.get_ref().local_addr().ok().or(local).unwrap_or(peer);
                 // TLS settings are read per connection, so SIGHUP reloads certificates.
                 let tls = worker.config().server_tls.clone().map(TlsAcceptor::from);
-                ex.spawn(connection(Rc::clone(&worker), tcp, peer, local, tls)).detach();
+                rt::spawn(connection(Rc::clone(&worker), tcp, peer, local, tls)).detach();
             }
             Err(e) => {
                 // Out of descriptors (EMFILE/ENFILE) or a transient error: log at most
@@ -48,7 +48,7 @@ pub(super) async fn accept_loop(ex: Rc<LocalExecutor<'static>>, listener: Async<
                     log::error!("accept failed: {e}");
                     last_error_log = Some(Instant::now());
                 }
-                Timer::after(ACCEPT_BACKOFF).await;
+                clock::sleep(ACCEPT_BACKOFF).await;
             }
         }
     }
@@ -56,7 +56,7 @@ pub(super) async fn accept_loop(ex: Rc<LocalExecutor<'static>>, listener: Async<
 
 async fn connection(
     worker: Rc<Worker>,
-    tcp: Async<TcpStream>,
+    tcp: Io<TcpStream>,
     peer: SocketAddr,
     local: SocketAddr,
     tls: Option<TlsAcceptor>,

@@ -1,5 +1,6 @@
-//! The running process: one thread per worker, each with its own single-threaded
-//! executor, its own listening sockets (SO_REUSEPORT) and its own backend pool.
+//! The running process: one thread per worker, each with its own runtime (`rt`: its
+//! own epoll, run queue and deadlines), its own listening sockets (SO_REUSEPORT) and
+//! its own backend pool; nothing on the request path crosses threads.
 //! Workers share the metrics (atomics) and each balancer's state (one mutex per
 //! balancer, taken briefly to pick a member and to report on it), so a dead replica is
 //! found once for the whole process and `bybusyness` sees every worker's load.
@@ -19,12 +20,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use async_io::{Async, Timer};
-use smol::LocalExecutor;
-
 use crate::config::Config;
 use crate::net::clock;
 use crate::net::listen::bind;
+use crate::rt::{self, Io, Ready};
 use crate::shared::Shared;
 
 /// How often a worker closes pooled connections idle past their timeout.
@@ -126,33 +125,39 @@ fn run_worker(
     shutdown: async_channel::Receiver<()>,
     reloads: async_channel::Receiver<Arc<Config>>,
 ) {
-    let ex = Rc::new(LocalExecutor::new());
-    let worker = Rc::new(Worker::new(shared, shutdown));
-    let main = async {
-        ex.spawn(clock::run_ticker()).detach();
+    let worker = Rc::new(Worker::new(shared));
+    let main = async move {
         if let Some(admin) = admin {
-            match Async::new(admin) {
-                Ok(l) => ex.spawn(crate::admin::accept_loop(Rc::clone(&ex), l, Arc::clone(worker.shared()))).detach(),
+            match Io::new(admin, Ready::EMPTY) {
+                Ok(l) => rt::spawn(crate::admin::accept_loop(l, Arc::clone(worker.shared()))).detach(),
                 Err(e) => log::error!("cannot register the admin listener: {e}"),
             }
         }
         for listener in listeners {
-            match Async::new(listener) {
-                Ok(l) => ex.spawn(listener::accept_loop(Rc::clone(&ex), l, Rc::clone(&worker))).detach(),
+            match Io::new(listener, Ready::EMPTY) {
+                Ok(l) => rt::spawn(listener::accept_loop(l, Rc::clone(&worker))).detach(),
                 Err(e) => log::error!("cannot register a listener: {e}"),
             }
         }
+        // The main thread's messages: their wakers reach this thread through the
+        // runtime's cross-thread queue, never on the request path.
         let w = Rc::clone(&worker);
-        ex.spawn(async move {
+        rt::spawn(async move {
             while let Ok(config) = reloads.recv().await {
                 w.set_config(config);
             }
         })
         .detach();
+        let w = Rc::clone(&worker);
+        rt::spawn(async move {
+            let _ = shutdown.recv().await;
+            w.start_draining();
+        })
+        .detach();
         let prune = async {
             loop {
-                Timer::after(POOL_PRUNE_EVERY).await;
-                worker.pool().prune(Instant::now());
+                clock::sleep(POOL_PRUNE_EVERY).await;
+                worker.pool().prune(clock::now());
             }
         };
         futures_lite::future::or(prune, worker.shutdown()).await;
@@ -160,8 +165,10 @@ fn run_worker(
         // end by themselves at the drain timeout), with one last deadline.
         let last = Instant::now() + worker.config().timeouts.drain + Duration::from_secs(1);
         while worker.open_connections() > 0 && Instant::now() < last {
-            Timer::after(Duration::from_millis(20)).await;
+            clock::sleep(Duration::from_millis(20)).await;
         }
     };
-    smol::block_on(ex.run(main));
+    if let Err(e) = rt::block_on(main) {
+        log::error!("worker stopped: {e}");
+    }
 }

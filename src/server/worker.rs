@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::net::pool::Pool;
+use crate::rt::{Signal, Wait};
 use crate::shared::Shared;
 
 pub(crate) struct Worker {
@@ -18,24 +19,16 @@ pub(crate) struct Worker {
     shared: Arc<Shared>,
     pool: Pool,
     open_connections: Cell<usize>,
-    /// Set once SIGTERM/SIGINT arrived: no new requests on kept-alive connections.
-    draining: Cell<bool>,
-    /// Closed when draining starts; every wait that should end then listens on it.
-    shutdown: async_channel::Receiver<()>,
+    /// Fired once SIGTERM/SIGINT arrived: no new requests on kept-alive connections,
+    /// and every wait that should end then listens on it.
+    drain: Signal,
 }
 
 impl Worker {
-    pub fn new(shared: Arc<Shared>, shutdown: async_channel::Receiver<()>) -> Self {
+    pub fn new(shared: Arc<Shared>) -> Self {
         let config = shared.config();
         let pool = Pool::new(config.timeouts.pool_idle);
-        Self {
-            config: RefCell::new(config),
-            shared,
-            pool,
-            open_connections: Cell::new(0),
-            draining: Cell::new(false),
-            shutdown,
-        }
+        Self { config: RefCell::new(config), shared, pool, open_connections: Cell::new(0), drain: Signal::default() }
     }
 
     /// The config in force now. A request takes it once and keeps it to its end.
@@ -61,13 +54,18 @@ impl Worker {
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.get()
+        self.drain.is_fired()
     }
 
-    /// Completes when draining starts.
-    pub async fn shutdown(&self) {
-        let _ = self.shutdown.recv().await;
-        self.draining.set(true);
+    /// Completes when draining starts. Waiting allocates nothing (it is on every
+    /// keep-alive wait).
+    pub fn shutdown(&self) -> Wait<'_> {
+        self.drain.wait()
+    }
+
+    /// Starts draining: every `shutdown` wait completes.
+    pub fn start_draining(&self) {
+        self.drain.fire();
     }
 
     /// Client connections open on this worker.
