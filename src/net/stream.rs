@@ -135,8 +135,13 @@ impl Conn {
             if self.buf.len() >= limit {
                 return Err(io::Error::new(io::ErrorKind::OutOfMemory, "read buffer full"));
             }
-            let grown = if self.buf.is_empty() { FIRST_BUFFER_BYTES } else { self.buf.len() * 2 };
-            self.buf.resize(grown.min(limit), 0);
+            if self.buf.is_empty() && limit >= FIRST_BUFFER_BYTES {
+                self.buf = spare::take();
+            }
+            if self.end == self.buf.len() {
+                let grown = if self.buf.is_empty() { FIRST_BUFFER_BYTES } else { self.buf.len() * 2 };
+                self.buf.resize(grown.min(limit), 0);
+            }
         }
         let n = futures_lite::AsyncReadExt::read(&mut self.stream, &mut self.buf[self.end..]).await?;
         self.end += n;
@@ -154,7 +159,7 @@ impl Conn {
     /// a pooled one should not hold 16 KiB).
     pub fn shrink(&mut self) {
         if self.start == self.end {
-            self.buf = Vec::new();
+            spare::give(std::mem::take(&mut self.buf));
             self.start = 0;
             self.end = 0;
         }
@@ -179,10 +184,43 @@ impl Conn {
     /// Takes the read-ahead out, leaving the buffer empty and released.
     pub fn take_buffered(&mut self) -> Vec<u8> {
         let rest = self.buffered().to_vec();
-        self.buf = Vec::new();
+        spare::give(std::mem::take(&mut self.buf));
         self.start = 0;
         self.end = 0;
         rest
+    }
+}
+
+/// Released connection buffers of the first size, kept per worker thread for the next
+/// request: a keep-alive request takes one and gives it back instead of allocating,
+/// and an idle connection still holds none.
+mod spare {
+    use std::cell::RefCell;
+
+    use super::FIRST_BUFFER_BYTES;
+
+    /// At most this many buffers wait (256 KiB per worker).
+    const KEPT: usize = 64;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A buffer with its first size already zeroed, or an empty one.
+    pub fn take() -> Vec<u8> {
+        SPARE.try_with(|s| s.borrow_mut().pop()).ok().flatten().unwrap_or_default()
+    }
+
+    /// Keeps `buf` for `take` if it has the first size; frees it otherwise.
+    pub fn give(buf: Vec<u8>) {
+        if buf.len() == FIRST_BUFFER_BYTES && buf.capacity() == FIRST_BUFFER_BYTES {
+            let _ = SPARE.try_with(|s| {
+                let mut s = s.borrow_mut();
+                if s.len() < KEPT {
+                    s.push(buf);
+                }
+            });
+        }
     }
 }
 
