@@ -102,11 +102,10 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) 
                     return;
                 }
             };
-        drop(config);
         // Boxed: the request path's state lives only while a request is in flight,
         // instead of in every connection task for its whole life, so an idle keep-alive
         // connection or WebSocket tunnel stays small.
-        let mut req = Box::new(Request::new(&worker, &info, head, started));
+        let mut req = Box::new(Request::new(&worker, &info, config, head, started));
         match Box::pin(forward::handle(&mut req, &mut client)).await {
             Next::KeepAlive => req.finish(),
             Next::Close => {
