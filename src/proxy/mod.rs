@@ -64,12 +64,15 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) 
         if worker.is_draining() {
             return;
         }
-        let config = worker.config();
         if client.buffered().is_empty() {
             // Between requests a connection may idle for the keep-alive timeout; the
             // first request must start within the header timeout. Draining ends the wait.
-            let wait = if first { config.timeouts.header } else { config.timeouts.keepalive };
-            let next = futures_lite::future::or(with_timeout(wait, client.fill(config.limits.max_head_bytes)), async {
+            let (timeouts, limits) = {
+                let c = worker.config();
+                (c.timeouts, c.limits)
+            };
+            let wait = if first { timeouts.header } else { timeouts.keepalive };
+            let next = futures_lite::future::or(with_timeout(wait, client.fill(limits.max_head_bytes)), async {
                 worker.shutdown().await;
                 Ok(0)
             });
@@ -79,6 +82,9 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) 
             }
         }
         first = false;
+        // The config in force when the request begins (a reload during the idle wait
+        // applies to it); the request keeps this snapshot to its end.
+        let config = worker.config();
         let started = Instant::now();
         let limits = config.limits;
         let head =
