@@ -67,7 +67,7 @@ use std::fmt;
 
 use crate::target::Target;
 
-pub use lint::{lints, Lint};
+pub use lint::lints;
 
 use cond::Cond;
 use rule::{Rule, RuleHead};
@@ -222,19 +222,5 @@ impl Rules {
             return Decision::Pass;
         }
         eval::evaluate(&self.rules, req)
-    }
-
-    /// Warnings about rules that load but probably do not do what was meant; works on
-    /// sources that do not load too. Same as [`lints`].
-    pub fn lints(sources: &[RuleSource<'_>]) -> Vec<Lint> {
-        lints(sources)
-    }
-
-    pub fn len(&self) -> usize {
-        self.rules.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
     }
 }
