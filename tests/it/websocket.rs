@@ -3,8 +3,6 @@
 //! after a valid 101 for a real handshake, and anything else stays HTTP and goes through
 //! sidecar's parser. Plain-TLS variants (wss) live in tls.rs.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -12,8 +10,8 @@ use async_tungstenite::tungstenite::handshake::client::generate_key;
 use async_tungstenite::tungstenite::{http, Message};
 use futures_lite::StreamExt;
 
-use support::backend::{self, response, switching_protocols, Backend, Reply};
-use support::*;
+use crate::support::backend::{self, response, switching_protocols, Backend, Reply};
+use crate::support::*;
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 

@@ -3,10 +3,8 @@
 //! allows a 400 instead, the test accepts it; what it never accepts is routing by one
 //! form of the path and forwarding another.
 
-mod support;
-
-use support::backend::{self, Backend, Request};
-use support::*;
+use crate::support::backend::{self, Backend, Request};
+use crate::support::*;
 
 struct Routes {
     p: Sidecar,

@@ -1,10 +1,8 @@
 //! SPEC §2 command line and §3 config errors: `check` exit codes, diagnostics that name
 //! `file:line: key`, bad config or bind → 1 before listening, bad command line → 2.
 
-mod support;
-
-use support::tls;
-use support::*;
+use crate::support::tls;
+use crate::support::*;
 
 /// Runs `sidecar check --config DIR/sidecar.toml` on `config`, with `files` beside it.
 fn check(config: &str, files: &[(&str, &str)]) -> Ran {

@@ -6,13 +6,11 @@
 //! CVE-2021-40438); `sidecar check` lints with line numbers and regex errors with
 //! columns; `sidecar import-apache` on the tutorial vhosts.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::backend::{self, Backend};
-use support::*;
+use crate::support::backend::{self, Backend};
+use crate::support::*;
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
@@ -689,6 +687,11 @@ fn import_apache_balancer_tutorial_converts_members_and_settings_and_passes_chec
         ran.stdout
     );
     assert!(!ran.stderr.contains("${"), "the balancer tutorial has no ${{…}} mistake:\n{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("port 443 without SSLCertificateFile"),
+        "a *:443 vhost without a certificate is converted to a plain listener, with a warning:\n{}",
+        ran.stderr
+    );
 }
 
 #[test]

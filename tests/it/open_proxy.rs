@@ -2,10 +2,8 @@
 //! CVE-2021-40438 shape from §1.4: request bytes never choose the upstream. A canary
 //! listener named by each request must see zero connections.
 
-mod support;
-
-use support::backend::{self, Backend};
-use support::*;
+use crate::support::backend::{self, Backend};
+use crate::support::*;
 
 /// Asserts the canary saw nothing, after giving a late connect a moment to show up.
 fn canary_untouched(canary: &Backend) {

@@ -6,14 +6,12 @@
 //! spread and fail-over, sticky sessions, and the `+H`/`+N`/`+D` status letters. Every
 //! replica is a real listener on a loopback port.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::backend::{self, response, Backend, Reply};
-use support::*;
+use crate::support::backend::{self, response, Backend, Reply};
+use crate::support::*;
 
 /// A replica answering `200` with its name as the body.
 fn named(name: &'static str) -> Backend {
@@ -214,6 +212,14 @@ fn a_replica_whose_listener_is_closed_loses_no_request_and_gets_one_connect_per_
             metric(&p, CONNECT_ERRORS, &[]),
             1.0,
             "workers={workers}: one connect attempt to the closed port per retry period, for the whole process"
+        );
+        let said = format!("{}: connect failed", dead.addr);
+        let lines = p.logs().into_iter().filter(|l| l.contains(&said)).count();
+        assert_eq!(
+            lines,
+            1,
+            "workers={workers}: one log line names the replica and the failure:\n{}",
+            p.logs().join("\n")
         );
     }
 }

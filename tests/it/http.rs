@@ -2,12 +2,10 @@
 //! pipelining, streamed bodies both ways, bodiless responses, `Expect: 100-continue`,
 //! pooled backend connections, routing by prefix and the error statuses 404/502/504.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::backend::{self, response, Backend, Reply};
-use support::*;
+use crate::support::backend::{self, response, Backend, Reply};
+use crate::support::*;
 
 #[test]
 fn get_is_forwarded_and_the_answer_relayed() {
@@ -383,9 +381,10 @@ fn unmatched_path_is_404_with_a_plain_text_body() {
 
 #[test]
 fn closed_backend_port_is_502() {
-    let port = closed_port();
+    let dead = DeadPort::new();
     let p = Sidecar::start(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nconnect_timeout = \"1s\"\n\n[[proxy]]\npath = \"/\"\nto = \"http://127.0.0.1:{port}/\"\n"
+        "[server]\nlisten = \"127.0.0.1:0\"\nconnect_timeout = \"1s\"\n\n[[proxy]]\npath = \"/\"\nto = \"http://{}/\"\n",
+        dead.addr
     ));
     let mut c = p.conn();
     c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");

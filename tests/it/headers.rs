@@ -3,10 +3,8 @@
 //! ProxyPassReverse and preserve_host. Every assertion is on the head the other side
 //! actually received.
 
-mod support;
-
-use support::backend::{self, response, Backend, Reply, Request};
-use support::*;
+use crate::support::backend::{self, response, Backend, Reply, Request};
+use crate::support::*;
 
 /// Sends `req` through a sidecar in front of an echo backend and returns what the
 /// backend received.

@@ -2,17 +2,15 @@
 //! listener with an rcgen certificate, clients via futures-rustls, https and wss
 //! backends verified against `[backend_tls] ca`, and the failures that must be 502.
 
-mod support;
-
 use std::sync::Arc;
 
 use async_tungstenite::tungstenite::{http, Message};
 use futures_lite::StreamExt;
 use futures_rustls::rustls::ClientConfig;
 
-use support::backend::{self, response, Backend, Reply};
-use support::tls::{self, Ca, Leaf};
-use support::*;
+use crate::support::backend::{self, response, Backend, Reply};
+use crate::support::tls::{self, Ca, Leaf};
+use crate::support::*;
 
 const H1: &[&[u8]] = &[b"http/1.1"];
 

@@ -5,12 +5,10 @@
 //! the backend was reachable, and then the backend's record must hold the control
 //! request and nothing else: zero other bytes, zero other connections.
 
-mod support;
-
 use std::time::Duration;
 
-use support::backend;
-use support::*;
+use crate::support::backend;
+use crate::support::*;
 
 /// Sends `bytes`; the request must be accepted (200) and forwarded as exactly one
 /// request, which is returned.
