@@ -411,15 +411,15 @@ fn backend_that_never_answers_is_504_after_proxy_timeout() {
 /// `keepalive_timeout` (60 s by default).
 #[test]
 fn error_answers_close_when_the_client_asked_to_close() {
-    let port = closed_port();
+    let dead = DeadPort::new();
     let silent = backend::never_answers();
     let garbage = backend::answers_raw("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx");
     let config = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nconnect_timeout = \"1s\"\nproxy_timeout = \"300ms\"\n\n\
-         [[proxy]]\npath = \"/closed/\"\nto = \"http://127.0.0.1:{port}/\"\n\n\
+         [[proxy]]\npath = \"/closed/\"\nto = \"http://{}/\"\n\n\
          [[proxy]]\npath = \"/silent/\"\nto = \"http://{}/\"\n\n\
          [[proxy]]\npath = \"/garbage/\"\nto = \"http://{}/\"\n",
-        silent.addr, garbage.addr
+        dead.addr, silent.addr, garbage.addr
     );
     let p = Sidecar::start(&config);
     for (path, status) in [("/closed/x", 502), ("/silent/x", 504), ("/garbage/x", 502), ("/nowhere", 404)] {
