@@ -27,7 +27,7 @@ fn assert_diagnostic(ran: &Ran, line: usize, needles: &[&str]) {
 }
 
 #[test]
-fn check_accepts_the_spec_example_and_exits_0() {
+fn check_accepts_a_config_using_every_section_and_exits_0() {
     let server = tls::self_signed(&["ws.example.com"]);
     let ca = tls::Ca::new("backend CA");
     let config = r#"[server]

@@ -24,7 +24,7 @@ fn with_rules(fallback: &Backend, rules: &str) -> Sidecar {
 }
 
 /// The SPEC §1 rule, pointed at `ws`.
-fn spec_rule(ws: &Backend) -> String {
+fn websocket_rule(ws: &Backend) -> String {
     format!(
         "[[rewrite]]\ncond = [\"%{{HTTP:Upgrade}} websocket [NC]\", \"%{{HTTP:Connection}} upgrade [NC]\"]\nrule = \".* ws://{}%{{REQUEST_URI}} [P,L]\"\n",
         ws.addr
@@ -49,12 +49,12 @@ fn targets(b: &Backend) -> Vec<String> {
 // ---- the SPEC §1 rule ---------------------------------------------------------------------
 
 #[test]
-fn spec_rule_tunnels_every_spelling_of_a_websocket_upgrade_to_the_ws_backend() {
+fn websocket_rule_tunnels_every_spelling_of_a_websocket_upgrade_to_the_ws_backend() {
     // websocket.rs checks the basic split; these are the header spellings the [NC]
     // conditions and the token rules must still recognise.
     let ws = backend::ws_echo();
     let web = backend::echo();
-    let p = with_rules(&web, &spec_rule(&ws));
+    let p = with_rules(&web, &websocket_rule(&ws));
     for (i, (upgrade, connection)) in
         [("websocket", "Upgrade"), ("WebSocket", "keep-alive, Upgrade"), ("WEBSOCKET", "UPGRADE")].iter().enumerate()
     {
@@ -78,10 +78,10 @@ fn spec_rule_tunnels_every_spelling_of_a_websocket_upgrade_to_the_ws_backend() {
 }
 
 #[test]
-fn spec_rule_leaves_requests_that_are_not_upgrades_to_the_proxy_backend() {
+fn websocket_rule_leaves_requests_that_are_not_upgrades_to_the_proxy_backend() {
     let ws = backend::ws_echo();
     let web = backend::echo();
-    let p = with_rules(&web, &spec_rule(&ws));
+    let p = with_rules(&web, &websocket_rule(&ws));
     for (what, head) in [
         ("plain GET", "GET /page HTTP/1.1\r\nHost: a\r\n\r\n".to_string()),
         ("Upgrade without Connection", format!("GET /no-conn HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n")),
@@ -102,13 +102,13 @@ fn spec_rule_leaves_requests_that_are_not_upgrades_to_the_proxy_backend() {
 }
 
 #[test]
-fn spec_rule_condition_matching_notwebsocket_sends_a_plain_request_never_a_tunnel() {
+fn websocket_rule_condition_matching_notwebsocket_sends_a_plain_request_never_a_tunnel() {
     // SECURITY R4: the condition is an unanchored regex, so `Upgrade: notwebsocket`
     // matches it and the request goes to the ws target, but it is not a WebSocket
     // upgrade: it travels as plain HTTP, without Upgrade, and no tunnel opens.
     let ws = backend::ws_echo();
     let web = backend::echo();
-    let p = with_rules(&web, &spec_rule(&ws));
+    let p = with_rules(&web, &websocket_rule(&ws));
     let mut c = p.conn();
     c.send(format!(
         "GET /x HTTP/1.1\r\nHost: a\r\nUpgrade: notwebsocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -290,11 +290,11 @@ fn nocase_rule_and_b_flags_escape_the_back_reference_for_a_query() {
 }
 
 #[test]
-fn request_uri_is_the_normalised_path_in_the_spec_rule() {
+fn request_uri_is_the_normalised_path_in_the_websocket_rule() {
     // The same normalised path is used to route and to forward (README "Paths").
     let ws = backend::ws_echo();
     let web = backend::echo();
-    let p = with_rules(&web, &spec_rule(&ws));
+    let p = with_rules(&web, &websocket_rule(&ws));
     let mut c = p.conn();
     c.send(format!(
         "GET /a/./b/../c//d%7Ee HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -424,7 +424,7 @@ fn crlf_in_the_path_of_an_upgrade_never_becomes_a_backend_header() {
     for target in ["/a%0d%0aX-Injected:%201", "/a%0d%0aX-Injected:%201%0d%0a"] {
         let ws = backend::ws_echo();
         let web = backend::echo();
-        let p = with_rules(&web, &spec_rule(&ws));
+        let p = with_rules(&web, &websocket_rule(&ws));
         let mut c = p.conn();
         c.send(format!(
             "GET {target} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -552,7 +552,7 @@ to = \"http://127.0.0.1:3000/\"
 }
 
 #[test]
-fn check_is_silent_about_the_spec_rule_set() {
+fn check_is_silent_about_the_websocket_rule_set() {
     let ran = check(
         "[server]\nlisten = \"127.0.0.1:0\"\n\n[[rewrite]]\ncond = [\"%{HTTP:Upgrade} websocket [NC]\", \"%{HTTP:Connection} upgrade [NC]\"]\nrule = \".* wss://localhost:3000%{REQUEST_URI} [P,L]\"\n\n[[proxy]]\npath = \"/\"\nto = \"http://127.0.0.1:3000/\"\n",
     );
