@@ -1,5 +1,4 @@
-//! Issue 4, the balancer through the real binary (SPEC §3, §4 "Replicas"; README
-//! "Balancing"): shares by loadfactor for `byrequests` and `bybusyness`, passive health
+//! The balancer through the real binary (README, "Balancing"): shares by loadfactor for `byrequests` and `bybusyness`, passive health
 //! (a closed, resetting or silent replica costs one failure per retry period, not one
 //! per request), retries only where the request cannot have reached the app, 503 with
 //! Retry-After when every replica is down, a restarted replica coming back, WebSocket

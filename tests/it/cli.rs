@@ -1,4 +1,4 @@
-//! SPEC §2 command line and §3 config errors: `check` exit codes, diagnostics that name
+//! The command line and config errors: `check` exit codes, diagnostics that name
 //! `file:line: key`, bad config or bind → 1 before listening, bad command line → 2.
 
 use crate::support::tls;

@@ -1,4 +1,4 @@
-//! SPEC §4 HTTP/1.x forwarding through the real binary: versions, keep-alive,
+//! HTTP/1.x forwarding through the real binary: versions, keep-alive,
 //! pipelining, streamed bodies both ways, bodiless responses, `Expect: 100-continue`,
 //! pooled backend connections, routing by prefix and the error statuses 404/502/504.
 
@@ -85,7 +85,7 @@ fn pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn pipelined_requests_after_bodies_are_framed_separately() {
-    // SECURITY S20: a length body, no body and a chunked body in one write.
+    // docs/security.md, S20: a length body, no body and a chunked body in one write.
     let b = backend::echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
@@ -133,7 +133,7 @@ fn chunked_request_body_reaches_the_backend_intact() {
 
 #[test]
 fn chunk_extensions_are_accepted_and_not_forwarded() {
-    // SECURITY S11: valid extensions are accepted; re-chunk canonically.
+    // docs/security.md, S11: valid extensions are accepted; re-chunk canonically.
     let b = backend::echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
@@ -148,7 +148,7 @@ fn chunk_extensions_are_accepted_and_not_forwarded() {
 
 #[test]
 fn get_with_a_body_forwards_body_and_length_together() {
-    // SECURITY S21.
+    // docs/security.md, S21.
     let b = backend::echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
@@ -361,7 +361,7 @@ fn longest_matching_prefix_wins_on_segment_boundaries() {
     let at_api: Vec<String> = api.requests().into_iter().map(|r| r.target).collect();
     let at_root: Vec<String> = root.requests().into_iter().map(|r| r.target).collect();
     assert_eq!(at_api, ["/api/x", "/api"]);
-    assert_eq!(at_root, ["/apix", "/API/x", "/other"], "segment boundary, case-sensitive (SECURITY P5)");
+    assert_eq!(at_root, ["/apix", "/API/x", "/other"], "segment boundary, case-sensitive (docs/security.md, P5)");
 }
 
 #[test]
@@ -459,7 +459,7 @@ fn get_that_timed_out_on_a_pooled_connection_is_sent_once() {
 
 #[test]
 fn request_head_not_complete_within_header_timeout_is_closed() {
-    // SECURITY L2 (slowloris): the whole head has a deadline.
+    // docs/security.md, L2 (slowloris): the whole head has a deadline.
     let b = backend::echo();
     let p = Sidecar::start(&config_to(b.addr, "header_timeout = \"500ms\""));
     let mut c = p.conn();

@@ -1,5 +1,5 @@
-//! Issue 5, operations through the real binary (SPEC §4 last item; README "Operations",
-//! "Access log", `[server]` limits): SIGTERM/SIGINT drain, SIGHUP reload, the admin
+//! Operations through the real binary (README, "Operations" and "Access log"; the
+//! `[server]` limits): SIGTERM/SIGINT drain, SIGHUP reload, the admin
 //! endpoint (`/healthz`, `/readyz`, `/metrics`, `/status`), the header timeout, the
 //! connection and body limits, and the access log on stdout. Signals go only to the
 //! sidecar process each test started (`kill -SIG <pid>`).
@@ -478,7 +478,7 @@ fn readyz_turns_503_when_every_member_of_the_routes_balancer_is_down() {
 
 #[test]
 fn readyz_turns_503_when_a_rewrite_rules_balancer_has_no_usable_member() {
-    // The SPEC §1 shape with the WebSocket side balanced: the rule is a route too (the
+    // The WebSocket rule set with the WebSocket side balanced: the rule is a route too (the
     // access log and /metrics call it `rewrite[0]`), so a dead ws cluster is not ready.
     let web = backend::answers_ok("web");
     let ws = backend::ws_echo();

@@ -1,4 +1,4 @@
-//! Backends written for the tests (STYLE §6): a recording HTTP/1.1 server on raw TCP
+//! Backends written for the tests: a recording HTTP/1.1 server on raw TCP
 //! (optionally behind TLS) that keeps every byte it received and every request it
 //! parsed, and answers through a function the test chooses. Each runs on its own
 //! thread with its own executor; dropping the `Backend` stops it and closes its

@@ -1,4 +1,4 @@
-//! Shared harness for the integration tests (STYLE §6): `Sidecar` runs the real binary
+//! Shared harness for the integration tests: `Sidecar` runs the real binary
 //! with a temp sidecar.toml on 127.0.0.1:0 and kills it on Drop; `Conn` is a raw
 //! client connection whose every wait has a deadline; `parse_responses` reads the
 //! bytes that crossed the wire. Backends live in `backend.rs`, certificates in `tls.rs`.
@@ -849,7 +849,7 @@ pub fn send_raw(addr: SocketAddr, bytes: impl AsRef<[u8]>, limit: Duration) -> (
 }
 
 // ---------------------------------------------------------------------------------
-// Rejections (SECURITY §1: "Reject")
+// Rejections (docs/security.md, "Rejected requests")
 // ---------------------------------------------------------------------------------
 
 /// Sends `bytes` in one write; the answer must be one of `statuses` (an error with a
