@@ -1,6 +1,8 @@
 //! PURE. The mod_rewrite engine: `[[rewrite]]` entries (RewriteCond / RewriteRule
 //! argument strings, exactly as Apache takes them) compiled once at load and evaluated
-//! per request. No I/O, no clock. See SPEC §3, SECURITY §1.4 and issue 3.
+//! per request. No I/O, no clock. The README says which flags and variables are
+//! supported; docs/security.md ("Rewrite back-references and SSRF") what must never
+//! leave the engine.
 //!
 //! This file owns the interface the proxy codes against (`RuleSource`, `RequestVars`,
 //! `Decision`, `Rules`) and load errors. The work is split by noun:
@@ -115,7 +117,7 @@ pub enum Decision {
     Gone { rule: usize },
     /// The substitution would have put bytes on the wire that do not belong in a
     /// request-target (CR, LF, NUL, space, ...), or named a scheme that is not allowed:
-    /// the client gets 400 (SECURITY §1.4, CVE-2023-25690).
+    /// the client gets 400 (docs/security.md, CVE-2023-25690).
     Refused { rule: usize, reason: String },
 }
 
