@@ -1,19 +1,16 @@
-//! Issue 4, the balancer through the real binary (SPEC §3, §4 "Replicas"; README
-//! "Balancing"): shares by loadfactor for `byrequests` and `bybusyness`, passive health
+//! The balancer through the real binary (README, "Balancing"): shares by loadfactor for `byrequests` and `bybusyness`, passive health
 //! (a closed, resetting or silent replica costs one failure per retry period, not one
 //! per request), retries only where the request cannot have reached the app, 503 with
 //! Retry-After when every replica is down, a restarted replica coming back, WebSocket
 //! spread and fail-over, sticky sessions, and the `+H`/`+N`/`+D` status letters. Every
 //! replica is a real listener on a loopback port.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::backend::{self, response, Backend, Reply};
-use support::*;
+use crate::support::backend::{self, response, Backend, Reply};
+use crate::support::*;
 
 /// A replica answering `200` with its name as the body.
 fn named(name: &'static str) -> Backend {
@@ -215,6 +212,14 @@ fn a_replica_whose_listener_is_closed_loses_no_request_and_gets_one_connect_per_
             1.0,
             "workers={workers}: one connect attempt to the closed port per retry period, for the whole process"
         );
+        let said = format!("{}: connect failed", dead.addr);
+        let lines = p.logs().into_iter().filter(|l| l.contains(&said)).count();
+        assert_eq!(
+            lines,
+            1,
+            "workers={workers}: one log line names the replica and the failure:\n{}",
+            p.logs().join("\n")
+        );
     }
 }
 
@@ -386,13 +391,16 @@ fn a_restarted_replica_gets_traffic_again_after_its_retry_time() {
     let failed_at = Instant::now();
     let before = tally(&bodies(&p, 10));
     assert_eq!(count(&before, "a"), 10, "{before:?}");
+    // b failed between `failed_at` and now, so it rests until some time in between plus
+    // its 500 ms retry.
+    let failed_by = Instant::now();
     let revived = named_on(spot, "b");
     // Still resting: nothing for it until its retry time.
     if failed_at.elapsed() < Duration::from_millis(350) {
         let resting = tally(&bodies(&p, 5));
         assert_eq!(count(&resting, "b"), 0, "traffic before the retry time: {resting:?}");
     }
-    let wait = Duration::from_millis(600).saturating_sub(failed_at.elapsed());
+    let wait = Duration::from_millis(600).saturating_sub(failed_by.elapsed());
     std::thread::sleep(wait);
     let after = tally(&bodies(&p, 20));
     assert!((8..=12).contains(&count(&after, "b")), "the restarted replica is back in the rotation: {after:?}");
@@ -545,11 +553,13 @@ fn marking_a_member_draining_on_reload_keeps_its_open_tunnel_and_sends_new_ones_
 fn panicking_connection_task_gives_its_members_count_back() {
     let a = named("a");
     let config = balanced(&format!("\"http://{}\"", a.addr), "");
-    let p = Sidecar::start_with_env(TempDir::new(), &config, &[("SIDECAR_TEST_PANIC_TARGET", "/boom")]);
+    // No backtrace: printing one from a debug build can take seconds on a loaded machine.
+    let env = [("SIDECAR_TEST_PANIC_TARGET", "/boom"), ("RUST_BACKTRACE", "0")];
+    let p = Sidecar::start_with_env(TempDir::new(), &config, &env);
     for _ in 0..3 {
         let mut c = p.conn();
         c.send("GET /boom HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
-        c.expect_closed(DEADLINE);
+        c.expect_closed(Duration::from_secs(10));
     }
     assert!(p.wait_for_log("panicking on /boom", DEADLINE), "the hook fired: {:?}", p.logs());
     assert_eq!(p.get("/").body_str(), "a", "the member still serves");
