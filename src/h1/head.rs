@@ -157,7 +157,16 @@ pub struct RequestHead {
 impl RequestHead {
     /// The request line as Apache's `%{THE_REQUEST}` shows it.
     pub fn request_line(&self) -> String {
-        format!("{} {} {}", self.method, self.target, self.version.as_str())
+        // Sized once: one allocation, no formatting machinery.
+        let version = self.version.as_str();
+        let mut line = String::with_capacity(self.method.len() + self.target.len() + version.len() + 2);
+        for (i, part) in [self.method.as_str(), self.target.as_str(), version].into_iter().enumerate() {
+            if i > 0 {
+                line.push(' ');
+            }
+            line.push_str(part);
+        }
+        line
     }
 
     /// The `Host` header. The parser accepts only a valid host (`is_valid_host`), which
