@@ -3,10 +3,9 @@
 //! SIGHUP reloads sidecar.toml and the certificate files it names (a bad config is
 //! logged and the old one stays).
 //!
-//! The main thread waits here with plain blocking calls, never in an async-io
-//! `block_on`: async-io has one reactor per process, and an idle thread inside
-//! `block_on` would take turns polling it, receiving the workers' socket events and
-//! waking them across threads.
+//! The main thread waits here with plain blocking calls; a reload or the drain reaches
+//! each worker through a channel whose waker ends that worker's `epoll_wait` (its
+//! runtime's cross-thread queue), off the request path.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,6 +1,10 @@
 //! `sidecar demo`: two example replicas (an HTTP page and a WebSocket echo, on one port
 //! each) and the proxy in front of them, all on loopback, configured from a TOML
 //! string through the same loader as a real sidecar.toml.
+//!
+//! The replicas run on smol (async-io): they stand in for an application, are not
+//! sidecar's request path, and async-tungstenite's server side is simplest there. The
+//! proxy itself runs on its own workers' runtime (`rt`), as in production.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
