@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Import rule: a module imports only from layers before its own:
-//! `h1`, `target` | `rewrite`, `route`, `balance`, `access_log` | `config`, `tls` | `net` |
+//! `h1`, `target` | `rewrite`, `route`, `balance`, `access_log` | `config`, `tls`, `dev_cert` | `net` |
 //! `proxy` | `server` | `cmd`. `h1`, `target`, `rewrite`, `route`, `balance` and
 //! `access_log` are pure: no async, clock, file or socket.
 #![forbid(unsafe_code)]
@@ -19,6 +19,7 @@ pub mod balance;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod dev_cert;
 pub mod h1;
 pub mod metrics;
 pub mod net;

@@ -1,10 +1,11 @@
-//! `sidecar [--config FILE]`: load, bind, serve.
+//! `sidecar [--config FILE]`: load, bind, serve. `serve` is the start-up and shutdown
+//! sequence `sidecar demo` shares, so both log and stop the same way.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::config;
-use crate::server;
+use crate::config::{self, Config};
+use crate::server::{self, Running};
 
 pub fn run(path: &Path) -> i32 {
     super::init_logging();
@@ -17,6 +18,19 @@ pub fn run(path: &Path) -> i32 {
             return 1;
         }
     };
+    serve(config, Some(path), |_| {})
+}
+
+/// Serves `config` until a stop signal has drained it; returns the exit code.
+/// `reload_from`: the file SIGHUP reloads. `started` runs once every listener is bound.
+pub fn serve(config: Config, reload_from: Option<&Path>, started: impl FnOnce(&Running)) -> i32 {
+    if let Err(d) = config.write_self_signed() {
+        eprintln!("{d}");
+        return 1;
+    }
+    if let Some(s) = &config.self_signed {
+        s.log();
+    }
     let admin = match config.admin.map(|addr| (addr, crate::admin::bind(addr))) {
         None => None,
         Some((_, Ok(listener))) => Some(listener),
@@ -36,7 +50,10 @@ pub fn run(path: &Path) -> i32 {
     };
     let shared = crate::shared::Shared::new(Arc::new(config));
     match server::start(shared, admin) {
-        Ok(running) => crate::signals::run_until_stopped(signals, running, path),
+        Ok(running) => {
+            started(&running);
+            crate::signals::run_until_stopped(signals, running, reload_from)
+        }
         Err(e) => {
             log::error!("{e}");
             1

@@ -77,8 +77,11 @@ impl<'de> Deserialize<'de> for Listen {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTls {
-    pub cert: Spanned<String>,
-    pub key: Spanned<String>,
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    /// Generate a development certificate at start (written to `cert`/`key` when
+    /// they are given and absent).
+    pub self_signed: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,6 +5,7 @@ mod diag;
 mod duration;
 pub mod file;
 mod resolve;
+mod server_tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use futures_rustls::rustls::{ClientConfig, ServerConfig};
 
 pub use diag::Diagnostic;
 pub use duration::parse_duration;
+pub use server_tls::{SelfSigned, Source as SelfSignedSource};
 
 use crate::access_log::AccessFormat;
 use crate::balance::{Balancer, BalancerSpec};
@@ -27,6 +29,8 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// TLS on the listeners, when `[server.tls]` is set.
     pub server_tls: Option<Arc<ServerConfig>>,
+    /// With `[server.tls] self_signed = true`: the development certificate in use.
+    pub self_signed: Option<SelfSigned>,
     pub server_name: Option<String>,
     pub workers: usize,
     pub timeouts: Timeouts,
@@ -104,8 +108,10 @@ impl Config {
     }
 
     /// After a reload: a balancer whose definition did not change keeps its live state
-    /// (health, back-off, load), so a SIGHUP does not resurrect a dead replica.
+    /// (health, back-off, load), so a SIGHUP does not resurrect a dead replica; an
+    /// in-memory development certificate is kept too.
     pub fn adopt_state(&mut self, old: &Config) {
+        self.adopt_self_signed(old);
         for b in &mut self.balancers {
             if let Some(prev) = old.balancer(&b.name) {
                 if prev.lock().spec() == b.lock().spec() {

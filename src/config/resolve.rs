@@ -11,6 +11,7 @@ use toml::Spanned;
 use super::diag::{Diagnostic, Lines};
 use super::duration::parse_duration;
 use super::file::{self, File};
+use super::server_tls;
 use super::{Config, Limits, SharedBalancer, Timeouts};
 use crate::access_log::AccessFormat;
 use crate::balance::{BalancerSpec, Health, Method, ReplicaSpec, Status, RECOMMENDED_MAX_EJECTED_PERCENT};
@@ -158,15 +159,16 @@ impl Cx<'_> {
             None => MAX_HEADERS,
         };
         let max_connections = server.max_connections.as_ref().map_or(DEFAULT_MAX_CONNECTIONS, |v| *v.get_ref());
-        let server_tls = server.tls.as_ref().and_then(|tls| {
-            let t = tls.get_ref();
-            let cert = self.file_path(&t.cert, "server.tls.cert");
-            let key = self.file_path(&t.key, "server.tls.key");
-            if !cert.is_file() || !key.is_file() {
-                return None;
-            }
-            crate::tls::server_config(&cert, &key).map_err(|e| self.err(tls, "server.tls", e)).ok()
-        });
+        let server_name = server.server_name.as_ref().map(|s| s.get_ref().as_str());
+        let (server_tls, self_signed) =
+            match server.tls.as_ref().map(|t| server_tls::resolve(t, &self.base, server_name, self.lines)) {
+                None => (None, None),
+                Some(Ok((config, self_signed))) => (Some(config), self_signed),
+                Some(Err(errors)) => {
+                    self.errors.extend(errors);
+                    (None, None)
+                }
+            };
         let admin = file.admin.as_ref().and_then(|a| match a.get_ref().listen.get_ref().parse::<SocketAddr>() {
             // Port 0 means "any free port", which cannot collide.
             Ok(addr) if addr.port() != 0 && listen.contains(&addr) => {
@@ -223,6 +225,7 @@ impl Cx<'_> {
             path: path.to_path_buf(),
             listen,
             server_tls,
+            self_signed,
             server_name: server.server_name.as_ref().map(|s| s.get_ref().clone()),
             workers,
             timeouts,
