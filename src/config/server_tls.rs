@@ -182,9 +182,16 @@ impl SelfSigned {
         if let Some(pin) = &self.spki_sha256 {
             log::info!("self-signed certificate: Chromium trusts it with --ignore-certificate-errors-spki-list={pin}");
         }
+        let trust = match &self.source {
+            Source::Generated { files: None, .. } => {
+                "curl -k; give cert and key paths to keep it in files for curl --cacert".to_string()
+            }
+            Source::Generated { files: Some(f), .. } | Source::Read(f) => {
+                format!("curl -k, or curl --cacert {}", f.cert.display())
+            }
+        };
         log::warn!(
-            "self-signed certificate: for development only; clients reject it unless told to trust it \
-             (curl -k, or --cacert with the written cert file)"
+            "self-signed certificate: for development only; clients reject it unless told to trust it ({trust})"
         );
     }
 }

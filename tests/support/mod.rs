@@ -130,9 +130,22 @@ impl Sidecar {
     /// Starts sidecar with its config in `dir` (which may already hold certificates).
     pub fn start_in(dir: TempDir, config_toml: &str) -> Sidecar {
         let config = dir.write("sidecar.toml", config_toml);
-        let mut child = Command::new(binary())
-            .arg("--config")
-            .arg(&config)
+        let config = config.to_str().expect("utf-8 temp path").to_string();
+        Sidecar::start_args(dir, &["--config", &config], config_toml)
+    }
+
+    /// Starts the binary with `args` in `dir` (`["demo", "--port", "0"]`) and waits for
+    /// its `listening on` line; `what` describes the run in failure messages.
+    pub fn start_args(dir: TempDir, args: &[&str], what: &str) -> Sidecar {
+        let mut command = Command::new(binary());
+        command.args(args);
+        Sidecar::start_command(dir, command, what)
+    }
+
+    /// Starts `command` (the binary, or a shell that execs it) and waits for its
+    /// `listening on` line.
+    pub fn start_command(dir: TempDir, mut command: Command, what: &str) -> Sidecar {
+        let mut child = command
             .env("RUST_LOG", "info,access=info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -149,7 +162,7 @@ impl Sidecar {
             if let Ok(Some(status)) = child.try_wait() {
                 std::thread::sleep(Duration::from_millis(50)); // let the reader drain stderr
                 panic!(
-                    "sidecar exited with {status} before listening; config:\n{config_toml}\nlogs:\n{}",
+                    "sidecar exited with {status} before listening; run:\n{what}\nlogs:\n{}",
                     logs.lock().expect("logs").join("\n")
                 );
             }
