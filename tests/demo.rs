@@ -68,7 +68,7 @@ fn demo_tls_serves_https_and_wss_with_a_certificate_clients_must_be_told_to_trus
 
     let stranger = tls::client_config(&tls::Ca::new("some other CA").der, &[b"http/1.1"]);
     let refused = block_within(DEADLINE, "TLS handshake", tls::connect(p.addr(), "localhost", stranger));
-    let err = refused.err().expect("a client that does not trust the certificate must fail the handshake");
+    let Err(err) = refused else { panic!("a client that does not trust the certificate must fail the handshake") };
     assert!(err.to_string().contains("invalid peer certificate"), "{err}");
 
     let pinned = tls::pinned_client_config(&fingerprint, &[b"http/1.1"]);

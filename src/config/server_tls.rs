@@ -40,8 +40,8 @@ pub enum Source {
 pub struct Files {
     pub cert: PathBuf,
     pub key: PathBuf,
-    /// The line of `cert` in sidecar.toml, for a write error.
-    pub line: usize,
+    /// The lines of `cert` and `key` in sidecar.toml, for a write error.
+    pub lines: (usize, usize),
 }
 
 /// The listeners' TLS config and, in development mode, what it is; or the problems.
@@ -97,7 +97,8 @@ pub fn resolve(
                 if !errors.is_empty() {
                     return Err(errors);
                 }
-                let files = Files { cert: cert_path, key: key_path, line: lines.line_of(at(cert)) };
+                let files =
+                    Files { cert: cert_path, key: key_path, lines: (lines.line_of(at(cert)), lines.line_of(at(key))) };
                 return generate(t, server_name, Some(files), lines)
                     .map(|(config, s)| (config, Some(s)))
                     .map_err(|d| vec![d]);
@@ -123,7 +124,8 @@ pub fn resolve(
             }
             let config = crate::tls::server_config(&cert_path, &key_path)
                 .map_err(|e| vec![lines.at(tls.span().start, "server.tls", e)])?;
-            let read = self_signed.then(|| read_back(&cert_path, &key_path, lines.line_of(at(cert))));
+            let at_lines = (lines.line_of(at(cert)), lines.line_of(at(key)));
+            let read = self_signed.then(|| read_back(&cert_path, &key_path, at_lines));
             Ok((config, read))
         }
     }
@@ -150,7 +152,7 @@ fn generate(
 
 /// The identity of a development certificate an earlier start wrote (the files were
 /// already checked and loaded by `tls::server_config`).
-fn read_back(cert: &Path, key: &Path, line: usize) -> SelfSigned {
+fn read_back(cert: &Path, key: &Path, lines: (usize, usize)) -> SelfSigned {
     let der = CertificateDer::pem_file_iter(cert).ok().and_then(|mut it| it.next()).and_then(Result::ok);
     let spki = PrivateKeyDer::from_pem_file(key)
         .ok()
@@ -159,7 +161,7 @@ fn read_back(cert: &Path, key: &Path, line: usize) -> SelfSigned {
     SelfSigned {
         fingerprint: der.map_or_else(String::new, |d| dev_cert::fingerprint(&d)),
         spki_sha256: spki,
-        source: Source::Read(Files { cert: cert.to_path_buf(), key: key.to_path_buf(), line }),
+        source: Source::Read(Files { cert: cert.to_path_buf(), key: key.to_path_buf(), lines }),
     }
 }
 
@@ -205,7 +207,7 @@ impl Config {
         };
         let fail = |path: &Path, key: &str, e: std::io::Error| Diagnostic {
             file: self.path.clone(),
-            line: f.line,
+            line: if key.ends_with("key") { f.lines.1 } else { f.lines.0 },
             key: key.to_string(),
             message: format!("cannot write {}: {e}", path.display()),
         };
