@@ -80,7 +80,7 @@ pub fn parse(name: &str, args: &[&str]) -> Parsed {
     match Cli::from_args(&[name], args) {
         Ok(cli) => Parsed::Run(cli),
         Err(exit) if exit.status.is_ok() => Parsed::Help(exit.output),
-        Err(exit) => Parsed::Bad(format!("{}\n{}", exit.output.trim_end(), help_for(name, args))),
+        Err(exit) => Parsed::Bad(format!("{}\n\n{}", exit.output.trim_end(), help_for(name, args))),
     }
 }
 
