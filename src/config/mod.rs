@@ -2,6 +2,8 @@
 //! `resolve` turns the serde mirror into a `Config` or into every `Diagnostic` at once.
 
 mod diag;
+#[cfg(test)]
+mod documented;
 mod duration;
 pub mod file;
 mod resolve;
