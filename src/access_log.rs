@@ -1,4 +1,4 @@
-//! PURE. One access line per request and one per closed tunnel (STYLE §4, issue 5):
+//! PURE. One access line per request and one per closed tunnel (docs/operations.md):
 //! Apache's "combined" format plus where the request went and how long it took, or the
 //! same facts as one JSON object. Wire bytes are escaped; only `Referer` and
 //! `User-Agent` values are logged, never `Authorization` or `Cookie`.

@@ -1,5 +1,5 @@
 //! Process-wide counters, shared by all workers as atomics, and their Prometheus text
-//! rendering for the admin endpoint (issue 5). Updating a counter is one relaxed atomic
+//! rendering for the admin endpoint. Updating a counter is one relaxed atomic
 //! add; the per-route table is read-locked (uncontended) only to find its row.
 
 use std::fmt::Write;

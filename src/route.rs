@@ -1,4 +1,4 @@
-//! PURE. The ProxyPass table (SPEC §3 `[[proxy]]`): path normalisation, longest
+//! PURE. The ProxyPass table (`[[proxy]]`): path normalisation, longest
 //! segment-boundary prefix match, the upstream path, and the ProxyPassReverse mapping.
 //!
 //! One normalisation is used both to match and to forward (SECURITY §1.7, Apache

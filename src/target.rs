@@ -1,5 +1,5 @@
 //! PURE. Where a request may be sent: an `http`/`https`/`ws`/`wss` URL or
-//! `balancer://NAME/path` (SPEC §3). Parsing is strict on purpose: the upstream
+//! `balancer://NAME/path`. Parsing is strict on purpose: the upstream
 //! authority must come from config only (SECURITY §1.4, CVE-2021-40438), so anything
 //! that is not a plain `scheme://host[:port][/path]` is refused here rather than
 //! interpreted.
@@ -107,7 +107,7 @@ impl fmt::Display for Target {
 pub enum TargetError {
     NoScheme,
     UnknownScheme(String),
-    /// `wss:/host` — one slash, the tutorial typo (SPEC §5).
+    /// `wss:/host` — one slash, the tutorial typo.
     OneSlash,
     EmptyHost,
     UserInfo,

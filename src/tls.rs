@@ -1,5 +1,5 @@
 //! PEM files → rustls configs, at config load so `sidecar check` catches a bad
-//! certificate (SPEC §3). One crypto provider (ring), passed explicitly: no global
+//! certificate. One crypto provider (ring), passed explicitly: no global
 //! state. Backends are always verified (system roots plus `[backend_tls] ca`); there is
 //! no switch that turns verification off (SECURITY §0.7).
 

@@ -1,4 +1,4 @@
-//! `sidecar import-apache` only: Apache httpd config → sidecar.toml (SPEC §5).
+//! `sidecar import-apache` only: Apache httpd config → sidecar.toml.
 
 pub mod convert;
 pub mod parse;

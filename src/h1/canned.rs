@@ -1,4 +1,4 @@
-//! PURE. The answers sidecar writes itself (SPEC §4 errors): a status line, a short
+//! PURE. The answers sidecar writes itself (the error statuses): a status line, a short
 //! constant plain-text body and nothing taken from the request (Apache CVE-2019-10092
 //! echoed the URL into its error page).
 

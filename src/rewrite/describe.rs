@@ -1,4 +1,4 @@
-//! What `sidecar check` prints for the rules (SPEC §2): one block per `[[rewrite]]`
+//! What `sidecar check` prints for the rules: one block per `[[rewrite]]`
 //! entry, in evaluation order (the path pattern first, then the conditions, as Apache
 //! runs them), with every flag spelled out and what the rule does in words.
 

@@ -7,7 +7,7 @@
 //! (SECURITY §1.4), is `outcome.rs`.
 //!
 //! Cost: a request that no rule applies to allocates nothing as long as each condition's
-//! test string is one variable (the SPEC §1 rule set): patterns use `is_match`, captures
+//! test string is one variable (the usual WebSocket rule set): patterns use `is_match`, captures
 //! are only taken when a `$N`/`%N` reads them, headers are borrowed.
 //!
 //! Deliberate differences from Apache: `R` ends the rule run (Apache goes on and lets

@@ -1,4 +1,4 @@
-//! Tests of `lint.rs`: one line per mistake, plus the clean SPEC §1 rule set.
+//! Tests of `lint.rs`: one line per mistake, plus the clean WebSocket rule set.
 
 use super::*;
 

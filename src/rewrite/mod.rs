@@ -1,6 +1,6 @@
 //! PURE. The mod_rewrite engine: `[[rewrite]]` entries (RewriteCond / RewriteRule
 //! argument strings, exactly as Apache takes them) compiled once at load and evaluated
-//! per request. No I/O, no clock. See SPEC §3, SECURITY §1.4 and issue 3.
+//! per request. No I/O, no clock. See SECURITY §1.4 and docs/behaviour.md.
 //!
 //! This file owns the interface the proxy codes against (`RuleSource`, `RequestVars`,
 //! `Decision`, `Rules`) and load errors. The work is split by noun:

@@ -1,4 +1,4 @@
-//! Evaluation tests of the whole engine: the SPEC §1 rule set (with the CR LF and `%3F`
+//! Evaluation tests of the whole engine: the WebSocket rule set (with the CR LF and `%3F`
 //! cases of SECURITY §1.4), each flag, back-references, query-string handling, load
 //! errors. What may leave the engine is tested in `wire_tests.rs`.
 
@@ -7,7 +7,7 @@ use super::*;
 
 pub(super) const UPGRADE: &str = "%{HTTP:Upgrade} websocket [NC]";
 pub(super) const CONNECTION: &str = "%{HTTP:Connection} upgrade [NC]";
-pub(super) const SPEC_RULE: &str = ".* \"wss://localhost:3000%{REQUEST_URI}\" [P,L]";
+pub(super) const WEBSOCKET_RULE: &str = ".* \"wss://localhost:3000%{REQUEST_URI}\" [P,L]";
 
 /// Loads `(conds, rule)` entries, panicking with the errors.
 pub(super) fn rules(entries: &[(&[&str], &str)]) -> Rules {
@@ -32,7 +32,7 @@ pub(super) fn show(d: Decision) -> String {
 
 #[test]
 fn spec_rule_set() {
-    let r = rules(&[(&[UPGRADE, CONNECTION], SPEC_RULE)]);
+    let r = rules(&[(&[UPGRADE, CONNECTION], WEBSOCKET_RULE)]);
     for (req, want) in [
         (TestReq::get("/chat", "x=1"), "pass"),
         (TestReq::get("/chat/room/42", "token=abc").upgrade(), "proxy[0] wss://localhost:3000/chat/room/42?token=abc"),

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use super::test_req::TestReq;
-use super::tests::{rules, show, CONNECTION, SPEC_RULE, UPGRADE};
+use super::tests::{rules, show, CONNECTION, UPGRADE, WEBSOCKET_RULE};
 use super::*;
 
 #[test]
@@ -55,7 +55,7 @@ fn results_that_cannot_travel_are_refused() {
     }
 }
 
-/// Forwards everything but `path()`, which the SPEC §1 rules must not need on a plain
+/// Forwards everything but `path()`, which the WebSocket rules must not need on a plain
 /// request: the proxy decodes the path lazily and that would allocate.
 struct PathIsExpensive(TestReq);
 
@@ -91,7 +91,7 @@ impl RequestVars for PathIsExpensive {
 
 #[test]
 fn a_plain_request_does_not_ask_for_the_decoded_path() {
-    let r = rules(&[(&[UPGRADE, CONNECTION], SPEC_RULE)]);
+    let r = rules(&[(&[UPGRADE, CONNECTION], WEBSOCKET_RULE)]);
     for req in [TestReq::get("/x", "q"), TestReq::get("/x", "").with("Upgrade", "websocket")] {
         assert_eq!(r.evaluate(&PathIsExpensive(req)), Decision::Pass);
     }
