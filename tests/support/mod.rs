@@ -129,9 +129,16 @@ impl Sidecar {
 
     /// Starts sidecar with its config in `dir` (which may already hold certificates).
     pub fn start_in(dir: TempDir, config_toml: &str) -> Sidecar {
+        Sidecar::start_with_env(dir, config_toml, &[])
+    }
+
+    /// `start_in` with extra environment variables (the test-build hooks).
+    pub fn start_with_env(dir: TempDir, config_toml: &str, env: &[(&str, &str)]) -> Sidecar {
         let config = dir.write("sidecar.toml", config_toml);
         let config = config.to_str().expect("utf-8 temp path").to_string();
-        Sidecar::start_args(dir, &["--config", &config], config_toml)
+        let mut command = Command::new(binary());
+        command.args(["--config", &config]).envs(env.iter().copied());
+        Sidecar::start_command(dir, command, config_toml)
     }
 
     /// Starts the binary with `args` in `dir` (`["demo", "--port", "0"]`) and waits for
