@@ -1,5 +1,6 @@
-//! SPEC §2 command line and §3 config errors: `check` exit codes, diagnostics that name
-//! `file:line: key`, bad config or bind → 1 before listening, bad command line → 2.
+//! The command line and config errors: `check` exit codes, diagnostics that name
+//! `file:line: key`, bad config or bind → 1 before listening, help for every flag, bad
+//! command line → the error and the help, 2.
 
 mod support;
 
