@@ -1,4 +1,5 @@
-//! Cost of running the usual WebSocket rule set over one request: a plain GET, which
+//! Cost of running the WebSocket rule set (the README's first example: two `RewriteCond`s
+//! on `Upgrade`/`Connection`, one `P` rule) over one request: a plain GET, which
 //! no rule applies to (the hot path: no allocation), and a WebSocket upgrade, which the
 //! `P` rule proxies. A plain loop with `Instant` and `black_box`, no harness:
 //! `cargo bench --bench rewrite`.
@@ -53,7 +54,7 @@ fn main() {
     let rules = match Rules::parse(&[RuleSource { conds: &conds, rule }]) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("the WebSocket rules do not load: {e:?}");
+            eprintln!("the WebSocket rule set does not load: {e:?}");
             std::process::exit(1);
         }
     };

@@ -3,15 +3,13 @@
 //! SIGTERM drain and exit 0, a second SIGINT exits 130, SIGINT works even when the
 //! starting shell ignored it.
 
-mod support;
-
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::tls;
+use crate::support::*;
 use async_tungstenite::tungstenite::{http, Message};
 use futures_lite::{AsyncRead, AsyncWrite, StreamExt};
-use support::tls;
-use support::*;
 
 /// The demo's drain timeout is 2 s; this covers it with room for a loaded machine.
 const EXIT_DEADLINE: Duration = Duration::from_secs(10);

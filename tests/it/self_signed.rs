@@ -4,14 +4,12 @@
 //! fingerprint, is served. Kept in memory, or written to `cert`/`key` (once, owner-only
 //! key) and read back on later starts; `check` writes nothing.
 
-mod support;
-
 use std::path::Path;
 
+use crate::support::tls;
+use crate::support::*;
 use futures_rustls::pki_types::pem::PemObject;
 use futures_rustls::pki_types::CertificateDer;
-use support::tls;
-use support::*;
 
 fn config(backend: &Backend, server: &str, tls: &str) -> String {
     format!(

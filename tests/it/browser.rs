@@ -10,16 +10,14 @@
 //! Everything it starts is ended by PID: chromedriver, and the Chromium processes below
 //! it or carrying this run's profile directory.
 
-mod support;
-
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::json::Json;
-use support::*;
+use crate::support::*;
+use serde_json::Value;
 
 /// chromedriver answering `/status` (its start, on a loaded machine).
 const DRIVER_READY: Duration = Duration::from_secs(30);
@@ -210,7 +208,7 @@ impl Driver {
         let driver = Driver { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), profile: profile.to_path_buf() };
         let ready = wait_until(DRIVER_READY, || {
             http(driver.addr, "GET", "/status", "", Duration::from_secs(2))
-                .is_ok_and(|(_, v)| v.get("value").and_then(|v| v.get("ready")) == Some(&Json::Bool(true)))
+                .is_ok_and(|(_, v)| v.get("value").and_then(|v| v.get("ready")) == Some(&Value::Bool(true)))
         });
         assert!(ready, "chromedriver did not answer /status within {DRIVER_READY:?}");
         driver
@@ -246,7 +244,7 @@ impl Driver {
             page = PAGE_DEADLINE.as_millis()
         );
         let (status, v) = http(self.addr, "POST", "/session", &body, COMMAND_DEADLINE).expect("POST /session");
-        let id = v.get("value").and_then(|v| v.get("sessionId")).and_then(Json::as_str);
+        let id = v.get("value").and_then(|v| v.get("sessionId")).and_then(Value::as_str);
         match id {
             Some(id) if status == 200 => id.to_string(),
             _ => panic!("chromedriver did not start Chromium ({status}): {v:?}"),
@@ -254,21 +252,21 @@ impl Driver {
     }
 
     /// One command on `session` (`path` relative to it); its `value`. Panics on an error.
-    fn command(&self, session: &str, method: &str, path: &str, body: &str) -> Json {
+    fn command(&self, session: &str, method: &str, path: &str, body: &str) -> Value {
         let full = if path.is_empty() { format!("/session/{session}") } else { format!("/session/{session}/{path}") };
         let (status, v) = match http(self.addr, method, &full, body, COMMAND_DEADLINE) {
             Ok(r) => r,
             Err(e) => panic!("{method} {full}: {e}"),
         };
         assert_eq!(status, 200, "{method} {full} {body}: {v:?}");
-        v.get("value").cloned().unwrap_or(Json::Null)
+        v.get("value").cloned().unwrap_or(Value::Null)
     }
 
     /// The element id of the first match of `css`.
     fn find(&self, session: &str, css: &str) -> String {
         let body = format!("{{\"using\":\"css selector\",\"value\":{}}}", json_string(css));
         let v = self.command(session, "POST", "element", &body);
-        v.get(ELEMENT_KEY).and_then(Json::as_str).unwrap_or_else(|| panic!("no element {css}: {v:?}")).to_string()
+        v.get(ELEMENT_KEY).and_then(Value::as_str).unwrap_or_else(|| panic!("no element {css}: {v:?}")).to_string()
     }
 
     /// chromedriver's descendants and any process using this run's profile directory.
@@ -317,7 +315,7 @@ impl Drop for Driver {
 
 /// One HTTP/1.1 request on a fresh connection (the harness's `Conn`, every wait
 /// bounded by `limit`); the status and the JSON body.
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str, limit: Duration) -> Result<(u16, Json), String> {
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str, limit: Duration) -> Result<(u16, Value), String> {
     let tcp = std::net::TcpStream::connect_timeout(&addr, limit).map_err(|e| format!("connect: {e}"))?;
     let tcp = smol::Async::new(tcp).map_err(|e| format!("register: {e}"))?;
     let mut c = Conn::from_io(Box::new(tcp));
@@ -330,7 +328,7 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &str, limit: Duration)
     let r = c.try_read_response(false, limit).map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&r.body);
     let json =
-        if text.trim().is_empty() { Json::Null } else { Json::parse(&text).map_err(|e| format!("{e}: {text}"))? };
+        if text.trim().is_empty() { Value::Null } else { json::parse(&text).map_err(|e| format!("{e}: {text}"))? };
     Ok((r.status, json))
 }
 

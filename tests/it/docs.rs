@@ -5,14 +5,12 @@
 //! docs/operations.md, and every metric documented there exists. (Config keys are
 //! checked against docs/configuration.md by `config::documented`.)
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use support::json::Json;
-use support::*;
+use crate::support::*;
+use serde_json::Value;
 
 /// Pages the docs link to that may not be in the tree yet: the hostile-input catalogue.
 /// Only their absence is forgiven; once present, links to them (and their anchors) are
@@ -262,15 +260,15 @@ fn every_metric_is_documented_and_every_documented_metric_exists() {
 }
 
 /// Every key of a JSON value, recursively.
-fn json_keys(v: &Json, out: &mut BTreeSet<String>) {
+fn json_keys(v: &Value, out: &mut BTreeSet<String>) {
     match v {
-        Json::Object(m) => {
+        Value::Object(m) => {
             for (k, v) in m {
                 out.insert(k.clone());
                 json_keys(v, out);
             }
         }
-        Json::Array(a) => a.iter().for_each(|v| json_keys(v, out)),
+        Value::Array(a) => a.iter().for_each(|v| json_keys(v, out)),
         _ => {}
     }
 }
@@ -282,11 +280,11 @@ fn every_access_log_and_status_field_is_documented() {
     let (p, _b) = exercised("json");
     let mut keys = BTreeSet::new();
     for line in p.stdout_lines() {
-        let v = Json::parse(&line).unwrap_or_else(|e| panic!("access line is not JSON ({e}): {line}"));
+        let v = json::parse(&line).unwrap_or_else(|e| panic!("access line is not JSON ({e}): {line}"));
         json_keys(&v, &mut keys);
     }
     assert!(keys.contains("tunnel_up"), "a tunnel line was logged: {:?}", p.stdout_lines());
-    let status = Json::parse(&admin_get(p.admin_addr(), "/status").body_str()).expect("/status is JSON");
+    let status = json::parse(&admin_get(p.admin_addr(), "/status").body_str()).expect("/status is JSON");
     json_keys(&status, &mut keys);
     let missing: Vec<_> = keys.iter().filter(|k| !documented.contains(*k)).collect();
     assert!(missing.is_empty(), "JSON fields missing from docs/operations.md: {missing:?}");
