@@ -25,7 +25,7 @@ const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(60);
 /// A backend on the same host or pod answers a connect in microseconds; 5 s covers a
 /// busy remote one without leaving a client hanging on a dead address.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Long enough for a slow mobile client; nginx's 60 s is generous to slowloris.
+/// Enough for a slow mobile client to send a head; nginx's 60 s is generous to slowloris.
 const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Between Apache's 5 s (too short for browsers) and nginx's 75 s.
 const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -447,7 +447,7 @@ mod tests {
     }
 
     #[test]
-    fn spec_example_resolves() {
+    fn example_with_rewrite_proxy_and_balancer_resolves() {
         let source = r#"
 [server]
 listen = ["127.0.0.1:8443", "[::1]:8443"]

@@ -164,8 +164,13 @@ fn wait_for_page(driver: &Driver, session: &str, prefix: &str, suffix: &str, url
             "execute/sync",
             &format!("{{\"script\":{},\"args\":[]}}", json_string(script)),
         );
-        let parts: Vec<String> =
-            v.as_array().unwrap_or(&[]).iter().map(|s| s.as_str().unwrap_or("").to_string()).collect();
+        let parts: Vec<String> = v
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .map(|s| s.as_str().unwrap_or("").to_string())
+            .collect();
         if let [protocol, title, status, log] = &parts[..] {
             let state = PageState {
                 protocol: protocol.clone(),

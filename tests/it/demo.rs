@@ -64,7 +64,7 @@ fn demo_tls_serves_https_and_wss_with_a_certificate_clients_must_be_told_to_trus
     assert!(p.logs().iter().any(|l| l.contains("for development only")), "{}", p.logs().join("\n"));
     let fingerprint = logged_fingerprint(&p);
 
-    let stranger = tls::client_config(&tls::Ca::new("some other CA").der, &[b"http/1.1"]);
+    let stranger = tls::client_config(&tls::self_signed(&["localhost"]).cert_der, &[b"http/1.1"]);
     let refused = block_within(DEADLINE, "TLS handshake", tls::connect(p.addr(), "localhost", stranger));
     let Err(err) = refused else { panic!("a client that does not trust the certificate must fail the handshake") };
     assert!(err.to_string().contains("invalid peer certificate"), "{err}");
