@@ -10,8 +10,8 @@
 //! Everything it starts is ended by PID: chromedriver, and the Chromium processes below
 //! it or carrying this run's profile directory.
 
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -200,17 +200,29 @@ struct Driver {
 
 impl Driver {
     fn start(chromedriver: &Path, profile: &Path, logs: &Path) -> Driver {
-        // A port nothing listens on now; chromedriver binds it at once.
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let child = Command::new(chromedriver)
-            .arg(format!("--port={port}"))
+        // Port 0: chromedriver binds a free port and says which on stdout.
+        let mut child = Command::new(chromedriver)
+            .arg("--port=0")
             .arg(format!("--log-path={}", logs.join("chromedriver.log").display()))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
-        let driver = Driver { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), profile: profile.to_path_buf() };
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut driver = Driver { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), profile: profile.to_path_buf() };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // `ChromeDriver was started successfully on port 38737.`; then keep draining.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let port = line.strip_prefix("ChromeDriver was started successfully on port ");
+                if let Some(port) = port.and_then(|p| p.trim_end_matches('.').parse::<u16>().ok()) {
+                    let _ = tx.send(port);
+                }
+            }
+        });
+        let port = rx.recv_timeout(DRIVER_READY).expect("chromedriver did not say its port in time");
+        driver.addr.set_port(port);
         let ready = wait_until(DRIVER_READY, || {
             http(driver.addr, "GET", "/status", "", Duration::from_secs(2))
                 .is_ok_and(|(_, v)| v.get("value").and_then(|v| v.get("ready")) == Some(&Value::Bool(true)))
