@@ -109,6 +109,15 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_sidecar")
 }
 
+/// How `Sidecar::launch` starts the binary.
+#[derive(Default, Clone, Copy)]
+pub struct Launch {
+    /// `ulimit -n` for the process (through `sh -c`, which then execs sidecar).
+    pub max_fds: Option<u32>,
+    /// Stdout is a pipe nobody reads: once the pipe buffer is full, writes block.
+    pub stdout_unread: bool,
+}
+
 /// The running proxy. Kills and reaps its child on Drop; prints its logs if the test
 /// is failing.
 pub struct Sidecar {
@@ -116,6 +125,8 @@ pub struct Sidecar {
     logs: Arc<Mutex<Vec<String>>>,
     /// Stdout lines (the access log).
     out: Arc<Mutex<Vec<String>>>,
+    /// With `Launch::stdout_unread`: the pipe, held open and never read.
+    unread_stdout: Option<std::process::ChildStdout>,
     addr: SocketAddr,
     https: bool,
     dir: TempDir,
@@ -134,8 +145,23 @@ impl Sidecar {
 
     /// `start_in` with extra environment variables (the test-build hooks).
     pub fn start_with_env(dir: TempDir, config_toml: &str, env: &[(&str, &str)]) -> Sidecar {
+        Sidecar::launch(dir, config_toml, env, Launch::default())
+    }
+
+    /// Starts sidecar the way `launch` says (a lowered descriptor limit, a stdout
+    /// nobody reads).
+    pub fn launch(dir: TempDir, config_toml: &str, env: &[(&str, &str)], launch: Launch) -> Sidecar {
         let config = dir.write("sidecar.toml", config_toml);
-        let mut child = Command::new(binary())
+        let mut command = match launch.max_fds {
+            None => Command::new(binary()),
+            // `exec` keeps the pid: the child this test holds is sidecar itself.
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(format!("ulimit -n {n} && exec \"$0\" \"$@\"")).arg(binary());
+                c
+            }
+        };
+        let mut child = command
             .arg("--config")
             .arg(&config)
             .envs(env.iter().copied())
@@ -146,7 +172,10 @@ impl Sidecar {
             .spawn()
             .expect("spawn sidecar");
         let logs = collect_lines(child.stderr.take().expect("stderr piped"));
-        let out = collect_lines(child.stdout.take().expect("stdout piped"));
+        let (out, unread_stdout) = match launch.stdout_unread {
+            false => (collect_lines(child.stdout.take().expect("stdout piped")), None),
+            true => (Arc::new(Mutex::new(Vec::new())), child.stdout.take()),
+        };
         let end = Instant::now() + START_DEADLINE;
         let found = loop {
             if let Some(found) = logs.lock().expect("logs").iter().find_map(|l| parse_listening(l)) {
@@ -169,7 +198,7 @@ impl Sidecar {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
-        Sidecar { child, logs, out, addr: found.0, https: found.1, dir }
+        Sidecar { child, logs, out, unread_stdout, addr: found.0, https: found.1, dir }
     }
 
     pub fn addr(&self) -> SocketAddr {
