@@ -65,7 +65,7 @@ members = [{}]
             return 1;
         }
     };
-    let running = match server::start(crate::shared::Shared::new(Arc::new(config)), None) {
+    let running = match server::start(crate::shared::Shared::new(Arc::new(config))) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("demo: {e}");

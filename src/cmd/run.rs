@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config;
 use crate::server;
@@ -35,11 +36,23 @@ pub fn run(path: &Path) -> i32 {
         }
     };
     let shared = crate::shared::Shared::new(Arc::new(config));
-    match server::start(shared, admin) {
+    if let Some(listener) = admin {
+        if let Err(e) = crate::admin::spawn(listener, Arc::clone(&shared)) {
+            log::error!("cannot start the admin endpoint: {e}");
+            return 1;
+        }
+    }
+    let code = match server::start(Arc::clone(&shared)) {
         Ok(running) => crate::signals::run_until_stopped(signals, running, path),
         Err(e) => {
             log::error!("{e}");
             1
         }
-    }
+    };
+    // The last access lines are still queued; a stdout nobody reads may keep them.
+    shared.access_log.flush(ACCESS_LOG_FLUSH_LIMIT);
+    code
 }
+
+/// How long an exiting process waits for its queued access lines to be written.
+const ACCESS_LOG_FLUSH_LIMIT: Duration = Duration::from_secs(2);

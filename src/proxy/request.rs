@@ -168,9 +168,8 @@ impl<'c> Request<'c> {
 /// for a request that never got as far as a `Request` (a bad head, a timeout).
 pub(crate) fn log_access(worker: &Worker, config: &Config, record: &AccessRecord) {
     if let Some(line) = record.line(config.access_log, std::time::SystemTime::now()) {
-        use std::io::Write;
-        // stdout is line-buffered: one write per line, lines from workers never interleave.
-        let _ = writeln!(std::io::stdout().lock(), "{line}");
+        // Never written here: a stalled stdout must not stop the worker.
+        worker.shared().access_log.push(line);
     }
     worker.metrics().request(record.route.as_deref().unwrap_or("-"), record.status, record.elapsed);
 }
