@@ -179,6 +179,40 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// Completes when the peer has closed the connection (or broken it), while its
+    /// request waits for an answer. Bytes that arrive instead are not a close: they are
+    /// the next pipelined request, so the watch stops there and they stay where they
+    /// are. A plain socket is only peeked at (nothing is consumed); under TLS a
+    /// close_notify cannot be told from data without decrypting, so records are read
+    /// into this connection's buffer (at most `read_ahead` bytes) for the next request.
+    pub async fn closed(&mut self, read_ahead: usize) -> io::Error {
+        let gone = || io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the connection");
+        if let Stream::Plain(s) = &self.stream {
+            loop {
+                if let Err(e) = s.readable().await {
+                    return e;
+                }
+                let mut byte = [0u8; 1];
+                match s.get_ref().peek(&mut byte) {
+                    Ok(0) => return gone(),
+                    Ok(_) => return std::future::pending().await,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return e,
+                }
+            }
+        }
+        loop {
+            match self.fill(read_ahead).await {
+                Ok(0) => return gone(),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::OutOfMemory => return std::future::pending().await,
+                Err(e) => return e,
+            }
+        }
+    }
+}
+
 /// Why `Conn::read_head` found no head.
 #[derive(Debug)]
 pub enum HeadReadError {

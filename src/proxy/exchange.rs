@@ -162,18 +162,41 @@ async fn send(req: &mut Request<'_>, client: &mut Conn, backend: &mut Conn, head
         }
     }
     loop {
-        match read_response_head(backend, timeouts.proxy).await {
-            Ok(res) if res.status == 100 => {
+        // The client may leave while its request waits: then the backend request is
+        // abandoned at once, as nginx does, instead of holding both connections until
+        // proxy_timeout. Only once the body is in: before that its bytes are the body.
+        let head = read_response_head(backend, timeouts.proxy);
+        let read_ahead = req.config.limits.max_head_bytes;
+        let waited = match req.progress.body_done {
+            true => {
+                futures_lite::future::or(async { Waited::Head(head.await) }, async {
+                    let e = client.closed(read_ahead).await;
+                    log::debug!("client closed while its request waited: {e}");
+                    Waited::ClientClosed
+                })
+                .await
+            }
+            false => Waited::Head(head.await),
+        };
+        match waited {
+            Waited::ClientClosed => return Err(ProxyError::ClientClosed),
+            Waited::Head(Ok(res)) if res.status == 100 => {
                 if expects_continue && !req.progress.sent_continue {
                     send_continue(req, client).await?;
                 }
             }
             // 102/103 and other interim answers are dropped; the final one follows.
-            Ok(res) if res.status != 101 && res.status < 200 => {}
-            Ok(res) => return Ok(Sent::Response(res)),
-            Err(e) => return Ok(Sent::Failed(e)),
+            Waited::Head(Ok(res)) if res.status != 101 && res.status < 200 => {}
+            Waited::Head(Ok(res)) => return Ok(Sent::Response(res)),
+            Waited::Head(Err(e)) => return Ok(Sent::Failed(e)),
         }
     }
+}
+
+/// What came first while a request waited for its answer.
+enum Waited {
+    Head(Result<ResponseHead, UpstreamError>),
+    ClientClosed,
 }
 
 async fn send_continue(req: &mut Request<'_>, client: &mut Conn) -> Result<(), ProxyError> {

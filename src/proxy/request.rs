@@ -18,7 +18,7 @@ use crate::route::reverse_url;
 use crate::server::Worker;
 
 use super::decide::Destination;
-use super::error::ProxyError;
+use super::error::{ProxyError, CLIENT_CLOSED_STATUS};
 use super::lease::Lease;
 use super::ClientInfo;
 
@@ -97,6 +97,9 @@ impl<'c> Request<'c> {
     /// whether the connection must close.
     pub async fn answer_error(&mut self, client: &mut Conn, e: &ProxyError) -> bool {
         self.record.reason = Some(e.to_string());
+        if let (ProxyError::ClientClosed, false) = (e, self.progress.responded) {
+            self.record.status = CLIENT_CLOSED_STATUS;
+        }
         let close = e.closes_connection() || self.must_close();
         if let (Some(answer), false) = (e.answer(), self.progress.responded) {
             self.record.status = answer.status;
