@@ -215,9 +215,14 @@ fn relay_one(mut front: TcpStream, backend: SocketAddr, fault: Fault, stop: &Arc
     }
     match fault {
         Fault::ResetAt(_) => {
+            // Linger 0 turns the close into a RST; the up thread's copy of the socket
+            // must be gone first, so it is woken (its reads end) and joined.
             let _ = socket2::SockRef::from(&front).set_linger(Some(Duration::ZERO));
+            let _ = front.shutdown(std::net::Shutdown::Read);
+            let _ = up.join();
             drop(front);
             drop(back);
+            return;
         }
         Fault::HalfCloseAfter(_) | Fault::StallAfter(_) => {
             if let Fault::HalfCloseAfter(_) = fault {
@@ -373,7 +378,10 @@ fn backend_stalling_mid_body_truncates_and_closes_the_client() {
     let r = c.try_read_response(false, Duration::from_secs(5)).expect("the head and part of the body");
     assert_eq!(r.status, 200);
     assert!(!r.complete, "a stalled body must reach the client truncated, got {} bytes", r.body.len());
-    assert!(wait_until(DEADLINE, || relay.closed_by_sidecar() == 1), "sidecar must drop the stalled backend connection");
+    assert!(
+        wait_until(DEADLINE, || relay.closed_by_sidecar() == 1),
+        "sidecar must drop the stalled backend connection"
+    );
     drop(c);
     settled(&p);
 }
@@ -431,7 +439,9 @@ fn backend_that_never_reads_an_upload_gets_one_proxy_timeout() {
     let p = start(relay.addr, &healthy, "proxy_timeout = \"2s\"");
     let len = 256 * 1024 * 1024;
     let mut client = TcpStream::connect(p.addr()).expect("connect");
-    client.write_all(format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n").as_bytes()).expect("head");
+    client
+        .write_all(format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n").as_bytes())
+        .expect("head");
     let mut upload = client.try_clone().expect("clone");
     let stop = Arc::new(AtomicBool::new(false));
     let st = Arc::clone(&stop);
@@ -551,7 +561,7 @@ fn slow_request_body_is_cut_off_with_408_and_the_backend_released() {
     r.assert_error(408);
     assert!(r.says_close(), "the connection closes after a body timeout");
     c.expect_closed(DEADLINE);
-    assert!(b.wait_for_note("closed by sidecar", DEADLINE), "the backend connection must be closed too");
+    assert!(b.wait_for_note("body cut short", DEADLINE), "the backend connection must be closed too");
     let log = p.wait_for_stdout_lines(1, DEADLINE).join("\n");
     assert!(log.contains(" 408 ") && log.contains("body_timeout"), "access line with the reason:\n{log}");
     served_meanwhile(&p);
@@ -734,13 +744,10 @@ fn firehose_tunnel_does_not_starve_other_requests() {
     });
     assert!(wait_until(DEADLINE, || sent.load(Ordering::SeqCst) > 64 * 1024 * 1024), "the firehose flows");
     // Plain requests, each on a fresh connection, while the firehose runs.
-    for i in 0..3 {
-        let t0 = Instant::now();
-        let s0 = sent.load(Ordering::SeqCst);
+    for i in 0..10 {
         let mut g = p.conn();
         g.send(format!("GET /healthy/{i} HTTP/1.1\r\nHost: a\r\n\r\n")).expect("send");
         let r = g.try_read_response(false, Duration::from_secs(5));
-        eprintln!("GET {i}: {:?}, {} MB/s", t0.elapsed(), (sent.load(Ordering::SeqCst) - s0) as f64 / t0.elapsed().as_secs_f64() / 1e6);
         assert!(matches!(&r, Ok(r) if r.status == 200), "GET {i} during the firehose: {:?}", r.map(|r| r.status));
     }
     stop.store(true, Ordering::SeqCst);
@@ -797,7 +804,12 @@ fn repeated_connect_failures_are_logged_once_with_a_count() {
         p.get("/dead").assert_error(502);
     }
     let lines: Vec<String> = p.logs().into_iter().filter(|l| l.contains("connect failed")).collect();
-    assert!(!lines.is_empty() && lines.len() <= 2, "30 identical failures, {} log lines:\n{}", lines.len(), lines.join("\n"));
+    assert!(
+        !lines.is_empty() && lines.len() <= 2,
+        "30 identical failures, {} log lines:\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
     settled(&p);
 }
 
@@ -855,7 +867,12 @@ fn descriptor_exhaustion_on_connect_answers_503_and_leaves_members_healthy() {
     drop(held);
     let status = admin_get(admin, "/status").body_str();
     let json = json::Json::parse(&status).expect("/status JSON");
-    let members = json.get("balancers").and_then(|b| b.as_array()).and_then(|b| b[0].get("members")).and_then(|m| m.as_array()).expect("members");
+    let members = json
+        .get("balancers")
+        .and_then(|b| b.as_array())
+        .and_then(|b| b[0].get("members"))
+        .and_then(|m| m.as_array())
+        .expect("members");
     for m in members {
         assert_eq!(m.get("status").and_then(|s| s.as_str()).is_some(), true);
         assert_eq!(m.get("state").and_then(|s| s.as_str()), Some("healthy"), "member after EMFILE: {status}");

@@ -84,10 +84,11 @@ pub async fn connect(url: &Url, tls: &Arc<ClientConfig>, timeout: Duration) -> R
         // checks the IP SAN (RFC 6066; docs/security.md, T3).
         let name = ServerName::try_from(url.bare_host().to_string())
             .map_err(|e| ConnectError::Tls(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-        let stream = TlsConnector::from(Arc::clone(tls)).connect(name, tcp).await.map_err(|e| match is_local_shortage(&e) {
-            true => ConnectError::Local(e),
-            false => ConnectError::Tls(e),
-        })?;
+        let stream =
+            TlsConnector::from(Arc::clone(tls)).connect(name, tcp).await.map_err(|e| match is_local_shortage(&e) {
+                true => ConnectError::Local(e),
+                false => ConnectError::Tls(e),
+            })?;
         Ok(Conn::new(Stream::ClientTls(Box::new(stream))))
     };
     futures_lite::future::or(attempt, async {

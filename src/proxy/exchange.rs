@@ -10,11 +10,11 @@ use crate::h1::headers::{write_request_head, Forwarding, Outgoing, CONTINUE};
 use crate::h1::scan::ScanError;
 use crate::net::clock;
 use crate::net::connect::{connect, ConnectError};
-use crate::net::stream::{Conn, HeadReadError};
+use crate::net::stream::{with_timeout, Conn, HeadReadError};
 use crate::route::join_paths;
 use crate::target::Url;
 
-use super::body::{copy_body, CopyError, Encoding};
+use super::body::{copy_body, CopyError, Encoding, ReadPace};
 use super::decide::Destination;
 use super::error::{ProxyError, UpstreamError};
 use super::request::Request;
@@ -122,7 +122,9 @@ async fn send(req: &mut Request<'_>, client: &mut Conn, backend: &mut Conn, head
             req.counts.body_in += n;
         }
     }
-    if let Err(e) = backend.write_flush(&out).await {
+    // A backend that takes nothing (and a head too big for the socket buffers) must
+    // not hold the request past proxy_timeout: one deadline for the whole write.
+    if let Err(e) = with_timeout(timeouts.proxy, backend.write_flush(&out)).await {
         return Ok(Sent::Failed(UpstreamError::Io(e)));
     }
     if !req.progress.body_done {
@@ -143,8 +145,20 @@ async fn send(req: &mut Request<'_>, client: &mut Conn, backend: &mut Conn, head
             }
         }
         let encoding = if req.framing == Framing::Chunked { Encoding::Chunked } else { Encoding::Raw };
-        let max = req.config.limits.max_body_bytes;
-        match copy_body(client, &mut backend.stream, req.framing, encoding, timeouts.proxy, Vec::new(), max).await {
+        let limits = req.config.limits;
+        let pace = ReadPace::MinRate { timeout: timeouts.body, min_rate: limits.body_min_rate };
+        let copied = copy_body(
+            client,
+            &mut backend.stream,
+            req.framing,
+            encoding,
+            pace,
+            timeouts.proxy,
+            Vec::new(),
+            limits.max_body_bytes,
+        )
+        .await;
+        match copied {
             Ok(n) => {
                 req.progress.body_done = true;
                 req.counts.body_in += n;
@@ -152,6 +166,7 @@ async fn send(req: &mut Request<'_>, client: &mut Conn, backend: &mut Conn, head
             Err(CopyError::Write(e)) => return Ok(Sent::Failed(UpstreamError::Io(e))),
             Err(CopyError::Chunk(why)) => return Err(ProxyError::BadRequest(why)),
             Err(CopyError::TooLarge) => return Err(ProxyError::BodyTooLarge),
+            Err(CopyError::Read(e)) if e.kind() == std::io::ErrorKind::TimedOut => return Err(ProxyError::BodyTimeout),
             Err(CopyError::Read(e)) => return Err(ProxyError::ClientGone(e)),
             Err(CopyError::Truncated) => {
                 return Err(ProxyError::ClientGone(std::io::Error::new(
