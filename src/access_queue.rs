@@ -7,7 +7,7 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,10 +79,9 @@ fn write_lines(rx: &Receiver<Item>) {
             Ok(item) => item,
             Err(_) => {
                 let _ = out.flush();
-                match rx.recv_timeout(Duration::from_secs(3600)) {
+                match rx.recv() {
                     Ok(item) => item,
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => return,
+                    Err(_) => return,
                 }
             }
         };

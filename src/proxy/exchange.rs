@@ -179,10 +179,11 @@ async fn send(req: &mut Request<'_>, client: &mut Conn, backend: &mut Conn, head
     loop {
         // The client may leave while its request waits: then the backend request is
         // abandoned at once, as nginx does, instead of holding both connections until
-        // proxy_timeout. Only once the body is in: before that its bytes are the body.
+        // proxy_timeout. Only once the body is in (before that its bytes are the body),
+        // and not behind a pipelined request already read: that client is not gone.
         let head = read_response_head(backend, timeouts.proxy);
         let read_ahead = req.config.limits.max_head_bytes;
-        let waited = match req.progress.body_done {
+        let waited = match req.progress.body_done && client.buffered().is_empty() {
             true => {
                 futures_lite::future::or(async { Waited::Head(head.await) }, async {
                     let e = client.closed(read_ahead).await;
