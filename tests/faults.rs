@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use support::backend::{self, response, switching_protocols, Backend, Peer, Reply};
+use support::backend::{self, response, Backend, Peer, Reply};
 use support::*;
 
 /// PSS bound for a debug build under any of these faults: idle it is a few MiB, and no
@@ -491,6 +491,7 @@ fn backend_that_never_reads_an_upload_gets_one_proxy_timeout() {
     // One proxy_timeout (2 s) after the socket buffers filled (well under a second on
     // loopback); restarting deadlines made it 4 s or more.
     assert!(at < Duration::from_millis(3500), "answered after {at:?}: more than one proxy_timeout");
+    assert_eq!(relay.accepted(), 1, "an upload is never sent twice");
     served_meanwhile(&p);
     settled(&p);
 }
@@ -874,7 +875,6 @@ fn descriptor_exhaustion_on_connect_answers_503_and_leaves_members_healthy() {
         .and_then(|m| m.as_array())
         .expect("members");
     for m in members {
-        assert_eq!(m.get("status").and_then(|s| s.as_str()).is_some(), true);
         assert_eq!(m.get("state").and_then(|s| s.as_str()), Some("healthy"), "member after EMFILE: {status}");
         assert_eq!(m.get("failures").and_then(|f| f.as_f64()), Some(0.0), "member after EMFILE: {status}");
     }
