@@ -64,12 +64,15 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) 
         if worker.is_draining() {
             return;
         }
-        let config = worker.config();
         if client.buffered().is_empty() {
             // Between requests a connection may idle for the keep-alive timeout; the
             // first request must start within the header timeout. Draining ends the wait.
-            let wait = if first { config.timeouts.header } else { config.timeouts.keepalive };
-            let next = futures_lite::future::or(with_timeout(wait, client.fill(config.limits.max_head_bytes)), async {
+            let (timeouts, limits) = {
+                let c = worker.config();
+                (c.timeouts, c.limits)
+            };
+            let wait = if first { timeouts.header } else { timeouts.keepalive };
+            let next = futures_lite::future::or(with_timeout(wait, client.fill(limits.max_head_bytes)), async {
                 worker.shutdown().await;
                 Ok(0)
             });
@@ -79,6 +82,9 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) 
             }
         }
         first = false;
+        // The config in force when the request begins (a reload during the idle wait
+        // applies to it); the request keeps this snapshot to its end.
+        let config = worker.config();
         let started = Instant::now();
         let limits = config.limits;
         let head =
@@ -102,11 +108,10 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) 
                     return;
                 }
             };
-        drop(config);
         // Boxed: the request path's state lives only while a request is in flight,
         // instead of in every connection task for its whole life, so an idle keep-alive
         // connection or WebSocket tunnel stays small.
-        let mut req = Box::new(Request::new(&worker, &info, head, started));
+        let mut req = Box::new(Request::new(&worker, &info, config, head, started));
         match Box::pin(forward::handle(&mut req, &mut client)).await {
             Next::KeepAlive => req.finish(),
             Next::Close => {

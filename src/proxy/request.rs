@@ -60,8 +60,14 @@ pub(crate) struct Request<'c> {
 }
 
 impl<'c> Request<'c> {
-    pub fn new(worker: &'c Worker, info: &'c ClientInfo, head: RequestHead, started: Instant) -> Self {
-        let config = worker.config();
+    /// `config` is the snapshot the head was read under; the request keeps it.
+    pub fn new(
+        worker: &'c Worker,
+        info: &'c ClientInfo,
+        config: Arc<Config>,
+        head: RequestHead,
+        started: Instant,
+    ) -> Self {
         let mut record =
             AccessRecord { peer: Some(info.peer), request_line: Some(head.request_line()), ..Default::default() };
         if config.access_log != AccessFormat::Off {
