@@ -8,6 +8,7 @@ mod support;
 mod backend_responses;
 mod balancer;
 mod cli;
+mod faults;
 mod headers;
 mod http;
 mod open_proxy;

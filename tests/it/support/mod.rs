@@ -204,6 +204,11 @@ impl Sidecar {
         self.addr
     }
 
+    /// The process id of the child this test started.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
@@ -567,6 +572,15 @@ impl Conn {
                 Fill::Timeout => return (std::mem::take(&mut self.buf), false),
             }
         }
+    }
+
+    /// Whatever arrives within `limit` (possibly nothing).
+    pub fn read_available(&mut self, limit: Duration) -> Vec<u8> {
+        let until = Instant::now() + limit;
+        if self.buf.is_empty() {
+            let _ = self.fill(until);
+        }
+        std::mem::take(&mut self.buf)
     }
 
     /// Asserts the peer closes within `limit` without sending anything more.

@@ -10,8 +10,6 @@
 //! `/metrics` back to 0 and the proxy's proportional memory (PSS) under a generous
 //! bound; most also check that another client was served while the fault lasted.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use support::backend::{self, response, Backend, Peer, Reply};
-use support::*;
+use crate::support::backend::{self, response, Backend, Peer, Reply};
+use crate::support::*;
 
 /// PSS bound for a debug build under any of these faults: idle it is a few MiB, and no
 /// test moves more than a few MiB at once, so crossing this means a body was buffered.
@@ -867,16 +865,11 @@ fn descriptor_exhaustion_on_connect_answers_503_and_leaves_members_healthy() {
     assert!(refused > 0, "no request met the descriptor limit");
     drop(held);
     let status = admin_get(admin, "/status").body_str();
-    let json = json::Json::parse(&status).expect("/status JSON");
-    let members = json
-        .get("balancers")
-        .and_then(|b| b.as_array())
-        .and_then(|b| b[0].get("members"))
-        .and_then(|m| m.as_array())
-        .expect("members");
+    let json = json::parse(&status).expect("/status JSON");
+    let members = json["balancers"][0]["members"].as_array().expect("members");
     for m in members {
-        assert_eq!(m.get("state").and_then(|s| s.as_str()), Some("healthy"), "member after EMFILE: {status}");
-        assert_eq!(m.get("failures").and_then(|f| f.as_f64()), Some(0.0), "member after EMFILE: {status}");
+        assert_eq!(m["state"].as_str(), Some("healthy"), "member after EMFILE: {status}");
+        assert_eq!(m["failures"].as_u64(), Some(0), "member after EMFILE: {status}");
     }
     settled(&p);
 }
