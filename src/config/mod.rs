@@ -59,7 +59,7 @@ pub struct Timeouts {
     /// A pooled backend connection unused this long is closed.
     pub pool_idle: Duration,
     /// A request body: no read waits longer, and all reads together wait at most this
-    /// plus one second per `Limits::body_min_rate` bytes (slow POST, SECURITY L3) → 408.
+    /// plus one second per `Limits::body_min_rate` bytes (slow POST, docs/security.md L3) → 408.
     pub body: Duration,
 }
 

@@ -6,9 +6,10 @@
 //! uploaders, clients that leave while their request waits, a tunnel peer that never
 //! stops sending, a stdout nobody reads and a process out of descriptors.
 //!
-//! Every test ends with `settled`: the open-connection and open-tunnel gauges in
-//! `/metrics` back to 0 and the proxy's proportional memory (PSS) under a generous
-//! bound; most also check that another client was served while the fault lasted.
+//! The cases are docs/security.md's L3, L4, L6 and L11–L13. Every test ends with
+//! `settled`: the open-connection and open-tunnel gauges in `/metrics` back to 0 and the
+//! proxy's proportional memory (PSS) under a generous bound; most also check that
+//! another client was served while the fault lasted.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -429,8 +430,8 @@ fn backend_half_closing_before_answering_gives_502() {
 
 #[test]
 fn backend_that_never_reads_an_upload_gets_one_proxy_timeout() {
-    // F10: the write deadline used to restart whenever the backend's socket took a few
-    // more bytes, so such a backend held the client for 2 × proxy_timeout or more.
+    // docs/security.md, L4: a write deadline that restarted whenever the backend's
+    // socket took a few more bytes would hold the client for 2 × proxy_timeout or more.
     let b = backend::echo();
     let relay = FaultRelay::start(b.addr, Fault::NeverRead);
     let healthy = backend::echo();
@@ -539,7 +540,7 @@ fn request_head_written_to_a_backend_that_never_reads_has_a_deadline() {
 
 #[test]
 fn slow_request_body_is_cut_off_with_408_and_the_backend_released() {
-    // F2, R-U-Dead-Yet: one byte every 200 ms of a 1 MB body.
+    // docs/security.md, L3 (R-U-Dead-Yet): one byte every 200 ms of a 1 MB body.
     let b = never_answers_noting_close();
     let healthy = backend::echo();
     let p = start(b.addr, &healthy, "body_timeout = \"1s\"\nbody_min_rate = 500");
@@ -588,7 +589,8 @@ fn upload_at_a_steady_pace_outlasting_body_timeout_is_not_cut_off() {
 
 #[test]
 fn client_that_closes_while_waiting_aborts_the_backend_request() {
-    // F5: nginx aborts the upstream request when the client closes; so does sidecar.
+    // docs/security.md, L11: nginx aborts the upstream request when the client closes;
+    // so does sidecar.
     let b = never_answers_noting_close();
     let healthy = backend::echo();
     let p = start(b.addr, &healthy, "proxy_timeout = \"30s\"");
@@ -758,8 +760,8 @@ fn firehose_tunnel_does_not_starve_other_requests() {
 
 #[test]
 fn stalled_stdout_drops_access_lines_instead_of_blocking() {
-    // F8: the access log used to be written from the request path, so a full stdout
-    // pipe stopped every worker.
+    // docs/security.md, L13: an access line written from the request path would stop
+    // every worker once the stdout pipe is full.
     let b = backend::echo();
     let launch = Launch { stdout_unread: true, ..Launch::default() };
     let p = Sidecar::launch(TempDir::new(), &config(b.addr, &b, ""), &[], launch);
@@ -833,7 +835,8 @@ fn exhaust_descriptors(p: &Sidecar, limit: usize, extra_pending: usize) -> (Vec<
 
 #[test]
 fn descriptor_exhaustion_on_connect_answers_503_and_leaves_members_healthy() {
-    // F3: EMFILE on a backend connect is sidecar's own shortage, not the replica's.
+    // docs/security.md, L6: EMFILE on a backend connect is sidecar's own shortage, not
+    // the replica's.
     let (b1, b2) = (backend::echo(), backend::echo());
     let config = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
@@ -876,7 +879,8 @@ fn descriptor_exhaustion_on_connect_answers_503_and_leaves_members_healthy() {
 
 #[test]
 fn admin_answers_while_the_proxy_is_out_of_descriptors() {
-    // F7: a liveness probe must not restart a proxy that is busy but working.
+    // docs/security.md, L6: a liveness probe must not restart a proxy that is busy but
+    // working.
     let b = backend::echo();
     let launch = Launch { max_fds: Some(64), ..Launch::default() };
     let p = Sidecar::launch(TempDir::new(), &config(b.addr, &b, ""), &[], launch);
