@@ -125,7 +125,7 @@ pub struct Sidecar {
     /// Stdout lines (the access log).
     out: Arc<Mutex<Vec<String>>>,
     /// With `Launch::stdout_unread`: the pipe, held open and never read.
-    unread_stdout: Option<std::process::ChildStdout>,
+    _unread_stdout: Option<std::process::ChildStdout>,
     addr: SocketAddr,
     https: bool,
     dir: TempDir,
@@ -197,7 +197,7 @@ impl Sidecar {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
-        Sidecar { child, logs, out, unread_stdout, addr: found.0, https: found.1, dir }
+        Sidecar { child, logs, out, _unread_stdout: unread_stdout, addr: found.0, https: found.1, dir }
     }
 
     pub fn addr(&self) -> SocketAddr {
