@@ -1,4 +1,4 @@
-//! The command line (SPEC §2), as argh structs. Parsing errors exit 2 (`main.rs`).
+//! The command line, as argh structs. Parsing errors exit 2 (`main.rs`).
 
 use std::path::PathBuf;
 

@@ -1,7 +1,7 @@
 //! PEM files → rustls configs, at config load so `sidecar check` catches a bad
-//! certificate (SPEC §3). One crypto provider (ring), passed explicitly: no global
+//! certificate. One crypto provider (ring), passed explicitly: no global
 //! state. Backends are always verified (system roots plus `[backend_tls] ca`); there is
-//! no switch that turns verification off (SECURITY §0.7).
+//! no switch that turns verification off (docs/security.md, principle 5).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// The listener's config: certificate chain and key from PEM, ALPN `http/1.1` only
-/// (SECURITY T5). rustls offers TLS 1.2 and 1.3 with AEAD suites only (T4).
+/// (docs/security.md, T5). rustls offers TLS 1.2 and 1.3 with AEAD suites only (T4).
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
     let chain = read_certs(cert)?;
     if chain.is_empty() {

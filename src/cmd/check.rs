@@ -1,5 +1,5 @@
 //! `sidecar check`: validate the config and print what it resolves to, in a form a
-//! person can read (SPEC §2).
+//! person can read.
 
 use std::fmt::Write;
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! `sidecar demo`: two example replicas (an HTTP page and a WebSocket echo, on one port
 //! each) and the proxy in front of them, all on loopback, configured from a TOML
-//! string through the same loader as a real sidecar.toml (SPEC §2).
+//! string through the same loader as a real sidecar.toml.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;

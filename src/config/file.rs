@@ -1,4 +1,4 @@
-//! The serde mirror of sidecar.toml (SPEC §3): types only, no checks beyond TOML's
+//! The serde mirror of sidecar.toml: types only, no checks beyond TOML's
 //! own. `deny_unknown_fields` everywhere so a typo is an error with its line, and
 //! `Spanned` on every value that `resolve.rs` checks later so its errors have a line too.
 //! The two "string or table/list" shapes have hand-written visitors instead of

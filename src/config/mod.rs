@@ -44,13 +44,13 @@ pub struct Config {
     pub backend_tls: Arc<ClientConfig>,
 }
 
-/// Every wait has a deadline (SECURITY §0.8).
+/// Every wait has a deadline (docs/security.md, principle 4).
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
     /// Backend response (Apache `ProxyTimeout`) → 504.
     pub proxy: Duration,
     pub connect: Duration,
-    /// The whole request head must arrive within this (slowloris, SECURITY L2).
+    /// The whole request head must arrive within this (slowloris: docs/security.md, L2).
     pub header: Duration,
     /// An idle client connection between requests.
     pub keepalive: Duration,

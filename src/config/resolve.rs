@@ -1,5 +1,5 @@
 //! The serde mirror → a checked `Config`, or every problem at once, each with its
-//! file, line and key (STYLE §5). Defaults are named constants with the reason.
+//! file, line and key. Defaults are named constants with the reason.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,11 +24,11 @@ const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(60);
 /// A backend on the same host or pod answers a connect in microseconds; 5 s covers a
 /// busy remote one without leaving a client hanging on a dead address.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// SPEC §3 comment; nginx's 60 s is generous to slowloris.
+/// Enough for a slow mobile client to send a head; nginx's 60 s is generous to slowloris.
 const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Between Apache's 5 s (too short for browsers) and nginx's 75 s.
 const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
-/// SPEC §3: WebSockets are long-lived; nginx's 60 s is the classic "drops after a minute".
+/// WebSockets are long-lived; nginx's 60 s is the classic "drops after a minute".
 const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Shorter than nginx's upstream 60 s; a connection the backend closed sooner is
@@ -460,7 +460,7 @@ mod tests {
     }
 
     #[test]
-    fn spec_example_resolves() {
+    fn example_with_rewrite_proxy_and_balancer_resolves() {
         let source = r#"
 [server]
 listen = ["127.0.0.1:8443", "[::1]:8443"]
