@@ -130,3 +130,25 @@ async fn connect_any(addrs: &[SocketAddr]) -> Result<Async<TcpStream>, ConnectEr
     }
     Err(ConnectError::Refused(last.unwrap_or_else(|| io::Error::other("no address"))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_os = "linux")] // errno numbers are Linux's
+    fn local_shortages_are_told_from_peer_failures() {
+        for (errno, want) in [
+            (24, true),   // EMFILE: this process is out of descriptors
+            (23, true),   // ENFILE: the system is
+            (105, true),  // ENOBUFS: no socket buffer
+            (12, true),   // ENOMEM
+            (111, false), // ECONNREFUSED: the replica's answer
+            (113, false), // EHOSTUNREACH: the network's
+            (110, false), // ETIMEDOUT
+        ] {
+            assert_eq!(is_local_shortage(&io::Error::from_raw_os_error(errno)), want, "errno {errno}");
+        }
+        assert!(!is_local_shortage(&io::Error::other("no errno")));
+    }
+}
