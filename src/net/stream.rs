@@ -50,9 +50,7 @@ impl Stream {
         let mut byte = [0u8; 1];
         matches!(self.tcp().get_ref().peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
-}
 
-impl Stream {
     /// Lets the worker's other tasks run before the next read from this stream: returns
     /// `Pending` once, with a wake-up arranged, then `Ready` on the next call (`*yielded`
     /// remembers which). On a plain socket the wake-up is the socket's own readiness,
