@@ -8,7 +8,7 @@
 //!
 //! Import rule: a module imports only from layers before its own:
 //! `h1`, `target` | `rewrite`, `route`, `balance`, `access_log` | `config`, `tls`, `dev_cert` | `net`,
-//! `metrics`, `shared` | `server::Worker` | `proxy`, `admin` | `server`, `signals` | `cmd`.
+//! `metrics`, `shared`, `throttle`, `access_queue` | `server::Worker` | `proxy`, `admin` | `server`, `signals` | `cmd`.
 //! `server::Worker` (one worker thread's state, which every connection task reads) sits
 //! below the proxy; the rest of `server` drives it. `h1`, `target`, `rewrite`, `route`,
 //! `balance` and `access_log` are pure: no async, clock, file or socket.
@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod access_log;
+pub(crate) mod access_queue;
 pub(crate) mod admin;
 pub(crate) mod apache;
 pub(crate) mod balance;
@@ -34,4 +35,5 @@ pub(crate) mod server;
 pub(crate) mod shared;
 pub(crate) mod signals;
 pub(crate) mod target;
+pub(crate) mod throttle;
 pub(crate) mod tls;

@@ -3,9 +3,13 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::{self, Config};
 use crate::server::{self, Running};
+
+/// How long an exiting process waits for its queued access lines to be written.
+const ACCESS_LOG_FLUSH_LIMIT: Duration = Duration::from_secs(2);
 
 pub fn run(path: &Path) -> i32 {
     super::init_logging();
@@ -23,7 +27,7 @@ pub fn run(path: &Path) -> i32 {
 
 /// Serves `config` until a stop signal has drained it; returns the exit code.
 /// `reload_from`: the file SIGHUP reloads. `started` runs once every listener is bound.
-pub fn serve(config: Config, reload_from: Option<&Path>, started: impl FnOnce(&Running)) -> i32 {
+pub(crate) fn serve(config: Config, reload_from: Option<&Path>, started: impl FnOnce(&Running)) -> i32 {
     if let Err(d) = config.write_self_signed() {
         eprintln!("{d}");
         return 1;
@@ -49,7 +53,13 @@ pub fn serve(config: Config, reload_from: Option<&Path>, started: impl FnOnce(&R
         }
     };
     let shared = crate::shared::Shared::new(Arc::new(config));
-    match server::start(shared, admin) {
+    if let Some(listener) = admin {
+        if let Err(e) = crate::admin::spawn(listener, Arc::clone(&shared)) {
+            log::error!("cannot start the admin endpoint: {e}");
+            return 1;
+        }
+    }
+    let code = match server::start(Arc::clone(&shared)) {
         Ok(running) => {
             started(&running);
             crate::signals::run_until_stopped(signals, running, reload_from)
@@ -58,5 +68,8 @@ pub fn serve(config: Config, reload_from: Option<&Path>, started: impl FnOnce(&R
             log::error!("{e}");
             1
         }
-    }
+    };
+    // The last access lines are still queued; a stdout nobody reads may keep them.
+    shared.access_log.flush(ACCESS_LOG_FLUSH_LIMIT);
+    code
 }

@@ -38,6 +38,8 @@ pub struct Server {
     pub tunnel_idle_timeout: Option<Spanned<String>>,
     pub drain_timeout: Option<Spanned<String>>,
     pub pool_idle_timeout: Option<Spanned<String>>,
+    pub body_timeout: Option<Spanned<String>>,
+    pub body_min_rate: Option<Spanned<u32>>,
     pub max_head_bytes: Option<Spanned<u32>>,
     pub max_headers: Option<Spanned<u32>>,
     pub max_connections: Option<Spanned<u32>>,

@@ -64,6 +64,9 @@ pub struct Timeouts {
     pub drain: Duration,
     /// A pooled backend connection unused this long is closed.
     pub pool_idle: Duration,
+    /// A request body: no read waits longer, and all reads together wait at most this
+    /// plus one second per `Limits::body_min_rate` bytes (slow POST, docs/security.md L3) → 408.
+    pub body: Duration,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -74,6 +77,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Request bodies over this are refused with 413; `None`: no limit.
     pub max_body_bytes: Option<u64>,
+    /// Bytes per second a request body must average (with `Timeouts::body`); at least 1.
+    pub body_min_rate: u64,
 }
 
 /// A balancer's live state, shared by every worker (one lock per pick and report,

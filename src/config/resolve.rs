@@ -42,6 +42,12 @@ const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
 const DEFAULT_RETRY: Duration = Duration::from_secs(10);
 const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(300);
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Apache's `RequestReadTimeout body=20,MinRate=500`: 20 s of grace, and then the body
+/// must keep averaging 500 bytes/s, which any real uplink does and R-U-Dead-Yet's byte
+/// every few seconds does not. nginx's `client_body_timeout` (60 s between two reads)
+/// alone never stops a client that sends a byte every 59 s.
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(20);
+const DEFAULT_BODY_MIN_RATE: u32 = 500;
 
 pub fn resolve(path: &Path, source: &str) -> Result<Config, Vec<Diagnostic>> {
     let lines = Lines { file: path, source };
@@ -120,6 +126,15 @@ impl Cx<'_> {
             ),
             drain: self.duration(&server.drain_timeout, "server.drain_timeout", DEFAULT_DRAIN_TIMEOUT),
             pool_idle: self.duration(&server.pool_idle_timeout, "server.pool_idle_timeout", DEFAULT_POOL_IDLE_TIMEOUT),
+            body: self.duration(&server.body_timeout, "server.body_timeout", DEFAULT_BODY_TIMEOUT),
+        };
+        let body_min_rate = match &server.body_min_rate {
+            Some(v) if *v.get_ref() == 0 => {
+                self.err(v, "server.body_min_rate", "expected at least 1 (bytes per second)");
+                DEFAULT_BODY_MIN_RATE
+            }
+            Some(v) => *v.get_ref(),
+            None => DEFAULT_BODY_MIN_RATE,
         };
         let workers = match &server.workers {
             Some(w) if *w.get_ref() == 0 || *w.get_ref() > 256 => {
@@ -234,6 +249,7 @@ impl Cx<'_> {
                 max_headers,
                 max_connections: max_connections as usize,
                 max_body_bytes: server.max_body_bytes.as_ref().map(|v| *v.get_ref()),
+                body_min_rate: u64::from(body_min_rate),
             },
             via: server.via.unwrap_or(false),
             access_log,

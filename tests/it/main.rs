@@ -11,6 +11,7 @@ mod browser;
 mod cli;
 mod demo;
 mod docs;
+mod faults;
 mod headers;
 mod http;
 mod open_proxy;
