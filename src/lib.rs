@@ -7,8 +7,8 @@
 //! ```
 //!
 //! Import rule: a module imports only from layers before its own:
-//! `h1`, `target` | `rewrite`, `route`, `balance`, `access_log` | `config`, `tls` | `rt` | `net`,
-//! `metrics`, `shared` | `server::Worker` | `proxy`, `admin` | `server`, `signals` | `cmd`.
+//! `h1`, `target` | `rewrite`, `route`, `balance`, `access_log` | `config`, `tls`, `dev_cert` | `rt` | `net`,
+//! `metrics`, `shared`, `throttle`, `access_queue` | `server::Worker` | `proxy`, `admin` | `server`, `signals` | `cmd`.
 //! `server::Worker` (one worker thread's state, which every connection task reads) sits
 //! below the proxy; the rest of `server` drives it. `h1`, `target`, `rewrite`, `route`,
 //! `balance` and `access_log` are pure: no async, clock, file or socket.
@@ -17,12 +17,14 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod access_log;
+pub(crate) mod access_queue;
 pub(crate) mod admin;
 pub(crate) mod apache;
 pub(crate) mod balance;
 pub mod cli;
 pub mod cmd;
 pub(crate) mod config;
+pub(crate) mod dev_cert;
 pub(crate) mod h1;
 pub(crate) mod metrics;
 pub(crate) mod net;
@@ -34,4 +36,5 @@ pub(crate) mod server;
 pub(crate) mod shared;
 pub(crate) mod signals;
 pub(crate) mod target;
+pub(crate) mod throttle;
 pub(crate) mod tls;

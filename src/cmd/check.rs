@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use crate::balance::Status;
-use crate::config::{self, Config};
+use crate::config::{self, Config, SelfSignedSource};
 use crate::rewrite::{self, RuleSource};
 
 pub fn check(path: &Path) -> i32 {
@@ -23,6 +23,31 @@ pub fn check(path: &Path) -> i32 {
                 eprintln!("{d}");
             }
             1
+        }
+    }
+}
+
+/// `check --explain`: loads the config (exit 1 if it is broken, as `check`) and prints
+/// what sidecar would do with the request, sending nothing. A request sidecar would not
+/// parse exits 2, as a bad command line does.
+pub fn check_explain(path: &Path, request: &str, headers: &[String]) -> i32 {
+    let c = match config::load(path) {
+        Ok(c) => c,
+        Err(diagnostics) => {
+            for d in diagnostics {
+                eprintln!("{d}");
+            }
+            return 1;
+        }
+    };
+    match super::explain::explain_request(request, headers, c.server_name.as_deref()) {
+        Ok(head) => {
+            print!("{}", super::explain::explain(&c, &head));
+            0
+        }
+        Err(e) => {
+            eprintln!("--explain: {e}");
+            2
         }
     }
 }
@@ -47,6 +72,21 @@ pub fn describe(c: &Config) -> String {
     let scheme = if c.server_tls.is_some() { "https" } else { "http" };
     for addr in &c.listen {
         let _ = writeln!(s, "listen  {scheme}://{addr}");
+    }
+    if let Some(dev) = &c.self_signed {
+        let what = match &dev.source {
+            SelfSignedSource::Generated { cert, files: None } => {
+                format!("made at each start for {}, kept in memory", cert.names.join(", "))
+            }
+            SelfSignedSource::Generated { cert, files: Some(f) } => format!(
+                "made at start for {}, written to {} and {}",
+                cert.names.join(", "),
+                f.cert.display(),
+                f.key.display()
+            ),
+            SelfSignedSource::Read(f) => format!("{} (SHA-256 {})", f.cert.display(), dev.fingerprint),
+        };
+        let _ = writeln!(s, "tls     self-signed development certificate: {what}");
     }
     let _ = writeln!(s, "workers {}", c.workers);
     if let Some(admin) = c.admin {

@@ -11,6 +11,7 @@ use toml::Spanned;
 use super::diag::{Diagnostic, Lines};
 use super::duration::parse_duration;
 use super::file::{self, File};
+use super::server_tls;
 use super::{Config, Limits, SharedBalancer, Timeouts};
 use crate::access_log::AccessFormat;
 use crate::balance::{BalancerSpec, Health, Method, ReplicaSpec, Status, RECOMMENDED_MAX_EJECTED_PERCENT};
@@ -41,6 +42,12 @@ const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
 const DEFAULT_RETRY: Duration = Duration::from_secs(10);
 const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(300);
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Apache's `RequestReadTimeout body=20,MinRate=500`: 20 s of grace, and then the body
+/// must keep averaging 500 bytes/s, which any real uplink does and R-U-Dead-Yet's byte
+/// every few seconds does not. nginx's `client_body_timeout` (60 s between two reads)
+/// alone never stops a client that sends a byte every 59 s.
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(20);
+const DEFAULT_BODY_MIN_RATE: u32 = 500;
 
 pub fn resolve(path: &Path, source: &str) -> Result<Config, Vec<Diagnostic>> {
     let lines = Lines { file: path, source };
@@ -119,6 +126,15 @@ impl Cx<'_> {
             ),
             drain: self.duration(&server.drain_timeout, "server.drain_timeout", DEFAULT_DRAIN_TIMEOUT),
             pool_idle: self.duration(&server.pool_idle_timeout, "server.pool_idle_timeout", DEFAULT_POOL_IDLE_TIMEOUT),
+            body: self.duration(&server.body_timeout, "server.body_timeout", DEFAULT_BODY_TIMEOUT),
+        };
+        let body_min_rate = match &server.body_min_rate {
+            Some(v) if *v.get_ref() == 0 => {
+                self.err(v, "server.body_min_rate", "expected at least 1 (bytes per second)");
+                DEFAULT_BODY_MIN_RATE
+            }
+            Some(v) => *v.get_ref(),
+            None => DEFAULT_BODY_MIN_RATE,
         };
         let workers = match &server.workers {
             Some(w) if *w.get_ref() == 0 || *w.get_ref() > 256 => {
@@ -158,15 +174,16 @@ impl Cx<'_> {
             None => MAX_HEADERS,
         };
         let max_connections = server.max_connections.as_ref().map_or(DEFAULT_MAX_CONNECTIONS, |v| *v.get_ref());
-        let server_tls = server.tls.as_ref().and_then(|tls| {
-            let t = tls.get_ref();
-            let cert = self.file_path(&t.cert, "server.tls.cert");
-            let key = self.file_path(&t.key, "server.tls.key");
-            if !cert.is_file() || !key.is_file() {
-                return None;
-            }
-            crate::tls::server_config(&cert, &key).map_err(|e| self.err(tls, "server.tls", e)).ok()
-        });
+        let server_name = server.server_name.as_ref().map(|s| s.get_ref().as_str());
+        let (server_tls, self_signed) =
+            match server.tls.as_ref().map(|t| server_tls::resolve(t, &self.base, server_name, self.lines)) {
+                None => (None, None),
+                Some(Ok((config, self_signed))) => (Some(config), self_signed),
+                Some(Err(errors)) => {
+                    self.errors.extend(errors);
+                    (None, None)
+                }
+            };
         let admin = file.admin.as_ref().and_then(|a| match a.get_ref().listen.get_ref().parse::<SocketAddr>() {
             // Port 0 means "any free port", which cannot collide.
             Ok(addr) if addr.port() != 0 && listen.contains(&addr) => {
@@ -223,6 +240,7 @@ impl Cx<'_> {
             path: path.to_path_buf(),
             listen,
             server_tls,
+            self_signed,
             server_name: server.server_name.as_ref().map(|s| s.get_ref().clone()),
             workers,
             timeouts,
@@ -231,6 +249,7 @@ impl Cx<'_> {
                 max_headers,
                 max_connections: max_connections as usize,
                 max_body_bytes: server.max_body_bytes.as_ref().map(|v| *v.get_ref()),
+                body_min_rate: u64::from(body_min_rate),
             },
             via: server.via.unwrap_or(false),
             access_log,

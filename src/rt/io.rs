@@ -24,7 +24,8 @@ use super::{with_core, Ready};
 /// One registered socket's flags and the tasks waiting on it.
 pub(crate) struct Source {
     key: usize,
-    /// The runtime it is registered with (a thread's, never shared).
+    /// The runtime it is registered with (a thread's, never shared); 0: none, see
+    /// `Io::new`.
     runtime: usize,
     ready: std::cell::Cell<Ready>,
     reader: std::cell::Cell<Option<Waker>>,
@@ -94,8 +95,12 @@ pub struct Io<T: AsFd> {
 impl<T: AsFd> Io<T> {
     /// Registers `inner` (already non-blocking). `initial`: what is known to be
     /// possible before the first event (a fresh connected socket can be written).
+    ///
+    /// On a thread without the runtime (a unit test driving a future by hand) the
+    /// socket is not registered: both flags stay set, so every call is tried, and the
+    /// caller polls again by itself.
     pub fn new(inner: T, initial: Ready) -> io::Result<Self> {
-        let source = with_core(|core| -> io::Result<Rc<Source>> {
+        let registered = with_core(|core| -> io::Result<Rc<Source>> {
             let source = core.sources.borrow_mut().insert(core.remote.id, initial);
             let flags = EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET;
             if let Err(e) = epoll::add(&core.epoll, inner.as_fd(), EventData::new_u64(source.key as u64), flags) {
@@ -103,8 +108,17 @@ impl<T: AsFd> Io<T> {
                 return Err(e.into());
             }
             Ok(source)
-        })
-        .ok_or_else(|| io::Error::other("no runtime on this thread"))??;
+        });
+        let source = match registered {
+            Some(source) => source?,
+            None => Rc::new(Source {
+                key: usize::MAX,
+                runtime: 0,
+                ready: std::cell::Cell::new(Ready::READABLE.with(Ready::WRITABLE)),
+                reader: std::cell::Cell::new(None),
+                writer: std::cell::Cell::new(None),
+            }),
+        };
         Ok(Self { source, inner })
     }
 
@@ -165,8 +179,12 @@ impl<T: AsFd> Io<T> {
                 return Poll::Pending;
             }
             let result = op(&self.inner);
-            self.source.ready.set(after(self.source.ready.get(), &result));
+            if self.source.runtime != 0 {
+                self.source.ready.set(after(self.source.ready.get(), &result));
+            }
             match result {
+                // Unregistered: nothing will report the next edge; the caller polls again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.source.runtime == 0 => return Poll::Pending,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
                 other => return Poll::Ready(other),
             }
@@ -226,6 +244,28 @@ pub async fn connect(addr: SocketAddr) -> io::Result<Io<TcpStream>> {
         return Err(io::ErrorKind::ConnectionRefused.into());
     }
     Ok(io)
+}
+
+impl Io<TcpStream> {
+    /// Completes once the socket is readable (bytes, end-of-file or an error wait),
+    /// at once if the flags already say so.
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_ready(cx, Ready::READABLE).map(Ok)
+    }
+
+    pub async fn readable(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_readable(cx)).await
+    }
+
+    /// A non-blocking peek that keeps the flags true: EAGAIN clears the readable flag,
+    /// so a `readable` wait after it waits for the next edge instead of spinning.
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let result = self.inner.peek(buf);
+        if self.source.runtime != 0 && matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            self.source.ready.set(self.source.ready.get().without(Ready::READABLE));
+        }
+        result
+    }
 }
 
 impl AsyncRead for Io<TcpStream> {

@@ -7,13 +7,18 @@ mod support;
 
 mod backend_responses;
 mod balancer;
+mod browser;
 mod cli;
+mod demo;
+mod docs;
+mod faults;
 mod headers;
 mod http;
 mod open_proxy;
 mod operations;
 mod paths;
 mod rewrite;
+mod self_signed;
 mod smuggling;
 mod tls;
 mod websocket;
