@@ -19,6 +19,7 @@ pub mod balance;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod dns;
 pub mod h1;
 pub mod metrics;
 pub mod net;
