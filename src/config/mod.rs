@@ -43,6 +43,8 @@ pub struct Config {
     pub reverse: Vec<ReverseRule>,
     pub balancers: Vec<Arc<SharedBalancer>>,
     pub backend_tls: Arc<ClientConfig>,
+    /// How balancer member names are resolved (`[resolver]`, else /etc/resolv.conf).
+    pub resolver: crate::dns::ResolverConfig,
 }
 
 /// Every wait has a deadline (SECURITY §0.8).
