@@ -108,7 +108,7 @@ pub fn start(shared: Arc<Shared>, admin: Option<TcpListener>) -> io::Result<Runn
         reloads.push(reload_tx);
         let thread = std::thread::Builder::new()
             .name(format!("sidecar-worker-{i}"))
-            .spawn(move || run_worker(shared, listeners, admin, shutdown, reload_rx))?;
+            .spawn(move || run_worker(shared, listeners, admin, shutdown, reload_rx, i == 0))?;
         threads.push(thread);
     }
     let listen = config.listen.clone();
@@ -121,11 +121,16 @@ fn run_worker(
     admin: Option<TcpListener>,
     shutdown: async_channel::Receiver<()>,
     reloads: async_channel::Receiver<Arc<Config>>,
+    first: bool,
 ) {
     let ex = Rc::new(LocalExecutor::new());
     let worker = Rc::new(Worker::new(shared, shutdown));
     let main = async {
         ex.spawn(clock::run_ticker()).detach();
+        if first {
+            // DNS refreshes and active health checks: a few packets a second at most.
+            ex.spawn(crate::discovery::run(Arc::clone(&worker.shared))).detach();
+        }
         if let Some(admin) = admin {
             match Async::new(admin) {
                 Ok(l) => ex.spawn(crate::admin::accept_loop(Rc::clone(&ex), l, Arc::clone(&worker.shared))).detach(),

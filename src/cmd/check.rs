@@ -11,9 +11,15 @@ use crate::rewrite::{self, Field, RuleSource};
 pub fn check(path: &Path) -> i32 {
     match config::load(path) {
         Ok(c) => {
+            // Names are looked up once, to show what they stand for now; a name that
+            // does not resolve here (a CI runner outside the cluster) is only a warning.
+            crate::discovery::resolve_now(&c);
             print!("{}", describe(&c));
             for (line, message) in warnings(&c) {
                 eprintln!("{}:{line}: warning: {message}", path.display());
+            }
+            for message in resolve_warnings(&c) {
+                eprintln!("{}: warning: {message}", path.display());
             }
             println!("{}: ok", path.display());
             0
@@ -45,6 +51,20 @@ pub fn warnings(c: &Config) -> Vec<(usize, String)> {
     out
 }
 
+/// Names that found nothing when `check` looked them up.
+pub fn resolve_warnings(c: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in &c.balancers {
+        for n in b.lock().names() {
+            if let Some(error) = &n.error {
+                let (kind, name) = (n.lookup.kind(), n.lookup.name());
+                out.push(format!("balancer.{}: {name} ({kind}) does not resolve now: {error}", b.name));
+            }
+        }
+    }
+    out
+}
+
 /// The resolved config as text.
 pub fn describe(c: &Config) -> String {
     let mut s = String::new();
@@ -69,12 +89,47 @@ pub fn describe(c: &Config) -> String {
         let bal = b.lock();
         let spec = bal.spec();
         let sticky = spec.sticky_session.as_deref().map(|c| format!(" stickysession={c}")).unwrap_or_default();
+        let slow_start = match spec.slow_start.as_millis() {
+            0 => String::new(),
+            ms => format!(" slow_start={ms}ms"),
+        };
         let _ = writeln!(
             s,
-            "balancer {} method={} maxattempts={} max_ejected_percent={}{sticky}",
+            "balancer {} method={} maxattempts={} max_ejected_percent={}{sticky}{slow_start}",
             b.name, spec.method, spec.max_attempts, spec.max_ejected_percent
         );
-        for r in &spec.replicas {
+        if let Some(h) = &spec.check {
+            let _ = writeln!(
+                s,
+                "  health GET {} every {}ms timeout={}ms rise={} fall={} expect={}",
+                h.path,
+                h.interval.as_millis(),
+                h.timeout.as_millis(),
+                h.rise,
+                h.fall,
+                h.expect
+            );
+        }
+        let static_members = b.definition.replicas.len();
+        for (d, n) in b.definition.discovered.iter().zip(bal.names()) {
+            let r = &d.template;
+            let shown = match &d.lookup {
+                crate::balance::Lookup::Address(_) => r.url.origin(),
+                crate::balance::Lookup::Service(_) => format!("srv+{}", r.url.origin()),
+            };
+            let addresses: Vec<String> = n.addresses.iter().map(ToString::to_string).collect();
+            let found = match (&n.error, addresses.is_empty()) {
+                (Some(e), true) => format!("does not resolve: {e}"),
+                (_, _) => format!(
+                    "{}: {}{}",
+                    n.lookup.kind(),
+                    addresses.join(" "),
+                    n.ttl.map(|t| format!(" (ttl {}s)", t.as_secs())).unwrap_or_default()
+                ),
+            };
+            let _ = writeln!(s, "  member {shown} loadfactor={} status={} -> {found}", r.weight, r.status);
+        }
+        for r in spec.replicas.iter().take(static_members) {
             let status = match r.status {
                 Status::Normal => String::new(),
                 other => format!(" status={other}"),

@@ -34,6 +34,9 @@ pub fn run(path: &Path) -> i32 {
             return 1;
         }
     };
+    // Members named by DNS are looked up before anything listens, so the first
+    // requests find them; from then on the first worker keeps them fresh.
+    crate::discovery::resolve_now(&config);
     let shared = crate::shared::Shared::new(Arc::new(config));
     match server::start(shared, admin) {
         Ok(running) => crate::signals::run_until_stopped(signals, running, path),

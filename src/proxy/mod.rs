@@ -184,7 +184,14 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) {
                     to_client,
                     config.timeouts.tunnel_idle,
                     async {
-                        worker.shutdown().await;
+                        // Draining, or its member left DNS: drain_timeout more, then close.
+                        let member_left = async {
+                            match &lease {
+                                Some((balancer, replica)) => balancer.removed(*replica).await,
+                                None => std::future::pending().await,
+                            }
+                        };
+                        futures_lite::future::or(worker.shutdown(), member_left).await;
                         async_io::Timer::after(config.timeouts.drain).await;
                     },
                 )
