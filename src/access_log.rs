@@ -57,7 +57,7 @@ fn escaped(out: &mut String, s: &str) {
 }
 
 /// Appends `s` as a JSON string.
-fn json_string(out: &mut String, s: &str) {
+pub(crate) fn json_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 use std::rc::Rc;
 
 use async_io::Async;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use smol::LocalExecutor;
 
+use crate::access_log::json_string;
 use crate::config::Config;
+use crate::h1::answer::{Answer, Body};
 use crate::h1::head::{parse_request_head, MAX_HEADERS};
-use crate::h1::scan::HeadScanner;
-use crate::net::stream::deadline;
+use crate::net::stream::{deadline, Conn, Stream};
 use crate::shared::Shared;
 
 /// An admin request must arrive quickly and small; probes are tiny.
@@ -42,37 +42,25 @@ pub async fn accept_loop(ex: Rc<LocalExecutor<'static>>, listener: Async<TcpList
     }
 }
 
-async fn serve(mut stream: Async<TcpStream>, shared: Arc<Shared>) {
-    let mut buf = Vec::new();
+async fn serve(stream: Async<TcpStream>, shared: Arc<Shared>) {
+    let mut conn = Conn::new(Stream::Plain(stream));
     let read = async {
-        let mut scanner = HeadScanner::default();
-        loop {
-            if let Ok(Some(len)) = scanner.scan(&buf, ADMIN_MAX_HEAD) {
-                return parse_request_head(&buf[..len], MAX_HEADERS).ok();
-            }
-            let mut chunk = [0u8; 1024];
-            match stream.read(&mut chunk).await {
-                Ok(n) if n > 0 && buf.len() < ADMIN_MAX_HEAD => buf.extend_from_slice(&chunk[..n]),
-                _ => return None,
-            }
-        }
+        let len = conn.read_head(ADMIN_MAX_HEAD, false).await.ok()?;
+        parse_request_head(&conn.buffered()[..len], MAX_HEADERS).ok()
     };
     let Some(Some(head)) = deadline(ADMIN_READ_TIMEOUT, read).await else { return };
     let path = head.target.split('?').next().unwrap_or("");
-    let (status, kind, body) = if head.method != "GET" && head.method != "HEAD" {
+    let (status, content_type, text) = if head.method != "GET" && head.method != "HEAD" {
         (405, "text/plain", "method not allowed\n".to_string())
     } else {
         answer(path, &shared)
     };
-    let reason = crate::h1::canned::reason(status);
-    let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    if head.method != "HEAD" {
-        out.push_str(&body);
-    }
-    let _ = stream.write_all(out.as_bytes()).await;
+    let answer = Answer::new(status)
+        .body(Body::Text { content_type, text: &text })
+        .no_store()
+        .close(true)
+        .head_only(head.method == "HEAD");
+    let _ = conn.write_flush(&answer.to_bytes()).await;
 }
 
 fn answer(path: &str, shared: &Shared) -> (u16, &'static str, String) {
@@ -94,8 +82,9 @@ fn answer(path: &str, shared: &Shared) -> (u16, &'static str, String) {
     }
 }
 
-/// Why the proxy should not get traffic, if it should not: a balancer (reached by a
-/// `[[proxy]]` route or a rewrite rule) whose every member is out of service.
+/// Why the proxy should not get traffic, if it should not: a configured balancer with
+/// no member that could take a request now (every one ejected, resting or out of
+/// service). Balancers are checked whether a route or a rewrite rule reaches them.
 fn not_ready(config: &Config) -> Option<String> {
     config.balancers.iter().find(|b| !b.usable()).map(|b| format!("no usable member in balancer {:?}", b.name))
 }
@@ -140,21 +129,10 @@ fn render_members(config: &Config, out: &mut String) {
     }
 }
 
-/// A JSON string literal.
+/// `s` as a JSON string literal.
 fn json_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    json_string(&mut out, s);
     out
 }
 

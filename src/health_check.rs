@@ -71,8 +71,7 @@ async fn probe(url: Url, check: &HealthCheck, tls: &Arc<ClientConfig>) -> Option
             check.path,
             url.authority()
         );
-        conn.write_all(request.as_bytes()).await.ok()?;
-        conn.flush().await.ok()?;
+        conn.write_flush(request.as_bytes()).await.ok()?;
         loop {
             if let Some(end) = conn.buffered().iter().position(|&b| b == b'\n') {
                 return parse_status_line(&conn.buffered()[..end]);

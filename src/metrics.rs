@@ -1,6 +1,8 @@
 //! Process-wide counters, shared by all workers as atomics, and their Prometheus text
-//! rendering for the admin endpoint (issue 5). Updating a counter is one relaxed atomic
-//! add; the per-route table is read-locked (uncontended) only to find its row.
+//! rendering for the admin endpoint. Updating a counter is one relaxed atomic add; the
+//! per-route table is behind a read-write lock that every worker read-locks once per
+//! request to find its row (write-locked only the first time a route is seen), so the
+//! cost of sharing is one uncontended-in-the-common-case reader count per request.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};

@@ -1,4 +1,4 @@
-//! Process signals (SPEC §4): SIGTERM/SIGINT drain (stop accepting, let requests
+//! Process signals: SIGTERM/SIGINT drain (stop accepting, let requests
 //! finish, give tunnels up to `drain_timeout`, exit 0; a second SIGINT exits at once),
 //! SIGHUP reloads sidecar.toml and the certificate files it names (a bad config is
 //! logged and the old one stays).

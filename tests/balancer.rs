@@ -535,3 +535,30 @@ fn marking_a_member_draining_on_reload_keeps_its_open_tunnel_and_sends_new_ones_
         ws_round_trip(t, "on the other member");
     }
 }
+
+// ---- a panicking connection task -----------------------------------------------------------
+
+/// A connection task that panics while its request holds a member (a debug-build hook)
+/// gives the member's count back: `bybusyness` would otherwise avoid that member for
+/// good. The process keeps serving, and the open-connection gauge returns to 0.
+#[test]
+fn panicking_connection_task_gives_its_members_count_back() {
+    let a = named("a");
+    let config = balanced(&format!("\"http://{}\"", a.addr), "");
+    let p = Sidecar::start_with_env(TempDir::new(), &config, &[("SIDECAR_TEST_PANIC_TARGET", "/boom")]);
+    for _ in 0..3 {
+        let mut c = p.conn();
+        c.send("GET /boom HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+        c.expect_closed(DEADLINE);
+    }
+    assert!(p.wait_for_log("panicking on /boom", DEADLINE), "the hook fired: {:?}", p.logs());
+    assert_eq!(p.get("/").body_str(), "a", "the member still serves");
+    let labels = [("balancer", "app")];
+    assert!(
+        wait_until(DEADLINE, || metric(&p, "sidecar_member_requests", &labels) == 0.0
+            && metric(&p, "sidecar_open_connections", &[]) == 0.0),
+        "member requests {} and open connections {} back to 0",
+        metric(&p, "sidecar_member_requests", &labels),
+        metric(&p, "sidecar_open_connections", &[])
+    );
+}

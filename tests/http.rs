@@ -407,6 +407,57 @@ fn backend_that_never_answers_is_504_after_proxy_timeout() {
     assert_eq!(b.requests().len(), 1, "the request did reach the backend");
 }
 
+/// sidecar's own error answers honour the client's wish to close, like a relayed 200
+/// does: `Connection: close` in the answer and the socket closed at once, not after
+/// `keepalive_timeout` (60 s by default).
+#[test]
+fn error_answers_close_when_the_client_asked_to_close() {
+    let port = closed_port();
+    let silent = backend::never_answers();
+    let garbage = backend::answers_raw("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx");
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nconnect_timeout = \"1s\"\nproxy_timeout = \"300ms\"\n\n\
+         [[proxy]]\npath = \"/closed/\"\nto = \"http://127.0.0.1:{port}/\"\n\n\
+         [[proxy]]\npath = \"/silent/\"\nto = \"http://{}/\"\n\n\
+         [[proxy]]\npath = \"/garbage/\"\nto = \"http://{}/\"\n",
+        silent.addr, garbage.addr
+    );
+    let p = Sidecar::start(&config);
+    for (path, status) in [("/closed/x", 502), ("/silent/x", 504), ("/garbage/x", 502), ("/nowhere", 404)] {
+        for request in [
+            format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+            format!("GET {path} HTTP/1.0\r\n\r\n"),
+        ] {
+            let mut c = p.conn();
+            c.send(&request).expect("send to sidecar");
+            let r = c.read_response();
+            r.assert_error(status);
+            assert!(r.says_close(), "{request:?}: {}", r.head_str());
+            c.expect_closed(DEADLINE);
+        }
+    }
+}
+
+/// A GET that timed out on a pooled connection is not sent again on a fresh one: the
+/// backend may be working on it, and the client would wait twice `proxy_timeout`.
+#[test]
+fn get_that_timed_out_on_a_pooled_connection_is_sent_once() {
+    let b = Backend::start(|req| match req.target.as_str() {
+        "/hang" => Reply::Silence,
+        _ => Reply::Send(response(200, &[], b"ok")),
+    });
+    let p = Sidecar::start(&config_to(b.addr, "proxy_timeout = \"500ms\""));
+    let mut c = p.conn();
+    c.send("GET /warm HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
+    assert_eq!(c.read_response().status, 200, "the backend connection is now pooled");
+    c.send("GET /hang HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
+    c.read_response().assert_error(504);
+    // A second try would have been sent before the 504, right after the first timeout.
+    let hangs = b.requests().iter().filter(|r| r.target == "/hang").count();
+    assert_eq!(hangs, 1, "the backend received GET /hang {hangs} times");
+    assert_eq!(b.connections(), 1, "on the pooled connection only");
+}
+
 #[test]
 fn request_head_not_complete_within_header_timeout_is_closed() {
     // SECURITY L2 (slowloris): the whole head has a deadline.

@@ -66,6 +66,38 @@ fn tls_listener_serves_requests_with_alpn_http11_and_forwarded_proto_https() {
 }
 
 #[test]
+fn tls_listener_answers_503_with_retry_after_over_max_connections() {
+    let b = backend::answers_ok("ok");
+    let front = tls::self_signed(&["localhost", "127.0.0.1"]);
+    let dir = TempDir::new();
+    dir.write("certs/server.crt", &front.cert_pem);
+    dir.write("certs/server.key", &front.key_pem);
+    let p = Sidecar::start_in(
+        dir,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\nmax_connections = 2\n\n[server.tls]\ncert = \"certs/server.crt\"\nkey = \"certs/server.key\"\n\n{}",
+            route_to(&format!("http://{}/", b.addr))
+        ),
+    );
+    let mut open: Vec<Conn> = (0..2).map(|_| tls::tls_conn(p.addr(), "localhost", client(&front, H1)).0).collect();
+    for c in &mut open {
+        c.send("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send");
+        assert_eq!(c.read_response().status, 200);
+    }
+    let (mut third, _) = tls::tls_conn(p.addr(), "localhost", client(&front, H1));
+    let _ = third.send("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let r = third.read_response();
+    r.assert_error(503);
+    assert_eq!(r.header("Retry-After"), Some("1"), "{}", r.head_str());
+    assert!(r.says_close(), "{}", r.head_str());
+    third.expect_closed(DEADLINE);
+    for c in &mut open {
+        c.send("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send");
+        assert_eq!(c.read_response().status, 200, "the first two keep working");
+    }
+}
+
+#[test]
 fn tls_client_without_alpn_is_served() {
     let b = backend::echo();
     let (p, front) = tls_sidecar(&route_to(&format!("http://{}/", b.addr)), &[]);

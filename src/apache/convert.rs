@@ -458,24 +458,11 @@ fn listen_addr(a: &str) -> Option<String> {
     addr.parse::<std::net::SocketAddr>().ok().map(|_| addr)
 }
 
-/// A TOML string: literal `'…'` when possible (rules read as written), else basic.
+/// A TOML string as the `toml` crate writes it: literal `'…'` when the text holds a
+/// `"` (rules then read as written), basic otherwise. The document around the values
+/// is laid out here because serde cannot write the `# Apache line N` comments.
 pub fn toml_str(s: &str) -> String {
-    if !s.contains('\'') && !s.chars().any(char::is_control) {
-        return format!("'{s}'");
-    }
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04X}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    toml::Value::String(s.to_string()).to_string()
 }
 
 fn toml_key(s: &str) -> String {
@@ -508,5 +495,10 @@ mod tests {
     fn toml_strings() {
         assert_eq!(toml_str(".* \"wss://h\" [P,L]"), "'.* \"wss://h\" [P,L]'");
         assert_eq!(toml_str("it's"), "\"it's\"");
+        for s in ["a\u{1}b", "both ' and \"", "back\\slash", "%{HTTP:Upgrade} websocket [NC]"] {
+            let doc = format!("k = {}", toml_str(s));
+            let parsed: toml::Table = doc.parse().unwrap_or_else(|e| panic!("{doc}: {e}"));
+            assert_eq!(parsed["k"].as_str(), Some(s), "{doc}");
+        }
     }
 }

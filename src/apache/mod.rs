@@ -3,5 +3,5 @@
 pub mod convert;
 pub mod parse;
 
-pub use convert::{convert, Imported, RewriteEntry};
-pub use parse::{parse_config, ParseError};
+pub use convert::convert;
+pub use parse::parse_config;

@@ -1,21 +1,27 @@
 //! PURE, `now` is a parameter. Replica selection and passive health for one
-//! `[balancer.NAME]` (SPEC §3, §4 "Replicas"). spec.rs names what config resolves,
+//! `[balancer.NAME]`. spec.rs names what config resolves,
 //! method.rs chooses among allowed replicas, outcome.rs names what an attempt
 //! reports, health.rs runs one replica's state machine; this file decides which
 //! replicas are allowed and owns the `Balancer`.
 //!
 //! # One attempt
 //!
-//! The proxy keeps one `Balancer` per worker thread (`Rc<RefCell<_>>`, no locks), so
-//! each worker learns of a dead replica by itself: one failed attempt per worker. An
-//! attempt is `pick` → `start(Work::Request)` (no `.await` in between, or concurrent
-//! picks miss it) → exactly one `report` (`Outcome::Abandoned` when nothing was learned
-//! about the replica; a drop guard makes sure) → `finish`. On a 101 the request's
-//! `finish` is followed by `start(Work::Tunnel)` and, at close, `finish(Work::Tunnel)`.
-//! The `Attempt` that `pick` returns goes back to `report`: it says whether this was
-//! the replica's trial and in which epoch it was picked. `pick`, `start`, `finish` and
-//! a `report` that changes nothing never allocate. A reload builds new balancers:
-//! health starts afresh, and work still open finishes on the old one it came from.
+//! One `Balancer` per `[balancer.NAME]` serves the whole process: the config holds it
+//! behind one mutex (`config::SharedBalancer`), so a dead replica is found once, not
+//! once per worker, and `bybusyness` sees every worker's requests and tunnels. The
+//! lock is held only for the pure calls here, never across I/O. An attempt is `pick`
+//! → `start(Work::Request)` (under the same lock, or concurrent picks miss it) →
+//! exactly one `report` (`Outcome::Abandoned` when nothing was learned about the
+//! replica) → `finish`. On a 101 the request's `finish` is followed by
+//! `start(Work::Tunnel)` and, at close, `finish(Work::Tunnel)`. The proxy's lease
+//! (`proxy/lease.rs`) makes that sequence happen even when a connection task ends
+//! early or panics. The `Attempt` that `pick` returns goes back to `report`: it says
+//! whether this was the replica's trial and in which epoch it was picked. `pick`,
+//! `start`, `finish` and a `report` that changes nothing never allocate.
+//!
+//! A reload builds new balancers, but one whose definition did not change keeps its
+//! live state (`Config::adopt_state`): a SIGHUP does not bring a dead replica back.
+//! Work still open on a replaced balancer finishes on the one it came from.
 //!
 //! # Who may be picked
 //!
@@ -38,7 +44,7 @@
 //! `failures` and `last_error`, but none ejects, extends the rest, doubles the back-off
 //! or ends an ejection. Only the trial decides how an ejection ends. See health.rs.
 //!
-//! # The guard, and "every replica down" (SPEC §4: 503 with Retry-After)
+//! # The guard, and "every replica down" (503 with Retry-After)
 //!
 //! Ejection is capped, like Envoy's `max_ejection_percent`: a failure ejects only while
 //! fewer than `floor(in service × max_ejected_percent / 100)` replicas are ejected, and
@@ -56,7 +62,7 @@
 //! `Retry-After: 1`), `IDLE_RETRY_AFTER` when none is in service. The proxy answers 503
 //! with it. With `max_ejected_percent = 100` every replica may be ejected, and while
 //! all rest, `pick` answers 503 at once, until the earliest retry time lets a trial
-//! through: SPEC §4 to the letter, at the cost of a restarted app waiting out its
+//! through: "every replica down" to the letter, at the cost of a restarted app waiting out its
 //! back-off.
 
 mod health;
@@ -83,7 +89,7 @@ pub use spec::{
     RECOMMENDED_MAX_EJECTED_PERCENT,
 };
 
-pub use membership::{found_from_addresses, found_from_srv, Found, MembershipChange, NameStatus, SrvRecord};
+pub use membership::{found_from_addresses, found_from_srv, Found, NameStatus, SrvRecord};
 
 use health::{Avail, Tracker};
 use membership::Slot;

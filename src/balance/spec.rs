@@ -1,5 +1,5 @@
 //! PURE. What a balancer is told at load: its replicas, their weights, Apache status
-//! letters and health settings (SPEC §3 `[balancer.NAME]`). Config resolution
+//! letters and health settings (`[balancer.NAME]` in sidecar.toml). Config resolution
 //! (`config/resolve.rs`) fills these in with every default applied; this file only
 //! names the values and parses the few words config borrows from Apache.
 
@@ -11,7 +11,7 @@ use crate::target::Url;
 
 /// What `max_ejected_percent` should default to: every replica but one may be
 /// ejected. Up to 100 replicas `floor(n × 99 / 100) = n - 1`, and below 100 the rule is
-/// capped at `n - 1` anyway. So a failed replica gets no traffic (SPEC §4) until
+/// capped at `n - 1` anyway. So a failed replica gets no traffic until
 /// every replica has failed; then the last one standing keeps taking requests, like
 /// Apache's `forcerecovery`, and a restarted app is back on its very next request
 /// instead of after a back-off that may have grown to `retry_max`.

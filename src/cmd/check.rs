@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::balance::Status;
 use crate::config::{self, Config};
-use crate::rewrite::{self, Field, RuleSource};
+use crate::rewrite::{self, RuleSource};
 
 pub fn check(path: &Path) -> i32 {
     match config::load(path) {
@@ -39,12 +39,8 @@ pub fn warnings(c: &Config) -> Vec<(usize, String)> {
     let mut out: Vec<(usize, String)> = rewrite::lints(&sources)
         .into_iter()
         .map(|l| {
-            let (conds, rule) = &c.rule_lines[l.entry];
-            let (line, key) = match l.field {
-                Field::Cond(i) => (conds.get(i).copied().unwrap_or(*rule), format!("rewrite[{}].cond[{i}]", l.entry)),
-                Field::Rule => (*rule, format!("rewrite[{}].rule", l.entry)),
-            };
-            (line, format!("{key}: {}", l.message))
+            let line = c.rule_lines.get(l.entry).map_or(0, |lines| lines.line(l.field));
+            (line, format!("rewrite[{}].{}: {}", l.entry, l.field, l.message))
         })
         .collect();
     out.sort_by_key(|(line, _)| *line);

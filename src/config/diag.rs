@@ -32,12 +32,11 @@ impl Lines<'_> {
     }
 
     pub fn at(&self, offset: usize, key: impl Into<String>, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            file: self.file.to_path_buf(),
-            line: self.line_of(offset),
-            key: key.into(),
-            message: message.into(),
-        }
+        self.at_line(self.line_of(offset), key, message)
+    }
+
+    pub fn at_line(&self, line: usize, key: impl Into<String>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic { file: self.file.to_path_buf(), line, key: key.into(), message: message.into() }
     }
 
     /// The dotted key for a TOML syntax/type error at `offset`: the enclosing

@@ -14,11 +14,10 @@ use std::time::Duration;
 use futures_rustls::rustls::{ClientConfig, ServerConfig};
 
 pub use diag::Diagnostic;
-pub use duration::parse_duration;
 
 use crate::access_log::AccessFormat;
 use crate::balance::{Balancer, BalancerSpec};
-use crate::rewrite::Rules;
+use crate::rewrite::{Rules, SourceLines};
 use crate::route::{ReverseRule, Routes};
 
 /// Everything the proxy needs, checked.
@@ -37,8 +36,8 @@ pub struct Config {
     pub rules: Rules,
     /// The `[[rewrite]]` sources, for `check` and lints.
     pub rule_sources: Vec<(Vec<String>, String)>,
-    /// Their lines in the file: each condition's, and the rule's.
-    pub rule_lines: Vec<(Vec<usize>, usize)>,
+    /// Their lines in the file.
+    pub rule_lines: Vec<SourceLines>,
     pub routes: Routes,
     pub reverse: Vec<ReverseRule>,
     pub balancers: Vec<Arc<SharedBalancer>>,
@@ -130,6 +129,11 @@ impl SharedBalancer {
 }
 
 impl Config {
+    /// The name sidecar gives itself in `Via` headers, when `via` is on.
+    pub fn via_pseudonym(&self) -> Option<&str> {
+        self.via.then(|| self.server_name.as_deref().unwrap_or("sidecar"))
+    }
+
     pub fn balancer(&self, name: &str) -> Option<&Arc<SharedBalancer>> {
         self.balancers.iter().find(|b| b.name == name)
     }

@@ -20,7 +20,7 @@ use crate::balance::{
 use crate::dns::resolv_conf::{parse_hosts, parse_nameserver, parse_resolv_conf};
 use crate::dns::ResolverConfig;
 use crate::h1::head::{MAX_HEADERS, MAX_HEADERS_LIMIT};
-use crate::rewrite::{Field, RuleSource, Rules};
+use crate::rewrite::{RuleSource, Rules, SourceLines};
 use crate::route::{normalize_target, ReverseRule, Route, Routes};
 use crate::target::{parse_target, Scheme, Target, Url};
 
@@ -223,18 +223,18 @@ impl Cx<'_> {
                 (r.get_ref().cond.iter().map(|c| c.get_ref().clone()).collect(), r.get_ref().rule.get_ref().clone())
             })
             .collect();
-        let rule_lines = file
+        let rule_lines: Vec<SourceLines> = file
             .rewrite
             .iter()
             .map(|r| {
                 let r = r.get_ref();
-                (
-                    r.cond.iter().map(|c| self.lines.line_of(c.span().start)).collect(),
-                    self.lines.line_of(r.rule.span().start),
-                )
+                SourceLines {
+                    conds: r.cond.iter().map(|c| self.lines.line_of(c.span().start)).collect(),
+                    rule: self.lines.line_of(r.rule.span().start),
+                }
             })
             .collect();
-        let rules = self.rules(&file.rewrite, &rule_sources);
+        let rules = self.rules(&rule_lines, &rule_sources);
         let (routes, reverse) = self.routes(&file.proxy, &balancer_names, &balancers);
         if file.proxy.is_empty() && file.rewrite.is_empty() {
             self.err(&file.server, "proxy", "no [[proxy]] or [[rewrite]] entry: nothing would be served");
@@ -266,21 +266,15 @@ impl Cx<'_> {
         })
     }
 
-    fn rules(&mut self, entries: &[Spanned<file::Rewrite>], sources: &[(Vec<String>, String)]) -> Option<Rules> {
+    fn rules(&mut self, lines: &[SourceLines], sources: &[(Vec<String>, String)]) -> Option<Rules> {
         let srcs: Vec<RuleSource<'_>> = sources.iter().map(|(c, r)| RuleSource { conds: c, rule: r }).collect();
         match Rules::parse(&srcs) {
             Ok(rules) => Some(rules),
             Err(errors) => {
                 for e in errors {
-                    let Some(entry) = entries.get(e.entry) else { continue };
-                    let (at, key) = match e.field {
-                        Field::Cond(i) => match entry.get_ref().cond.get(i) {
-                            Some(c) => (c.span().start, format!("rewrite[{}].cond[{i}]", e.entry)),
-                            None => (entry.span().start, format!("rewrite[{}].cond", e.entry)),
-                        },
-                        Field::Rule => (entry.get_ref().rule.span().start, format!("rewrite[{}].rule", e.entry)),
-                    };
-                    self.errors.push(self.lines.at(at, key, format!("column {}: {}", e.column, e.message)));
+                    let line = lines.get(e.entry).map_or(0, |l| l.line(e.field));
+                    let key = format!("rewrite[{}].{}", e.entry, e.field);
+                    self.errors.push(self.lines.at_line(line, key, format!("column {}: {}", e.column, e.message)));
                 }
                 None
             }
@@ -641,6 +635,11 @@ members = [
                 "sidecar.toml:5: proxy[0].to: scheme followed by one slash",
             ),
             ("[server]\nlisten = \"nowhere\"\n[[proxy]]\npath = \"/\"\nto = \"http://a/\"\n", "sidecar.toml:2: server.listen: \"nowhere\" is not an address"),
+            // Loaded, it would overflow `Instant + Duration` on every request.
+            (
+                "[server]\nlisten = \"127.0.0.1:1\"\nkeepalive_timeout = \"18446744073709551615s\"\n[[proxy]]\npath = \"/\"\nto = \"http://a/\"\n",
+                "sidecar.toml:3: server.keepalive_timeout: duration \"18446744073709551615s\" is too long (at most 1 year, \"8760h\")",
+            ),
         ] {
             let got = errors(source);
             assert!(got.iter().any(|e| e.starts_with(want)), "want {want:?}, got {got:?}");

@@ -16,5 +16,5 @@ mod search;
 mod transport;
 mod wire;
 
-pub use lookup::{lookup_ip, lookup_srv, Addresses, LookupError, Services, SrvTarget};
+pub use lookup::{lookup_ip, lookup_srv};
 pub use resolv_conf::ResolverConfig;

@@ -23,9 +23,10 @@ pub const MAX_HEADERS: usize = 100;
 /// The most `max_headers` may be: the parser's slots live on the stack.
 pub const MAX_HEADERS_LIMIT: usize = 256;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Version {
     Http10,
+    #[default]
     Http11,
 }
 
@@ -129,14 +130,6 @@ impl Headers {
     pub fn has_token(&self, name: &str, token: &str) -> bool {
         self.all(name).any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(token.as_bytes())))
     }
-
-    pub fn len(&self) -> usize {
-        self.lines.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-    }
 }
 
 /// The elements of a comma-separated list, trimmed, empty ones skipped.
@@ -151,7 +144,7 @@ pub fn trim(v: &[u8]) -> &[u8] {
 }
 
 /// A parsed, validated request head.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RequestHead {
     pub method: String,
     /// The request-target exactly as received (validated bytes only).
@@ -164,6 +157,12 @@ impl RequestHead {
     /// The request line as Apache's `%{THE_REQUEST}` shows it.
     pub fn request_line(&self) -> String {
         format!("{} {} {}", self.method, self.target, self.version.as_str())
+    }
+
+    /// The `Host` header. The parser accepts only a valid host (`is_valid_host`), which
+    /// is ASCII.
+    pub fn host(&self) -> Option<&str> {
+        self.headers.get("Host").and_then(|h| std::str::from_utf8(h).ok())
     }
 
     /// HTTP/1.1 keeps the connection unless `Connection: close`; 1.0 only with keep-alive.

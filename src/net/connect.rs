@@ -62,7 +62,7 @@ pub async fn connect(url: &Url, tls: &Arc<ClientConfig>, timeout: Duration) -> R
             return Ok(Conn::new(Stream::Plain(tcp)));
         }
         // An IP literal becomes ServerName::IpAddress: rustls sends no SNI for it and
-        // checks the IP SAN (RFC 6066, SECURITY T3).
+        // checks the IP SAN (RFC 6066; docs/security.md, T3).
         let name = ServerName::try_from(url.bare_host().to_string())
             .map_err(|e| ConnectError::Tls(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
         let stream = TlsConnector::from(Arc::clone(tls)).connect(name, tcp).await.map_err(ConnectError::Tls)?;

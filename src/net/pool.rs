@@ -4,7 +4,7 @@
 //! A connection is handed out only if it is younger than the idle timeout and a
 //! non-blocking peek shows the backend has neither closed it nor sent unasked bytes.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -36,12 +36,11 @@ impl Slot {
 pub struct Pool {
     slots: RefCell<Vec<Slot>>,
     idle_timeout: Duration,
-    reused: Cell<u64>,
 }
 
 impl Pool {
     pub fn new(idle_timeout: Duration) -> Self {
-        Self { slots: RefCell::new(Vec::new()), idle_timeout, reused: Cell::new(0) }
+        Self { slots: RefCell::new(Vec::new()), idle_timeout }
     }
 
     /// A live idle connection to `url`'s backend, if there is one.
@@ -50,7 +49,6 @@ impl Pool {
         let slot = slots.iter_mut().find(|s| s.is_for(url))?;
         while let Some(idle) = slot.idle.pop() {
             if now.duration_since(idle.since) < self.idle_timeout && idle.conn.stream.is_idle_and_open() {
-                self.reused.set(self.reused.get() + 1);
                 return Some(idle.conn);
             }
         }
@@ -60,7 +58,7 @@ impl Pool {
     /// Returns a connection whose last exchange ended cleanly.
     pub fn put(&self, url: &Url, mut conn: Conn, now: Instant) {
         if !conn.buffered().is_empty() {
-            return; // bytes after a complete response: never reuse (SECURITY B6)
+            return; // bytes after a complete response: never reuse (docs/security.md, B6)
         }
         conn.shrink();
         let mut slots = self.slots.borrow_mut();
@@ -92,13 +90,5 @@ impl Pool {
         }
         // Members come and go with DNS: forget backends with nothing pooled.
         slots.retain(|s| !s.idle.is_empty());
-    }
-
-    pub fn idle_count(&self) -> usize {
-        self.slots.borrow().iter().map(|s| s.idle.len()).sum()
-    }
-
-    pub fn reused(&self) -> u64 {
-        self.reused.get()
     }
 }

@@ -13,6 +13,8 @@ use std::time::Duration;
 use async_io::Async;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use crate::h1::scan::{blank_lines, HeadScanner, ScanError};
+
 /// Bytes read from a socket per read call when streaming a body; also the most a
 /// `Conn` buffers beyond a head.
 pub const READ_BYTES: usize = 16 * 1024;
@@ -37,7 +39,7 @@ impl Stream {
     }
 
     /// A pooled connection is usable only if the peer has neither closed it nor sent
-    /// anything unasked (SECURITY B6): a non-blocking peek must find nothing to read.
+    /// anything unasked (docs/security.md, B6): a non-blocking peek must find nothing to read.
     pub fn is_idle_and_open(&self) -> bool {
         let mut byte = [0u8; 1];
         matches!(self.tcp().get_ref().peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
@@ -68,8 +70,8 @@ impl AsyncWrite for Stream {
         delegate!(self, s => Pin::new(s).poll_flush(cx))
     }
     /// Ends the write half: flush (and TLS close_notify), then a TCP `shutdown(Write)`
-    /// so the peer reads end-of-file while it may still send (half-close, SECURITY
-    /// W10). async-io's own `poll_close` only flushes.
+    /// so the peer reads end-of-file while it may still send (half-close,
+    /// docs/security.md W10). async-io's own `poll_close` only flushes.
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let flushed = match self.as_mut().get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
@@ -155,7 +157,9 @@ impl Conn {
         self.stream.write_all(bytes).await
     }
 
-    pub async fn flush(&mut self) -> io::Result<()> {
+    /// Writes `bytes` and flushes them out of any TLS buffer.
+    pub async fn write_flush(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await?;
         self.stream.flush().await
     }
 
@@ -172,6 +176,51 @@ impl Conn {
         self.start = 0;
         self.end = 0;
         rest
+    }
+}
+
+/// Why `Conn::read_head` found no head.
+#[derive(Debug)]
+pub enum HeadReadError {
+    /// The peer closed before sending a byte of it.
+    Closed,
+    /// The peer closed in the middle of it.
+    ClosedInside,
+    /// Bad line endings, or more than the limit without an end.
+    Scan(ScanError),
+    Io(io::Error),
+}
+
+impl Conn {
+    /// Reads until the buffered bytes begin with one complete head of at most `max`
+    /// bytes and returns its length; the head stays buffered for the caller to parse
+    /// and consume. With `skip_blank_lines`, CRLFs before a request are dropped (RFC
+    /// 9112 §2.2). Cancel-safe: bytes read stay buffered.
+    pub async fn read_head(&mut self, max: usize, skip_blank_lines: bool) -> Result<usize, HeadReadError> {
+        let mut scanner = HeadScanner::default();
+        loop {
+            if skip_blank_lines {
+                let blank = blank_lines(self.buffered());
+                if blank > 0 {
+                    self.consume(blank);
+                    scanner = HeadScanner::default();
+                }
+            }
+            if !self.buffered().is_empty() {
+                if let Some(len) = scanner.scan(self.buffered(), max).map_err(HeadReadError::Scan)? {
+                    return Ok(len);
+                }
+            }
+            match self.fill(max).await {
+                Ok(0) if self.buffered().is_empty() => return Err(HeadReadError::Closed),
+                Ok(0) => return Err(HeadReadError::ClosedInside),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::OutOfMemory => {
+                    return Err(HeadReadError::Scan(ScanError::TooLarge))
+                }
+                Err(e) => return Err(HeadReadError::Io(e)),
+            }
+        }
     }
 }
 

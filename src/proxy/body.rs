@@ -1,4 +1,4 @@
-//! Streaming a message body from one side to the other with bounded memory (SPEC §4):
+//! Streaming a message body from one side to the other with bounded memory:
 //! decode the incoming framing, write sidecar's own framing out. Never buffers a body
 //! whole; backpressure comes from awaiting each write.
 

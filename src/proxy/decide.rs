@@ -1,6 +1,6 @@
 //! Where a request goes: rewrite rules first (RewriteEngine runs before ProxyPass, as
 //! in Apache), then the `[[proxy]]` table. The result names a target from config only;
-//! nothing in the request can name a host (SECURITY §0.4).
+//! nothing in the request can name a host (no open proxy: docs/security.md, section 0).
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
@@ -108,8 +108,7 @@ pub fn decide(config: &Config, head: &RequestHead, info: &ClientInfo, upgrade: U
         return Ok(Decided::OptionsStar);
     }
     let norm = normalize_target(&head.target).map_err(path_error)?;
-    let host = head.headers.get("Host").and_then(|h| std::str::from_utf8(h).ok());
-    let server_name = config.server_name.as_deref().or(host).unwrap_or("");
+    let server_name = config.server_name.as_deref().or(head.host()).unwrap_or("");
     let vars = Vars {
         head,
         path: &norm,

@@ -1,10 +1,11 @@
 //! What can go wrong while proxying one request, whose fault it is, and what the client
-//! is told (SPEC §4 errors; STYLE §3).
+//! is told. Only a replica's fault (`Upstream`) counts against a balancer member.
 
 use std::fmt;
 use std::io;
 use std::time::Duration;
 
+use crate::h1::answer::Answer;
 use crate::net::connect::ConnectError;
 
 /// A backend's failure. Always the replica's fault.
@@ -17,10 +18,10 @@ pub enum UpstreamError {
     Io(io::Error),
     /// The backend closed before a complete response head.
     Closed,
-    /// The response violates HTTP or sidecar's rules (SECURITY §1.2).
+    /// The response violates HTTP or sidecar's rules (docs/security.md, section B).
     Malformed(String),
     /// A 101 that was not asked for or does not complete the handshake: both
-    /// connections close (SECURITY B7, W8).
+    /// connections close (docs/security.md, B7 and W8).
     BadSwitch(String),
 }
 
@@ -52,10 +53,8 @@ impl fmt::Display for UpstreamError {
 pub enum ProxyError {
     /// The client's request is malformed; the text says how.
     BadRequest(&'static str),
-    HeadTooLarge,
     /// Over `max_body_bytes`: 413.
     BodyTooLarge,
-    MethodNotAllowed,
     NoRoute(&'static str),
     Forbidden,
     Gone,
@@ -78,9 +77,7 @@ impl ProxyError {
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::BadRequest(_) => Some(400),
-            Self::HeadTooLarge => Some(431),
             Self::BodyTooLarge => Some(413),
-            Self::MethodNotAllowed => Some(405),
             Self::NoRoute(_) => Some(404),
             Self::Forbidden => Some(403),
             Self::Gone => Some(410),
@@ -91,19 +88,25 @@ impl ProxyError {
         }
     }
 
+    /// What sidecar answers, before the connection's keep-alive is decided; `None`
+    /// when the client is already gone.
+    pub fn answer(&self) -> Option<Answer<'static>> {
+        let answer = Answer::new(self.status()?);
+        Some(match self {
+            Self::AllReplicasDown { retry_after, .. } => answer.retry_after(retry_after.as_secs_f64().ceil() as u64),
+            _ => answer,
+        })
+    }
+
     /// Client errors close the connection: after a framing problem nothing that follows
-    /// can be trusted to be a request (SECURITY §0.1, S22).
+    /// can be trusted to be a request (docs/security.md, S22).
     pub fn closes_connection(&self) -> bool {
-        if let Self::Upstream { cause: UpstreamError::BadSwitch(_), .. } = self {
-            return true;
-        }
         matches!(
             self,
             Self::BadRequest(_)
-                | Self::HeadTooLarge
                 | Self::BodyTooLarge
-                | Self::MethodNotAllowed
                 | Self::ClientGone(_)
+                | Self::Upstream { cause: UpstreamError::BadSwitch(_), .. }
         )
     }
 }
@@ -112,9 +115,7 @@ impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::BadRequest(why) => f.write_str(why),
-            Self::HeadTooLarge => f.write_str("request head too large"),
             Self::BodyTooLarge => f.write_str("request body over max_body_bytes"),
-            Self::MethodNotAllowed => f.write_str("CONNECT is not served"),
             Self::NoRoute(why) => f.write_str(why),
             Self::Forbidden => f.write_str("forbidden by a rewrite rule"),
             Self::Gone => f.write_str("gone by a rewrite rule"),

@@ -136,6 +136,25 @@ impl fmt::Display for Field {
     }
 }
 
+/// The lines of one `[[rewrite]]` entry's strings in their file (sidecar.toml, or the
+/// Apache config `import-apache` reads), so a message about a `Field` names its line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceLines {
+    /// Each condition's line.
+    pub conds: Vec<usize>,
+    pub rule: usize,
+}
+
+impl SourceLines {
+    /// The line of `field`; the rule's when the condition is unknown.
+    pub fn line(&self, field: Field) -> usize {
+        match field {
+            Field::Cond(i) => self.conds.get(i).copied().unwrap_or(self.rule),
+            Field::Rule => self.rule,
+        }
+    }
+}
+
 /// A `[[rewrite]]` entry that cannot be loaded. The config layer adds file and line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleError {

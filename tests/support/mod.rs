@@ -129,10 +129,16 @@ impl Sidecar {
 
     /// Starts sidecar with its config in `dir` (which may already hold certificates).
     pub fn start_in(dir: TempDir, config_toml: &str) -> Sidecar {
+        Sidecar::start_with_env(dir, config_toml, &[])
+    }
+
+    /// `start_in` with extra environment variables (the test-build hooks).
+    pub fn start_with_env(dir: TempDir, config_toml: &str, env: &[(&str, &str)]) -> Sidecar {
         let config = dir.write("sidecar.toml", config_toml);
         let mut child = Command::new(binary())
             .arg("--config")
             .arg(&config)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info,access=info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

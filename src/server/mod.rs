@@ -1,29 +1,32 @@
 //! The running process: one thread per worker, each with its own single-threaded
-//! executor, its own listening sockets (SO_REUSEPORT), its own pool and counters. No
-//! state is shared between workers on the hot path.
+//! executor, its own listening sockets (SO_REUSEPORT) and its own backend pool.
+//! Workers share the metrics (atomics) and each balancer's state (one mutex per
+//! balancer, taken briefly to pick a member and to report on it), so a dead replica is
+//! found once for the whole process and `bybusyness` sees every worker's load.
+//!
+//! worker.rs holds one thread's state, listener.rs accepts and hands connections to
+//! the proxy.
+
+mod listener;
+mod worker;
+
+pub(crate) use worker::Worker;
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
-use futures_rustls::TlsAcceptor;
 use smol::LocalExecutor;
 
 use crate::config::Config;
-use crate::h1::canned::canned;
 use crate::net::clock;
 use crate::net::listen::bind;
-use crate::net::stream::{with_timeout, Stream};
-use crate::proxy::{serve, ClientInfo, Worker};
 use crate::shared::Shared;
 
-/// After `accept` fails for lack of descriptors, wait this long before the next try
-/// rather than spinning (SECURITY L6).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often a worker closes pooled connections idle past their timeout.
 const POOL_PRUNE_EVERY: Duration = Duration::from_secs(5);
 
@@ -41,7 +44,8 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting everywhere and lets in-flight work finish (SPEC §4).
+    /// Stops accepting everywhere and lets in-flight work finish: requests end, tunnels
+    /// get up to `drain_timeout`.
     pub fn drain(&mut self) {
         self.shutdown = None;
     }
@@ -129,17 +133,17 @@ fn run_worker(
         ex.spawn(clock::run_ticker()).detach();
         if first {
             // DNS refreshes and active health checks: a few packets a second at most.
-            ex.spawn(crate::discovery::run(Arc::clone(&worker.shared))).detach();
+            ex.spawn(crate::discovery::run(Arc::clone(worker.shared()))).detach();
         }
         if let Some(admin) = admin {
             match Async::new(admin) {
-                Ok(l) => ex.spawn(crate::admin::accept_loop(Rc::clone(&ex), l, Arc::clone(&worker.shared))).detach(),
+                Ok(l) => ex.spawn(crate::admin::accept_loop(Rc::clone(&ex), l, Arc::clone(worker.shared()))).detach(),
                 Err(e) => log::error!("cannot register the admin listener: {e}"),
             }
         }
         for listener in listeners {
             match Async::new(listener) {
-                Ok(l) => ex.spawn(accept_loop(Rc::clone(&ex), l, Rc::clone(&worker))).detach(),
+                Ok(l) => ex.spawn(listener::accept_loop(Rc::clone(&ex), l, Rc::clone(&worker))).detach(),
                 Err(e) => log::error!("cannot register a listener: {e}"),
             }
         }
@@ -153,96 +157,16 @@ fn run_worker(
         let prune = async {
             loop {
                 Timer::after(POOL_PRUNE_EVERY).await;
-                worker.pool.prune(Instant::now());
+                worker.pool().prune(Instant::now());
             }
         };
         futures_lite::future::or(prune, worker.shutdown()).await;
         // Draining: the listeners close themselves; wait for open connections (tunnels
         // end by themselves at the drain timeout), with one last deadline.
         let last = Instant::now() + worker.config().timeouts.drain + Duration::from_secs(1);
-        while worker.open_connections.get() > 0 && Instant::now() < last {
+        while worker.open_connections() > 0 && Instant::now() < last {
             Timer::after(Duration::from_millis(20)).await;
         }
     };
     smol::block_on(ex.run(main));
-}
-
-async fn accept_loop(ex: Rc<LocalExecutor<'static>>, listener: Async<TcpListener>, worker: Rc<Worker>) {
-    let local = listener.get_ref().local_addr().ok();
-    let mut last_error_log: Option<Instant> = None;
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            worker.shutdown().await;
-            None
-        });
-        let Some(accepted) = accepted.await else {
-            // Returning drops the listener: the socket closes and new connections are refused.
-            return;
-        };
-        match accepted {
-            Ok((tcp, peer)) => {
-                let _ = tcp.get_ref().set_nodelay(true);
-                let local = tcp.get_ref().local_addr().ok().or(local).unwrap_or(peer);
-                // TLS settings are read per connection, so SIGHUP reloads certificates.
-                let tls = worker.config().server_tls.clone().map(TlsAcceptor::from);
-                ex.spawn(connection(Rc::clone(&worker), tcp, peer, local, tls)).detach();
-            }
-            Err(e) => {
-                // Out of descriptors (EMFILE/ENFILE) or a transient error: log at most
-                // once a second, back off, keep serving what is established.
-                if last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    log::error!("accept failed: {e}");
-                    last_error_log = Some(Instant::now());
-                }
-                Timer::after(ACCEPT_BACKOFF).await;
-            }
-        }
-    }
-}
-
-/// Counts an open client connection for as long as it lives, panics included.
-struct Open(Rc<Worker>);
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.open_connections.set(self.0.open_connections.get() - 1);
-        self.0.shared.metrics.open_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-async fn connection(
-    worker: Rc<Worker>,
-    tcp: Async<TcpStream>,
-    peer: SocketAddr,
-    local: SocketAddr,
-    tls: Option<TlsAcceptor>,
-) {
-    worker.open_connections.set(worker.open_connections.get() + 1);
-    worker.shared.metrics.open_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let open = Open(Rc::clone(&worker));
-    let config = worker.config();
-    if worker.open_connections.get() > config.limits.max_connections {
-        // Over the limit: a clear answer beats a silent queue (documented in README).
-        let mut s = Stream::Plain(tcp);
-        if tls.is_none() {
-            let _ = futures_lite::AsyncWriteExt::write_all(&mut s, &canned(503, &[("Retry-After", "1")], true)).await;
-        }
-        log::warn!("{peer}: refused, max_connections ({}) reached", config.limits.max_connections);
-        drop(open);
-        return;
-    }
-    let https = tls.is_some();
-    let stream = match tls {
-        None => Stream::Plain(tcp),
-        Some(acceptor) => match with_timeout(config.timeouts.header, Box::pin(acceptor.accept(tcp))).await {
-            Ok(s) => Stream::ServerTls(Box::new(s)),
-            Err(e) => {
-                log::info!(target: "access", "{peer} \"-\" - - 0ms reason=\"TLS handshake failed: {e}\"");
-                return;
-            }
-        },
-    };
-    let info = ClientInfo { peer, peer_ip: peer.ip().to_string(), local, https };
-    serve(Rc::clone(&worker), stream, info).await;
-    drop(open);
 }
