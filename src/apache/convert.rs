@@ -488,7 +488,7 @@ fn health_import(hc: &[(String, String)], member_path: &str, warnings: &mut Vec<
     let method = get("hcmethod").map(str::to_ascii_uppercase);
     match method.as_deref() {
         None | Some("NONE") => {
-            if !hc.is_empty() {
+            if hc.iter().any(|(k, _)| k != "hcmethod") {
                 warnings.push("hc* parameters without hcmethod: Apache runs no health check; none converted".into());
             }
             return None;
