@@ -122,11 +122,14 @@ async fn refresh(resolver: &ResolverConfig, b: &SharedBalancer, entry: usize) ->
                 let list = |urls: &[crate::target::Url]| {
                     urls.iter().filter_map(|u| u.addr).map(|a: SocketAddr| a.to_string()).collect::<Vec<_>>().join(" ")
                 };
-                log::info!(
-                    "{what}: {now_known} member(s); joined [{}] left [{}]",
-                    list(&change.added),
-                    list(&change.removed)
-                );
+                let mut line = format!("{what}: {now_known} member(s)");
+                if !change.added.is_empty() {
+                    line.push_str(&format!("; joined: {}", list(&change.added)));
+                }
+                if !change.removed.is_empty() {
+                    line.push_str(&format!("; left: {}", list(&change.removed)));
+                }
+                log::info!("{line}");
             }
             if !change.removed.is_empty() {
                 b.members_removed();
