@@ -1,6 +1,6 @@
 //! PURE. Where a request may be sent: an `http`/`https`/`ws`/`wss` URL or
-//! `balancer://NAME/path` (SPEC §3). Parsing is strict on purpose: the upstream
-//! authority must come from config only (SECURITY §1.4, CVE-2021-40438), so anything
+//! `balancer://NAME/path`. Parsing is strict on purpose: the upstream authority must
+//! come from config only (docs/security.md, CVE-2021-40438), so anything
 //! that is not a plain `scheme://host[:port][/path]` is refused here rather than
 //! interpreted.
 
@@ -121,7 +121,7 @@ impl fmt::Display for Target {
 pub enum TargetError {
     NoScheme,
     UnknownScheme(String),
-    /// `wss:/host` — one slash, the tutorial typo (SPEC §5).
+    /// `wss:/host` — one slash, a typo copied from tutorials.
     OneSlash,
     EmptyHost,
     UserInfo,
@@ -226,7 +226,7 @@ fn is_name_byte(b: u8) -> bool {
 }
 
 /// Bytes allowed in a request-target on the wire: visible ASCII except `#`
-/// (SECURITY §1.4: no byte ≤ 0x20, no 0x7F, no non-ASCII, no `#`).
+/// (no byte ≤ 0x20, no 0x7F, no non-ASCII, no `#`: docs/security.md, CVE-2023-25690, P8).
 pub fn is_target_byte(b: u8) -> bool {
     (0x21..0x7f).contains(&b) && b != b'#'
 }

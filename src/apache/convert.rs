@@ -1,4 +1,5 @@
-//! PURE. An Apache `<VirtualHost>` (SPEC §1 and §5 directives) → sidecar.toml text, with
+//! PURE. An Apache `<VirtualHost>` (its rewrite, proxy, balancer, listen and TLS
+//! directives) → sidecar.toml text, with
 //! a warning per line that cannot do what its author thinks and a list of every
 //! directive that was not converted. Nothing is dropped silently.
 

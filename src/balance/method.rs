@@ -8,6 +8,7 @@ use std::fmt;
 
 /// A selection method (`method = "..."` in `[balancer.NAME]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(clippy::enum_variant_names)] // Apache's lbmethod names: byrequests, bybusyness, bytraffic
 pub enum Method {
     /// Smooth weighted round robin, as nginx does it: shares follow the weights
     /// exactly and a heavy replica's turns are spread out (5,1,1 → a a b a c a a),

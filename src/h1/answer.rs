@@ -156,7 +156,7 @@ impl<'a> Answer<'a> {
     }
 
     /// The response as bytes.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub fn to_bytes(self) -> Vec<u8> {
         let mut out = Vec::with_capacity(160);
         self.write(&mut out);
         out

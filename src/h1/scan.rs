@@ -1,6 +1,6 @@
 //! PURE. Finding where an HTTP/1 head ends, incrementally, while refusing bare CR and
-//! bare LF before httparse ever sees the bytes (SECURITY S13/S14: httparse accepts a
-//! bare LF as a line end, a proxy must not).
+//! bare LF before httparse ever sees the bytes (docs/security.md, S13 and S14: httparse
+//! accepts a bare LF as a line end, a proxy must not).
 //!
 //! The scanner remembers how far it has looked, so a head that arrives one byte per
 //! read costs O(head) in total, not O(head²).

@@ -4,10 +4,10 @@
 //! fails, `S=N` skips rules after one applies, `L`/`END`/`P` stop, `F`/`G` answer at
 //! once; a rewritten path is what later rules match, and `%{REQUEST_URI}` stays the
 //! original path. What the result becomes, and the byte check before it may leave
-//! (SECURITY §1.4), is `outcome.rs`.
+//! (docs/security.md, CVE-2023-25690), is `outcome.rs`.
 //!
 //! Cost: a request that no rule applies to allocates nothing as long as each condition's
-//! test string is one variable (the SPEC §1 rule set): patterns use `is_match`, captures
+//! test string is one variable (the WebSocket rule set): patterns use `is_match`, captures
 //! are only taken when a `$N`/`%N` reads them, headers are borrowed.
 //!
 //! Deliberate differences from Apache: `R` ends the rule run (Apache goes on and lets

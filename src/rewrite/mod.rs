@@ -1,6 +1,8 @@
 //! PURE. The mod_rewrite engine: `[[rewrite]]` entries (RewriteCond / RewriteRule
 //! argument strings, exactly as Apache takes them) compiled once at load and evaluated
-//! per request. No I/O, no clock. See SPEC §3, SECURITY §1.4 and issue 3.
+//! per request. No I/O, no clock. The README says which flags and variables are
+//! supported; docs/security.md ("Rewrite back-references and SSRF") what must never
+//! leave the engine.
 //!
 //! This file owns the interface the proxy codes against (`RuleSource`, `RequestVars`,
 //! `Decision`, `Rules`) and load errors. The work is split by noun:
@@ -67,7 +69,7 @@ use std::fmt;
 
 use crate::target::Target;
 
-pub use lint::{lints, Lint};
+pub use lint::lints;
 
 use cond::Cond;
 use rule::{Rule, RuleHead};
@@ -115,7 +117,7 @@ pub enum Decision {
     Gone { rule: usize },
     /// The substitution would have put bytes on the wire that do not belong in a
     /// request-target (CR, LF, NUL, space, ...), or named a scheme that is not allowed:
-    /// the client gets 400 (SECURITY §1.4, CVE-2023-25690).
+    /// the client gets 400 (docs/security.md, CVE-2023-25690).
     Refused { rule: usize, reason: String },
 }
 
@@ -222,19 +224,5 @@ impl Rules {
             return Decision::Pass;
         }
         eval::evaluate(&self.rules, req)
-    }
-
-    /// Warnings about rules that load but probably do not do what was meant; works on
-    /// sources that do not load too. Same as [`lints`].
-    pub fn lints(sources: &[RuleSource<'_>]) -> Vec<Lint> {
-        lints(sources)
-    }
-
-    pub fn len(&self) -> usize {
-        self.rules.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
     }
 }

@@ -1,11 +1,9 @@
-//! SPEC §4 "the request target is only ever a path" and SECURITY §1.5 (O1–O5) plus the
-//! CVE-2021-40438 shape from §1.4: request bytes never choose the upstream. A canary
+//! sidecar is no open proxy: the request target is only ever a path, and request bytes
+//! never choose the upstream (docs/security.md, O1–O5 and CVE-2021-40438). A canary
 //! listener named by each request must see zero connections.
 
-mod support;
-
-use support::backend::{self, Backend};
-use support::*;
+use crate::support::backend::{self, Backend};
+use crate::support::*;
 
 /// Asserts the canary saw nothing, after giving a late connect a moment to show up.
 fn canary_untouched(canary: &Backend) {
@@ -15,7 +13,7 @@ fn canary_untouched(canary: &Backend) {
 
 #[test]
 fn absolute_form_is_routed_by_path_and_never_connects_to_the_named_host() {
-    // SECURITY O1.
+    // docs/security.md, O1.
     let canary = backend::canary();
     let b = backend::echo();
     let p = sidecar_for(&b);
@@ -36,7 +34,7 @@ fn absolute_form_is_routed_by_path_and_never_connects_to_the_named_host() {
 
 #[test]
 fn connect_is_refused_and_never_tunnels() {
-    // SECURITY O3.
+    // docs/security.md, O3.
     let canary = backend::canary();
     let b = backend::echo();
     let p = sidecar_for(&b);
@@ -53,7 +51,7 @@ fn connect_is_refused_and_never_tunnels() {
 
 #[test]
 fn asterisk_target_on_get_is_400() {
-    // SECURITY O4.
+    // docs/security.md, O4.
     rejected(b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", &[400]);
 }
 
@@ -71,7 +69,7 @@ fn authority_form_on_get_is_400() {
 
 #[test]
 fn ftp_scheme_in_absolute_form_is_400() {
-    // SECURITY O2.
+    // docs/security.md, O2.
     rejected(b"GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n", &[400]);
 }
 
@@ -107,7 +105,7 @@ fn unix_trick_in_the_query_goes_to_the_configured_backend() {
 
 #[test]
 fn proxy_headers_are_never_forwarded() {
-    // SECURITY O5 (httpoxy, CVE-2016-5387).
+    // docs/security.md, O5 (httpoxy, CVE-2016-5387).
     let b = backend::echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();

@@ -1,19 +1,18 @@
-//! Issue 5, operations through the real binary (SPEC §4 last item; README "Operations",
-//! "Access log", `[server]` limits): SIGTERM/SIGINT drain, SIGHUP reload, the admin
+//! Operations through the real binary (README, "Operations" and "Access log"; the
+//! `[server]` limits): SIGTERM/SIGINT drain, SIGHUP reload, the admin
 //! endpoint (`/healthz`, `/readyz`, `/metrics`, `/status`), the header timeout, the
 //! connection and body limits, and the access log on stdout. Signals go only to the
 //! sidecar process each test started (`kill -SIG <pid>`).
-
-mod support;
 
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use regex::Regex;
+use serde_json::Value;
 
-use support::backend::{self, response, Backend, Reply};
-use support::json::Json;
-use support::*;
+use crate::support::backend::{self, response, Backend, Reply};
+use crate::support::json;
+use crate::support::*;
 
 /// A backend that answers `200 slow` after `delay`.
 fn slow(delay: Duration) -> Backend {
@@ -49,6 +48,7 @@ fn sigterm_during_a_2s_request_lets_it_finish_with_200_and_exits_0() {
     c.send("GET /slow HTTP/1.1\r\nHost: a\r\n\r\n").expect("send");
     assert_eq!(b.wait_for_requests(1, DEADLINE).len(), 1, "the request reached the backend");
     p.signal("TERM");
+    assert!(p.wait_for_log("draining", DEADLINE), "one log line says the drain began:\n{}", p.logs().join("\n"));
     let r = c.try_read_response(false, Duration::from_secs(4)).expect("the in-flight request is answered");
     assert_eq!((r.status, r.body_str().as_str()), (200, "slow"), "{}", r.head_str());
     assert!(sent.elapsed() >= Duration::from_millis(1900), "answered by the backend, not cut short");
@@ -280,7 +280,8 @@ fn sighup_lets_a_request_in_flight_finish_on_the_old_config() {
 fn sighup_with_a_changed_listen_warns_and_keeps_serving_on_the_old_address() {
     let b = backend::answers_ok("ok");
     let p = Sidecar::start(&config_to(b.addr, ""));
-    let moved = config_to(b.addr, "").replace("127.0.0.1:0", &format!("127.0.0.1:{}", closed_port()));
+    let elsewhere = DeadPort::new();
+    let moved = config_to(b.addr, "").replace("127.0.0.1:0", &elsewhere.addr.to_string());
     p.rewrite_config(&moved);
     p.signal("HUP");
     assert!(p.wait_for_log("restart", DEADLINE), "a warning says listen needs a restart:\n{}", p.logs().join("\n"));
@@ -295,6 +296,7 @@ fn broken_config_on_sighup_is_rejected_and_the_old_one_keeps_serving() {
     let p = Sidecar::start(&base);
     for (what, broken) in [
         ("TOML syntax", "[server\nlisten = \"127.0.0.1:0\"\n".to_string()),
+        ("wrong value type", "[server]\nlisten = 5\n".to_string()),
         ("unknown balancer", format!("{base}\n[[proxy]]\npath = \"/b\"\nto = \"balancer://nope/\"\n")),
         ("bad regex", format!("{base}\n[[rewrite]]\nrule = \"^/(x /y [L]\"\n")),
     ] {
@@ -455,20 +457,20 @@ fn readyz_turns_503_when_every_member_of_the_routes_balancer_is_down() {
     });
     assert!(not_ready, "/readyz after {tries} rounds: {}", admin_get(admin, "/readyz").body_str());
     let r = admin_get(admin, "/readyz");
-    assert!(r.body_str().contains("app"), "the reason names the balancer: {}", r.body_str());
+    assert!(r.body_str().contains("balancer \"app\""), "the reason names the balancer: {}", r.body_str());
     assert_eq!(admin_get(admin, "/healthz").status, 200, "alive, just not ready");
     // /status is JSON and shows both members out.
     let status = admin_get(admin, "/status");
     let json =
-        Json::parse(&status.body_str()).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {}", status.body_str()));
+        json::parse(&status.body_str()).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {}", status.body_str()));
     let members = json
         .get("balancers")
-        .and_then(Json::as_array)
+        .and_then(Value::as_array)
         .and_then(|b| b.first())
         .and_then(|b| b.get("members"))
-        .and_then(Json::as_array)
+        .and_then(Value::as_array)
         .expect("balancers[0].members");
-    let states: Vec<&str> = members.iter().filter_map(|m| m.get("state").and_then(Json::as_str)).collect();
+    let states: Vec<&str> = members.iter().filter_map(|m| m.get("state").and_then(Value::as_str)).collect();
     assert_eq!(states, ["failed", "failed"], "{}", status.body_str());
     let up = scrape(admin);
     assert_eq!(val(&up, "sidecar_member_up", &[("balancer", "app")]), 0.0, "no member up");
@@ -476,7 +478,7 @@ fn readyz_turns_503_when_every_member_of_the_routes_balancer_is_down() {
 
 #[test]
 fn readyz_turns_503_when_a_rewrite_rules_balancer_has_no_usable_member() {
-    // The SPEC §1 shape with the WebSocket side balanced: the rule is a route too (the
+    // The WebSocket rule set with the WebSocket side balanced: the rule is a route too (the
     // access log and /metrics call it `rewrite[0]`), so a dead ws cluster is not ready.
     let web = backend::answers_ok("web");
     let ws = backend::ws_echo();
@@ -707,14 +709,14 @@ fn access_log_json_writes_one_object_per_line() {
     assert_eq!(c.read_response().status, 200);
     let lines = p.wait_for_stdout_lines(1, DEADLINE);
     assert_eq!(lines.len(), 1, "{lines:?}");
-    let j = Json::parse(&lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {}", lines[0]));
-    assert_eq!(j.get("status").and_then(Json::as_f64), Some(200.0), "{}", lines[0]);
-    assert_eq!(j.get("request").and_then(Json::as_str), Some("GET /j?x=\"1\" HTTP/1.1"));
-    assert_eq!(j.get("route").and_then(Json::as_str), Some("proxy[0]"));
-    assert_eq!(j.get("replica").and_then(Json::as_str), Some(format!("http://{}", b.addr).as_str()));
-    assert_eq!(j.get("user_agent").and_then(Json::as_str), Some("tester/1.0"));
-    assert_eq!(j.get("bytes").and_then(Json::as_f64), Some(5.0));
-    assert!(j.get("total_ms").and_then(Json::as_f64).is_some(), "{}", lines[0]);
+    let j = json::parse(&lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {}", lines[0]));
+    assert_eq!(j.get("status").and_then(Value::as_f64), Some(200.0), "{}", lines[0]);
+    assert_eq!(j.get("request").and_then(Value::as_str), Some("GET /j?x=\"1\" HTTP/1.1"));
+    assert_eq!(j.get("route").and_then(Value::as_str), Some("proxy[0]"));
+    assert_eq!(j.get("replica").and_then(Value::as_str), Some(format!("http://{}", b.addr).as_str()));
+    assert_eq!(j.get("user_agent").and_then(Value::as_str), Some("tester/1.0"));
+    assert_eq!(j.get("bytes").and_then(Value::as_f64), Some(5.0));
+    assert!(j.get("total_ms").and_then(Value::as_f64).is_some(), "{}", lines[0]);
     assert!(!lines[0].contains("SECRET"), "{}", lines[0]);
 }
 

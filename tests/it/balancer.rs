@@ -1,19 +1,16 @@
-//! Issue 4, the balancer through the real binary (SPEC §3, §4 "Replicas"; README
-//! "Balancing"): shares by loadfactor for `byrequests` and `bybusyness`, passive health
+//! The balancer through the real binary (README, "Balancing"): shares by loadfactor for `byrequests` and `bybusyness`, passive health
 //! (a closed, resetting or silent replica costs one failure per retry period, not one
 //! per request), retries only where the request cannot have reached the app, 503 with
 //! Retry-After when every replica is down, a restarted replica coming back, WebSocket
 //! spread and fail-over, sticky sessions, and the `+H`/`+N`/`+D` status letters. Every
 //! replica is a real listener on a loopback port.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::backend::{self, response, Backend, Reply};
-use support::*;
+use crate::support::backend::{self, response, Backend, Reply};
+use crate::support::*;
 
 /// A replica answering `200` with its name as the body.
 fn named(name: &'static str) -> Backend {
@@ -214,6 +211,14 @@ fn a_replica_whose_listener_is_closed_loses_no_request_and_gets_one_connect_per_
             metric(&p, CONNECT_ERRORS, &[]),
             1.0,
             "workers={workers}: one connect attempt to the closed port per retry period, for the whole process"
+        );
+        let said = format!("{}: connect failed", dead.addr);
+        let lines = p.logs().into_iter().filter(|l| l.contains(&said)).count();
+        assert_eq!(
+            lines,
+            1,
+            "workers={workers}: one log line names the replica and the failure:\n{}",
+            p.logs().join("\n")
         );
     }
 }

@@ -1,9 +1,7 @@
-//! SPEC §4 WebSocket upgrades and SECURITY §1.3 (W1–W12): a real async-tungstenite
+//! WebSocket upgrades (docs/security.md, W1–W12): a real async-tungstenite
 //! client through sidecar to an async-tungstenite echo backend; a tunnel opens only
 //! after a valid 101 for a real handshake, and anything else stays HTTP and goes through
 //! sidecar's parser. Plain-TLS variants (wss) live in tls.rs.
-
-mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -12,8 +10,8 @@ use async_tungstenite::tungstenite::handshake::client::generate_key;
 use async_tungstenite::tungstenite::{http, Message};
 use futures_lite::StreamExt;
 
-use support::backend::{self, response, switching_protocols, Backend, Reply};
-use support::*;
+use crate::support::backend::{self, response, switching_protocols, Backend, Reply};
+use crate::support::*;
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
@@ -53,7 +51,7 @@ async fn echo_round_trip(addr: SocketAddr, path: &str, key: &str) {
     ws.close(None).await.expect("close");
 }
 
-// ---- the happy path ---------------------------------------------------------------------
+// ---- the happy path -----------------------------------------------------------------------------
 
 #[test]
 fn websocket_text_and_binary_messages_echo_through_the_proxy() {
@@ -73,7 +71,7 @@ fn websocket_text_and_binary_messages_echo_through_the_proxy() {
 
 #[test]
 fn upgrade_with_a_token_list_and_mixed_case_is_tunnelled() {
-    // SECURITY W5: token match, case-insensitive, Connection may be a list.
+    // docs/security.md, W5: token match, case-insensitive, Connection may be a list.
     let b = backend::ws_echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
@@ -88,7 +86,7 @@ fn upgrade_with_a_token_list_and_mixed_case_is_tunnelled() {
 
 #[test]
 fn backend_bytes_sent_with_the_101_reach_the_client() {
-    // SECURITY W9: the 101 and the first frame in one segment.
+    // docs/security.md, W9: the 101 and the first frame in one segment.
     let b = Backend::start(|req| {
         let mut bytes = switching_protocols(req);
         bytes.extend_from_slice(b"\x81\x05hello");
@@ -109,7 +107,7 @@ fn backend_bytes_sent_with_the_101_reach_the_client() {
 
 #[test]
 fn client_bytes_sent_with_the_handshake_wait_for_the_101_then_enter_the_tunnel() {
-    // SECURITY W3 (101 branch): nothing after the head before the answer; after the
+    // docs/security.md, W3 (101 branch): nothing after the head before the answer; after the
     // 101 the bytes are delivered into the tunnel, in order.
     let b = Backend::start(|req| {
         let answer = switching_protocols(req);
@@ -138,7 +136,7 @@ fn client_bytes_sent_with_the_handshake_wait_for_the_101_then_enter_the_tunnel()
     assert!(notes.contains(&"after 101: [EARLY]".to_string()), "{notes:?}");
 }
 
-// ---- a failed upgrade stays HTTP -----------------------------------------------------------
+// ---- a failed upgrade stays HTTP ----------------------------------------------------------------
 
 #[test]
 fn wrong_sec_websocket_accept_is_502_and_no_tunnel() {
@@ -150,12 +148,12 @@ fn wrong_sec_websocket_accept_is_502_and_no_tunnel() {
     let _ = c.send(b"\x81\x85AAAAhello");
     let (rest, closed) = c.read_until_close(DEADLINE);
     assert!(rest.is_empty(), "{}", show(&rest));
-    assert!(closed, "a bad 101 closes the client connection (SECURITY W8)");
+    assert!(closed, "a bad 101 closes the client connection (docs/security.md, W8)");
 }
 
 #[test]
 fn non_101_answer_is_relayed_and_the_next_request_is_parsed_as_http() {
-    // SECURITY W1 (0ang3el scenario 1): the backend refuses version 1337 with 426.
+    // docs/security.md, W1 (0ang3el scenario 1): the backend refuses version 1337 with 426.
     let b = backend::ws_echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
@@ -200,7 +198,7 @@ fn answers_upgrade_after_checking_early_bytes(answer: Vec<u8>) -> Backend {
 
 #[test]
 fn upgrade_answered_200_is_relayed_and_no_tunnel_opens() {
-    // SECURITY W3: the next request in the same write is HTTP again.
+    // docs/security.md, W3: the next request in the same write is HTTP again.
     let b = answers_upgrade_after_checking_early_bytes(response(200, &[], b"plain"));
     let p = sidecar_for(&b);
     let mut c = p.conn();
@@ -233,13 +231,13 @@ fn upgrade_answered_426_with_a_request_in_the_same_write_keeps_it_http() {
     assert_eq!(reqs[1].header("x-forwarded-for"), Some("127.0.0.1"));
 }
 
-// ---- what is never tunnelled ---------------------------------------------------------------------
+// ---- what is never tunnelled --------------------------------------------------------------------
 
 const H2C: &str = "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n";
 
 #[test]
 fn h2c_upgrade_is_never_forwarded_as_an_upgrade() {
-    // SECURITY W4 (h2cSmuggler).
+    // docs/security.md, W4 (h2cSmuggler).
     let b = backend::echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
@@ -280,7 +278,7 @@ fn upgrade_websocketx_is_not_an_upgrade() {
 
 #[test]
 fn upgrade_on_http10_is_not_tunnelled() {
-    // SECURITY W6; RFC 9110 §7.8.
+    // docs/security.md, W6; RFC 9110 §7.8.
     let b = backend::ws_echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
@@ -312,7 +310,7 @@ fn upgrade_on_post_is_not_tunnelled() {
 
 #[test]
 fn handshake_without_a_key_never_gets_a_tunnel() {
-    // SECURITY W7.
+    // docs/security.md, W7.
     let b = backend::ws_echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
@@ -323,7 +321,7 @@ fn handshake_without_a_key_never_gets_a_tunnel() {
 
 #[test]
 fn upgrade_false_route_forwards_a_plain_get_and_no_101() {
-    // SECURITY W12.
+    // docs/security.md, W12.
     let b = backend::ws_echo();
     let p = Sidecar::start(&format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n\n[[proxy]]\npath = \"/\"\nto = \"http://{}/\"\nupgrade = false\n",
@@ -339,11 +337,11 @@ fn upgrade_false_route_forwards_a_plain_get_and_no_101() {
     assert!(!req.has_token("connection", "upgrade"), "{}", req.head_str());
 }
 
-// ---- tunnel lifetime ---------------------------------------------------------------------------------
+// ---- tunnel lifetime ----------------------------------------------------------------------------
 
 #[test]
 fn tunnel_half_close_lets_the_backend_finish_sending() {
-    // SECURITY W10: the client shuts down its write side; the backend still sends.
+    // docs/security.md, W10: the client shuts down its write side; the backend still sends.
     let b = Backend::start(|req| {
         let answer = switching_protocols(req);
         Reply::Custom(Box::new(move |mut peer| {
@@ -400,7 +398,7 @@ fn active_tunnel_outlives_tunnel_idle_timeout() {
     });
 }
 
-// ---- the SPEC §1 rewrite rule ---------------------------------------------------------------------------
+// ---- the WebSocket rewrite rule set -------------------------------------------------------------
 
 #[test]
 fn rewrite_rule_routes_upgrades_to_the_ws_backend_and_plain_requests_to_the_http_backend() {

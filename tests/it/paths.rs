@@ -1,12 +1,10 @@
-//! SECURITY §1.7 (P1–P9): one normalisation for routing and forwarding. Config:
-//! `/` → the root backend, `/api` → the api backend at `/api`. Where the catalogue
-//! allows a 400 instead, the test accepts it; what it never accepts is routing by one
+//! One normalisation for routing and forwarding (docs/security.md, P1–P9). Config:
+//! `/` → the root backend, `/api` → the api backend at `/api`. Where a 400 would be as
+//! safe, the test accepts it; what it never accepts is routing by one
 //! form of the path and forwarding another.
 
-mod support;
-
-use support::backend::{self, Backend, Request};
-use support::*;
+use crate::support::backend::{self, Backend, Request};
+use crate::support::*;
 
 struct Routes {
     p: Sidecar,

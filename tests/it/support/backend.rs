@@ -1,4 +1,4 @@
-//! Backends written for the tests (STYLE §6): a recording HTTP/1.1 server on raw TCP
+//! Backends written for the tests: a recording HTTP/1.1 server on raw TCP
 //! (optionally behind TLS) that keeps every byte it received and every request it
 //! parsed, and answers through a function the test chooses. Each runs on its own
 //! thread with its own executor; dropping the `Backend` stops it and closes its
@@ -123,12 +123,6 @@ impl Backend {
         Backend::spawn(Arc::new(handler), Some(tls))
     }
 
-    /// A plain HTTP backend on a chosen address (a replica restarted on its old port).
-    pub fn start_on(addr: SocketAddr, handler: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> Backend {
-        let listener = std::net::TcpListener::bind(addr).expect("bind backend on its old port");
-        Backend::spawn_on(listener, Arc::new(handler), None)
-    }
-
     /// A plain HTTP backend on a listener the test made (see `DeadPort::into_listener`).
     pub fn start_on_listener(
         listener: std::net::TcpListener,
@@ -198,11 +192,6 @@ impl Backend {
             // Dropping `ex` cancels every connection task, closing its socket.
         });
         Backend { addr, state, stop: Some(stop_tx), thread: Some(thread) }
-    }
-
-    /// `http://127.0.0.1:PORT`
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
     }
 
     pub fn port(&self) -> u16 {

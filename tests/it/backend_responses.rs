@@ -1,14 +1,12 @@
-//! SECURITY §1.2 (B1–B9): backend responses are untrusted input. A malformed response
+//! Backend responses are untrusted input (docs/security.md, B1–B9). A malformed response
 //! head is answered 502 (plain text, nothing of it relayed) and the backend connection
 //! that sent it is dropped, never reused; framing conflicts never leak bytes into the
 //! next client request; a body cut short is visible to the client as truncation.
 
-mod support;
-
 use std::time::Duration;
 
-use support::backend::{self, response, Backend, Reply};
-use support::*;
+use crate::support::backend::{self, response, Backend, Reply};
+use crate::support::*;
 
 /// The first request gets `bad`: the client must get sidecar's 502, and the next
 /// request (on a fresh client connection) must be answered `fine` over a new backend

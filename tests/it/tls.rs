@@ -1,8 +1,6 @@
-//! SPEC §3 `[server.tls]` / `[backend_tls]` and SECURITY §1.9 (T1, T2, T5, T6): a TLS
+//! `[server.tls]` and `[backend_tls]` (docs/security.md, T1, T2, T5, T6): a TLS
 //! listener with an rcgen certificate, clients via futures-rustls, https and wss
 //! backends verified against `[backend_tls] ca`, and the failures that must be 502.
-
-mod support;
 
 use std::sync::Arc;
 
@@ -10,9 +8,9 @@ use async_tungstenite::tungstenite::{http, Message};
 use futures_lite::StreamExt;
 use futures_rustls::rustls::ClientConfig;
 
-use support::backend::{self, response, Backend, Reply};
-use support::tls::{self, Ca, Leaf};
-use support::*;
+use crate::support::backend::{self, response, Backend, Reply};
+use crate::support::tls::{self, Ca, Leaf};
+use crate::support::*;
 
 const H1: &[&[u8]] = &[b"http/1.1"];
 
@@ -109,7 +107,7 @@ fn tls_client_without_alpn_is_served() {
 
 #[test]
 fn tls_client_offering_only_h2_is_refused() {
-    // SECURITY T5: no ALPN overlap → no_application_protocol.
+    // docs/security.md, T5: no ALPN overlap → no_application_protocol.
     let b = backend::echo();
     let (p, front) = tls_sidecar(&route_to(&format!("http://{}/", b.addr)), &[]);
     let res = block_within(DEADLINE, "TLS handshake", tls::connect(p.addr(), "localhost", client(&front, &[b"h2"])));
@@ -122,7 +120,7 @@ fn tls_client_offering_only_h2_is_refused() {
 
 #[test]
 fn plain_http_on_the_tls_port_gets_no_http_answer_and_is_closed() {
-    // SECURITY T6.
+    // docs/security.md, T6.
     let b = backend::echo();
     let (p, _front) = tls_sidecar(&route_to(&format!("http://{}/", b.addr)), &[]);
     let (bytes, closed) = send_raw(p.addr(), "GET / HTTP/1.1\r\nHost: a\r\n\r\n", DEADLINE);
@@ -185,7 +183,7 @@ fn https_backend_is_verified_with_backend_tls_ca() {
 
 #[test]
 fn untrusted_backend_certificate_is_502() {
-    // SECURITY T1: verified by default; the CA is not configured.
+    // docs/security.md, T1: verified by default; the CA is not configured.
     let ca = Ca::new("unknown CA");
     let b = https_echo(&ca.leaf(&["127.0.0.1", "localhost"]));
     let p = plain_front(&route_to(&format!("https://{}/", b.addr)), &[]);
@@ -203,7 +201,7 @@ fn untrusted_backend_certificate_is_502() {
 
 #[test]
 fn backend_certificate_for_another_name_is_502() {
-    // SECURITY T2: signed by the configured CA, but for other.example.
+    // docs/security.md, T2: signed by the configured CA, but for other.example.
     let ca = Ca::new("sidecar test backend CA");
     let b = https_echo(&ca.leaf(&["other.example"]));
     let p = plain_front(
@@ -239,7 +237,7 @@ async fn wss_round_trip(addr: std::net::SocketAddr, cfg: Arc<ClientConfig>, path
 
 #[test]
 fn wss_on_both_sides_echoes_messages_through_an_https_route() {
-    // SPEC §3: an upgrade sent to an https target is tunnelled over TLS.
+    // An upgrade sent to an https target is tunnelled over TLS (as wss).
     let ca = Ca::new("sidecar test backend CA");
     let ws = backend::ws_echo_tls(tls::server_config(&ca.leaf(&["127.0.0.1"]), H1));
     let (p, front) = tls_sidecar(
@@ -256,7 +254,7 @@ fn wss_on_both_sides_echoes_messages_through_an_https_route() {
 
 #[test]
 fn wss_rewrite_rule_routes_upgrades_to_the_wss_backend() {
-    // The SPEC §1 virtual host: RewriteCond Upgrade/Connection → wss://, the rest → https://.
+    // The tutorial's virtual host: RewriteCond Upgrade/Connection → wss://, the rest → https://.
     let ca = Ca::new("sidecar test backend CA");
     let ws = backend::ws_echo_tls(tls::server_config(&ca.leaf(&["127.0.0.1"]), H1));
     let web = https_echo(&ca.leaf(&["127.0.0.1"]));

@@ -1,12 +1,9 @@
-//! SPEC §4 header handling (SECURITY §1.6 H5–H8, §1.2 B10): hop-by-hop removal both
-//! ways, X-Forwarded-For/-Host/-Proto, Via, header-name case, underscore names,
+//! Header handling (docs/security.md, H5–H8 and B10): hop-by-hop removal both ways, X-Forwarded-For/-Host/-Proto, Via, header-name case, underscore names,
 //! ProxyPassReverse and preserve_host. Every assertion is on the head the other side
 //! actually received.
 
-mod support;
-
-use support::backend::{self, response, Backend, Reply, Request};
-use support::*;
+use crate::support::backend::{self, response, Backend, Reply, Request};
+use crate::support::*;
 
 /// Sends `req` through a sidecar in front of an echo backend and returns what the
 /// backend received.
@@ -272,7 +269,7 @@ fn reverse_false_leaves_location_alone() {
 
 #[test]
 fn rewritten_location_never_becomes_protocol_relative() {
-    // SECURITY B10: `http://B//evil.example/` must not turn into `//evil.example/`.
+    // docs/security.md, B10: `http://B//evil.example/` must not turn into `//evil.example/`.
     let b = self_redirecting("Location", "//evil.example/");
     let p = Sidecar::start(&format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n\n[[proxy]]\npath = \"/\"\nto = \"http://{}/\"\n",

@@ -1,13 +1,11 @@
-//! SPEC §4 HTTP/1.x forwarding through the real binary: versions, keep-alive,
+//! HTTP/1.x forwarding through the real binary: versions, keep-alive,
 //! pipelining, streamed bodies both ways, bodiless responses, `Expect: 100-continue`,
 //! pooled backend connections, routing by prefix and the error statuses 404/502/504.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::backend::{self, response, Backend, Reply};
-use support::*;
+use crate::support::backend::{self, response, Backend, Reply};
+use crate::support::*;
 
 #[test]
 fn get_is_forwarded_and_the_answer_relayed() {
@@ -87,7 +85,7 @@ fn pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn pipelined_requests_after_bodies_are_framed_separately() {
-    // SECURITY S20: a length body, no body and a chunked body in one write.
+    // docs/security.md, S20: a length body, no body and a chunked body in one write.
     let b = backend::echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
@@ -135,7 +133,7 @@ fn chunked_request_body_reaches_the_backend_intact() {
 
 #[test]
 fn chunk_extensions_are_accepted_and_not_forwarded() {
-    // SECURITY S11: valid extensions are accepted; re-chunk canonically.
+    // docs/security.md, S11: valid extensions are accepted; re-chunk canonically.
     let b = backend::echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
@@ -150,7 +148,7 @@ fn chunk_extensions_are_accepted_and_not_forwarded() {
 
 #[test]
 fn get_with_a_body_forwards_body_and_length_together() {
-    // SECURITY S21.
+    // docs/security.md, S21.
     let b = backend::echo();
     let p = sidecar_for(&b);
     let mut c = p.conn();
@@ -363,7 +361,7 @@ fn longest_matching_prefix_wins_on_segment_boundaries() {
     let at_api: Vec<String> = api.requests().into_iter().map(|r| r.target).collect();
     let at_root: Vec<String> = root.requests().into_iter().map(|r| r.target).collect();
     assert_eq!(at_api, ["/api/x", "/api"]);
-    assert_eq!(at_root, ["/apix", "/API/x", "/other"], "segment boundary, case-sensitive (SECURITY P5)");
+    assert_eq!(at_root, ["/apix", "/API/x", "/other"], "segment boundary, case-sensitive (docs/security.md, P5)");
 }
 
 #[test]
@@ -383,9 +381,10 @@ fn unmatched_path_is_404_with_a_plain_text_body() {
 
 #[test]
 fn closed_backend_port_is_502() {
-    let port = closed_port();
+    let dead = DeadPort::new();
     let p = Sidecar::start(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nconnect_timeout = \"1s\"\n\n[[proxy]]\npath = \"/\"\nto = \"http://127.0.0.1:{port}/\"\n"
+        "[server]\nlisten = \"127.0.0.1:0\"\nconnect_timeout = \"1s\"\n\n[[proxy]]\npath = \"/\"\nto = \"http://{}/\"\n",
+        dead.addr
     ));
     let mut c = p.conn();
     c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n").expect("send to sidecar");
@@ -412,15 +411,15 @@ fn backend_that_never_answers_is_504_after_proxy_timeout() {
 /// `keepalive_timeout` (60 s by default).
 #[test]
 fn error_answers_close_when_the_client_asked_to_close() {
-    let port = closed_port();
+    let dead = DeadPort::new();
     let silent = backend::never_answers();
     let garbage = backend::answers_raw("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx");
     let config = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nconnect_timeout = \"1s\"\nproxy_timeout = \"300ms\"\n\n\
-         [[proxy]]\npath = \"/closed/\"\nto = \"http://127.0.0.1:{port}/\"\n\n\
+         [[proxy]]\npath = \"/closed/\"\nto = \"http://{}/\"\n\n\
          [[proxy]]\npath = \"/silent/\"\nto = \"http://{}/\"\n\n\
          [[proxy]]\npath = \"/garbage/\"\nto = \"http://{}/\"\n",
-        silent.addr, garbage.addr
+        dead.addr, silent.addr, garbage.addr
     );
     let p = Sidecar::start(&config);
     for (path, status) in [("/closed/x", 502), ("/silent/x", 504), ("/garbage/x", 502), ("/nowhere", 404)] {
@@ -460,7 +459,7 @@ fn get_that_timed_out_on_a_pooled_connection_is_sent_once() {
 
 #[test]
 fn request_head_not_complete_within_header_timeout_is_closed() {
-    // SECURITY L2 (slowloris): the whole head has a deadline.
+    // docs/security.md, L2 (slowloris): the whole head has a deadline.
     let b = backend::echo();
     let p = Sidecar::start(&config_to(b.addr, "header_timeout = \"500ms\""));
     let mut c = p.conn();

@@ -1,18 +1,16 @@
-//! Issue 3, rewrite rules through the real binary (SPEC §1, §3, §5; SECURITY §1.4): the
-//! SPEC §1 rule set picks WebSocket upgrades out for the ws backend and leaves every
-//! other request to `[[proxy]]`; rule flags (F, G, R, P, L, QSA, QSD, NE, E) and
+//! Rewrite rules through the real binary: the WebSocket rule set (two `RewriteCond`s on
+//! `Upgrade`/`Connection`, then `.* ws://…%{REQUEST_URI} [P,L]`) picks WebSocket
+//! upgrades out for the ws backend and leaves every other request to `[[proxy]]`; rule flags (F, G, R, P, L, QSA, QSD, NE, E) and
 //! back-references as the backend sees them; request data substituted into a target
 //! never splits a request or picks an upstream (CVE-2023-25690, CVE-2024-38474,
-//! CVE-2021-40438); `sidecar check` lints with line numbers and regex errors with
+//! CVE-2021-40438 in docs/security.md); `sidecar check` lints with line numbers and regex errors with
 //! columns; `sidecar import-apache` on the tutorial vhosts.
-
-mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::backend::{self, Backend};
-use support::*;
+use crate::support::backend::{self, Backend};
+use crate::support::*;
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
@@ -25,8 +23,8 @@ fn with_rules(fallback: &Backend, rules: &str) -> Sidecar {
     ))
 }
 
-/// The SPEC §1 rule, pointed at `ws`.
-fn spec_rule(ws: &Backend) -> String {
+/// The WebSocket rule set, pointed at `ws`.
+fn websocket_rule(ws: &Backend) -> String {
     format!(
         "[[rewrite]]\ncond = [\"%{{HTTP:Upgrade}} websocket [NC]\", \"%{{HTTP:Connection}} upgrade [NC]\"]\nrule = \".* ws://{}%{{REQUEST_URI}} [P,L]\"\n",
         ws.addr
@@ -48,15 +46,15 @@ fn targets(b: &Backend) -> Vec<String> {
     b.requests().into_iter().map(|r| r.target).collect()
 }
 
-// ---- the SPEC §1 rule ---------------------------------------------------------------------
+// ---- the WebSocket rule set ---------------------------------------------------------------------
 
 #[test]
-fn spec_rule_tunnels_every_spelling_of_a_websocket_upgrade_to_the_ws_backend() {
+fn websocket_rule_tunnels_every_spelling_of_a_websocket_upgrade_to_the_ws_backend() {
     // websocket.rs checks the basic split; these are the header spellings the [NC]
     // conditions and the token rules must still recognise.
     let ws = backend::ws_echo();
     let web = backend::echo();
-    let p = with_rules(&web, &spec_rule(&ws));
+    let p = with_rules(&web, &websocket_rule(&ws));
     for (i, (upgrade, connection)) in
         [("websocket", "Upgrade"), ("WebSocket", "keep-alive, Upgrade"), ("WEBSOCKET", "UPGRADE")].iter().enumerate()
     {
@@ -76,14 +74,14 @@ fn spec_rule_tunnels_every_spelling_of_a_websocket_upgrade_to_the_ws_backend() {
     assert!(web.requests().is_empty(), "no upgrade reaches the [[proxy]] backend: {:?}", targets(&web));
     // And a real client's messages cross the tunnel.
     let mut client = ws_open(p.addr(), "/live");
-    ws_round_trip(&mut client, "through the SPEC rule");
+    ws_round_trip(&mut client, "through the WebSocket rule set");
 }
 
 #[test]
-fn spec_rule_leaves_requests_that_are_not_upgrades_to_the_proxy_backend() {
+fn websocket_rule_leaves_requests_that_are_not_upgrades_to_the_proxy_backend() {
     let ws = backend::ws_echo();
     let web = backend::echo();
-    let p = with_rules(&web, &spec_rule(&ws));
+    let p = with_rules(&web, &websocket_rule(&ws));
     for (what, head) in [
         ("plain GET", "GET /page HTTP/1.1\r\nHost: a\r\n\r\n".to_string()),
         ("Upgrade without Connection", format!("GET /no-conn HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n")),
@@ -104,13 +102,13 @@ fn spec_rule_leaves_requests_that_are_not_upgrades_to_the_proxy_backend() {
 }
 
 #[test]
-fn spec_rule_condition_matching_notwebsocket_sends_a_plain_request_never_a_tunnel() {
-    // SECURITY R4: the condition is an unanchored regex, so `Upgrade: notwebsocket`
+fn websocket_rule_condition_matching_notwebsocket_sends_a_plain_request_never_a_tunnel() {
+    // docs/security.md, R4: the condition is an unanchored regex, so `Upgrade: notwebsocket`
     // matches it and the request goes to the ws target, but it is not a WebSocket
     // upgrade: it travels as plain HTTP, without Upgrade, and no tunnel opens.
     let ws = backend::ws_echo();
     let web = backend::echo();
-    let p = with_rules(&web, &spec_rule(&ws));
+    let p = with_rules(&web, &websocket_rule(&ws));
     let mut c = p.conn();
     c.send(format!(
         "GET /x HTTP/1.1\r\nHost: a\r\nUpgrade: notwebsocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -126,7 +124,7 @@ fn spec_rule_condition_matching_notwebsocket_sends_a_plain_request_never_a_tunne
     assert_eq!(c.read_response().header("x-echo-target"), Some("/after"));
 }
 
-// ---- flags -------------------------------------------------------------------------------------
+// ---- flags --------------------------------------------------------------------------------------
 
 #[test]
 fn forbidden_flag_answers_403_and_no_backend_connection_is_made() {
@@ -292,11 +290,11 @@ fn nocase_rule_and_b_flags_escape_the_back_reference_for_a_query() {
 }
 
 #[test]
-fn request_uri_is_the_normalised_path_in_the_spec_rule() {
+fn request_uri_is_the_normalised_path_in_the_websocket_rule() {
     // The same normalised path is used to route and to forward (README "Paths").
     let ws = backend::ws_echo();
     let web = backend::echo();
-    let p = with_rules(&web, &spec_rule(&ws));
+    let p = with_rules(&web, &websocket_rule(&ws));
     let mut c = p.conn();
     c.send(format!(
         "GET /a/./b/../c//d%7Ee HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -363,7 +361,7 @@ fn query_string_variable_passes_the_query_through_unchanged() {
     assert_eq!(targets(&b), ["/find?q=a%20b&lang=en"]);
 }
 
-// ---- injection (SECURITY §1.4) -------------------------------------------------------------
+// ---- injection (docs/security.md, CVE-2023-25690, CVE-2024-38474, CVE-2021-40438) ---------------
 
 /// The backend saw at most one request; returns it. `raw` must contain no second
 /// request line and no injected header line.
@@ -426,7 +424,7 @@ fn crlf_in_the_path_of_an_upgrade_never_becomes_a_backend_header() {
     for target in ["/a%0d%0aX-Injected:%201", "/a%0d%0aX-Injected:%201%0d%0a"] {
         let ws = backend::ws_echo();
         let web = backend::echo();
-        let p = with_rules(&web, &spec_rule(&ws));
+        let p = with_rules(&web, &websocket_rule(&ws));
         let mut c = p.conn();
         c.send(format!(
             "GET {target} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -481,7 +479,7 @@ fn unix_socket_smuggling_in_the_query_never_reaches_the_named_host() {
     assert_eq!(canary.connections(), 0, "the canary was contacted");
 }
 
-// ---- sidecar check ----------------------------------------------------------------------------
+// ---- sidecar check ------------------------------------------------------------------------------
 
 /// Writes `config` as sidecar.toml in a temp dir and runs `sidecar check` on it.
 fn check(config: &str) -> Ran {
@@ -554,12 +552,12 @@ to = \"http://127.0.0.1:3000/\"
 }
 
 #[test]
-fn check_is_silent_about_the_spec_rule_set() {
+fn check_is_silent_about_the_websocket_rule_set() {
     let ran = check(
         "[server]\nlisten = \"127.0.0.1:0\"\n\n[[rewrite]]\ncond = [\"%{HTTP:Upgrade} websocket [NC]\", \"%{HTTP:Connection} upgrade [NC]\"]\nrule = \".* wss://localhost:3000%{REQUEST_URI} [P,L]\"\n\n[[proxy]]\npath = \"/\"\nto = \"http://127.0.0.1:3000/\"\n",
     );
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
-    assert!(!ran.stderr.contains("warning"), "no false alarm on the SPEC rule:\n{}", ran.stderr);
+    assert!(!ran.stderr.contains("warning"), "no false alarm on the WebSocket rule set:\n{}", ran.stderr);
 }
 
 #[test]
@@ -615,7 +613,7 @@ fn check_refuses_an_unknown_rule_flag_with_its_line() {
     assert!(ran.stderr.contains("BOGUS"), "names the flag: {}", ran.stderr);
 }
 
-// ---- sidecar import-apache --------------------------------------------------------------------
+// ---- sidecar import-apache ----------------------------------------------------------------------
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -689,6 +687,11 @@ fn import_apache_balancer_tutorial_converts_members_and_settings_and_passes_chec
         ran.stdout
     );
     assert!(!ran.stderr.contains("${"), "the balancer tutorial has no ${{…}} mistake:\n{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("port 443 without SSLCertificateFile"),
+        "a *:443 vhost without a certificate is converted to a plain listener, with a warning:\n{}",
+        ran.stderr
+    );
 }
 
 #[test]

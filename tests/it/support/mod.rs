@@ -1,8 +1,7 @@
-//! Shared harness for the integration tests (STYLE §6): `Sidecar` runs the real binary
+//! Shared harness for the integration tests: `Sidecar` runs the real binary
 //! with a temp sidecar.toml on 127.0.0.1:0 and kills it on Drop; `Conn` is a raw
 //! client connection whose every wait has a deadline; `parse_responses` reads the
 //! bytes that crossed the wire. Backends live in `backend.rs`, certificates in `tls.rs`.
-#![allow(dead_code)]
 
 pub mod backend;
 pub mod json;
@@ -185,10 +184,6 @@ impl Sidecar {
         self.https
     }
 
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// Every stderr line so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().expect("logs").clone()
@@ -203,11 +198,6 @@ impl Sidecar {
     pub fn wait_for_stdout_lines(&self, n: usize, limit: Duration) -> Vec<String> {
         wait_until(limit, || self.stdout_lines().len() >= n);
         self.stdout_lines()
-    }
-
-    /// The process id of the child this test started.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// The config file sidecar was started with (rewrite it, then `signal("HUP")`).
@@ -426,12 +416,6 @@ impl Default for DeadPort {
     }
 }
 
-/// A port on 127.0.0.1 that nothing listens on (bound then released).
-pub fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 // ---------------------------------------------------------------------------------
 // Client connection
 // ---------------------------------------------------------------------------------
@@ -579,23 +563,9 @@ impl Conn {
         self.buf.drain(..n).collect()
     }
 
-    /// Whatever arrives within `limit` (possibly nothing).
-    pub fn read_available(&mut self, limit: Duration) -> Vec<u8> {
-        let until = Instant::now() + limit;
-        if self.buf.is_empty() {
-            let _ = self.fill(until);
-        }
-        std::mem::take(&mut self.buf)
-    }
-
     /// Bytes received but not yet consumed.
     pub fn buffered(&self) -> &[u8] {
         &self.buf
-    }
-
-    /// Unwraps into the inner stream and the unconsumed bytes.
-    pub fn into_parts(self) -> (Box<dyn Io>, Vec<u8>) {
-        (self.io, self.buf)
     }
 }
 
@@ -667,9 +637,7 @@ impl Source for SliceSource<'_> {
 pub struct Response {
     /// e.g. `HTTP/1.1 200 OK`
     pub status_line: String,
-    pub version: String,
     pub status: u16,
-    pub reason: String,
     /// In order, names with their original case.
     pub headers: Vec<(String, String)>,
     /// The decoded body.
@@ -744,24 +712,12 @@ fn read_message(src: &mut dyn Source, head_request: bool) -> Result<Response, Re
         Err(e) => return Err(ReadError::Malformed(e.to_string(), head)),
     }
     let status = parsed.code.unwrap_or(0);
-    let version = format!("HTTP/1.{}", parsed.version.unwrap_or(1));
-    let reason = parsed.reason.unwrap_or("").to_string();
     let headers: Vec<(String, String)> =
         parsed.headers.iter().map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).to_string())).collect();
     let status_line =
         String::from_utf8_lossy(&head[..head.windows(2).position(|w| w == b"\r\n").unwrap_or(0)]).to_string();
     *src.pos() = head_end;
-    let mut resp = Response {
-        status_line,
-        version,
-        status,
-        reason,
-        headers,
-        body: Vec::new(),
-        head,
-        chunked: false,
-        complete: true,
-    };
+    let mut resp = Response { status_line, status, headers, body: Vec::new(), head, chunked: false, complete: true };
     let te = resp.headers_named("transfer-encoding").join(",");
     let chunked = te.rsplit(',').next().map(|t| t.trim().eq_ignore_ascii_case("chunked")).unwrap_or(false);
     if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
@@ -893,7 +849,7 @@ pub fn send_raw(addr: SocketAddr, bytes: impl AsRef<[u8]>, limit: Duration) -> (
 }
 
 // ---------------------------------------------------------------------------------
-// Rejections (SECURITY §1: "Reject")
+// Rejections (docs/security.md, "Rejected requests")
 // ---------------------------------------------------------------------------------
 
 /// Sends `bytes` in one write; the answer must be one of `statuses` (an error with a

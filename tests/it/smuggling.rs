@@ -1,16 +1,15 @@
-//! SECURITY §1.1 (request framing and smuggling, S1–S24) and §1.6 H1–H3, through the
-//! real binary. "Reject" is the catalogue's verdict: answer the status with a short
-//! plain-text body, close the connection, and send NOTHING to any backend. Each case is
+//! Request framing and smuggling (docs/security.md, S1–S24) and the Host checks (H1–H3),
+//! through the real binary. "Rejected" (docs/security.md, "Rejected requests"): the
+//! status with a short plain-text body, the connection closed, and NOTHING sent to any
+//! backend. Each case is
 //! its own test. After each rejection a control request on a fresh connection proves
 //! the backend was reachable, and then the backend's record must hold the control
 //! request and nothing else: zero other bytes, zero other connections.
 
-mod support;
-
 use std::time::Duration;
 
-use support::backend;
-use support::*;
+use crate::support::backend;
+use crate::support::*;
 
 /// Sends `bytes`; the request must be accepted (200) and forwarded as exactly one
 /// request, which is returned.
@@ -109,7 +108,7 @@ fn transfer_encoding_in_upper_case_is_accepted_as_chunked() {
 
 #[test]
 fn underscore_transfer_encoding_does_not_frame_and_is_dropped() {
-    // SECURITY S3/H7: `Transfer_Encoding` is another header name; Content-Length frames.
+    // docs/security.md, S3/H7: `Transfer_Encoding` is another header name; Content-Length frames.
     let req = accepted(&post_with("Transfer_Encoding: chunked\r\nContent-Length: 5\r\n", "hello"));
     assert_eq!(req.body, b"hello");
     assert!(!req.has("transfer_encoding"), "underscore names are dropped: {}", req.head_str());
@@ -222,7 +221,7 @@ fn content_length_with_leading_zeros_is_accepted() {
 
 #[test]
 fn transfer_encoding_gzip_is_rejected() {
-    // 400 (SPEC) or 501 (RFC 9112 §6.1).
+    // sidecar answers 400; RFC 9112 §6.1 suggests 501 for a coding it does not implement.
     rejected(&post_with("Transfer-Encoding: gzip\r\n", "hello"), &[400, 501]);
 }
 
@@ -634,7 +633,7 @@ fn nine_kib_request_line_is_414_or_431() {
 
 #[test]
 fn bad_chunk_arriving_after_the_head_never_completes_a_request_at_the_backend() {
-    // Bodies stream (SPEC §4), so the head may already be at the backend when a later
+    // Bodies stream (never buffered whole), so the head may already be at the backend when a later
     // chunk turns out malformed: the backend must never see a complete request, and
     // that backend connection must not be reused.
     let b = backend::echo();

@@ -15,7 +15,6 @@ use super::{block_within, Conn, DEADLINE};
 /// A test certificate authority.
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
-    pub der: CertificateDer<'static>,
     pub pem: String,
 }
 
@@ -36,7 +35,7 @@ impl Ca {
             vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let key = KeyPair::generate().expect("key");
         let cert = params.self_signed(&key).expect("self-signed CA");
-        Ca { pem: cert.pem(), der: cert.der().clone(), issuer: Issuer::new(params, key) }
+        Ca { pem: cert.pem(), issuer: Issuer::new(params, key) }
     }
 
     /// A leaf for `names` (DNS names or IP literals), signed by this CA.

@@ -1,10 +1,8 @@
-//! SPEC §2 command line and §3 config errors: `check` exit codes, diagnostics that name
+//! The command line and config errors: `check` exit codes, diagnostics that name
 //! `file:line: key`, bad config or bind → 1 before listening, bad command line → 2.
 
-mod support;
-
-use support::tls;
-use support::*;
+use crate::support::tls;
+use crate::support::*;
 
 /// Runs `sidecar check --config DIR/sidecar.toml` on `config`, with `files` beside it.
 fn check(config: &str, files: &[(&str, &str)]) -> Ran {
@@ -29,7 +27,7 @@ fn assert_diagnostic(ran: &Ran, line: usize, needles: &[&str]) {
 }
 
 #[test]
-fn check_accepts_the_spec_example_and_exits_0() {
+fn check_accepts_a_config_using_every_section_and_exits_0() {
     let server = tls::self_signed(&["ws.example.com"]);
     let ca = tls::Ca::new("backend CA");
     let config = r#"[server]
