@@ -493,6 +493,7 @@ impl Cx<'_> {
     /// (which is then not read); other keys override what it says. `/etc/hosts` is
     /// always consulted first, as glibc does.
     fn resolver(&mut self, r: Option<&Spanned<file::Resolver>>) -> ResolverConfig {
+        let r_spanned = r;
         let r = r.map(Spanned::get_ref);
         let explicit = r.and_then(|r| r.nameservers.as_ref());
         let mut c = match explicit {
@@ -509,6 +510,15 @@ impl Cx<'_> {
                                 s.get_ref()
                             ),
                         ),
+                    }
+                }
+                if list.is_empty() {
+                    if let Some(r) = r_spanned {
+                        self.err(
+                            r,
+                            "resolver.nameservers",
+                            "at least one nameserver is needed (or leave the key out to use /etc/resolv.conf)",
+                        );
                     }
                 }
                 ResolverConfig { nameservers, ..ResolverConfig::default() }
@@ -612,6 +622,84 @@ members = [
 ]
 "#;
         assert_eq!(errors(source), Vec::<String>::new());
+    }
+
+    #[test]
+    fn names_are_discovered_and_addresses_are_fixed() {
+        let source = |members: &str| {
+            format!("[server]\nlisten = \"127.0.0.1:1\"\n[[proxy]]\npath = \"/\"\nto = \"balancer://b/\"\n[balancer.b]\nmembers = [{members}]\n")
+        };
+        for (members, fixed, discovered) in [
+            ("\"http://127.0.0.1:3000\", \"http://[::1]:3000\"", 2, &[][..]),
+            ("\"http://localhost:3000\", \"http://app.localhost:3000\"", 2, &[][..]),
+            ("\"http://app.default.svc:3000\"", 0, &["A/AAAA app.default.svc"][..]),
+            ("\"srv+https://_https._tcp.app.test\", \"http://10.0.0.1:80\"", 1, &["SRV _https._tcp.app.test"][..]),
+            ("\"SRV+ws://_ws._tcp.App.Test\"", 0, &["SRV _ws._tcp.app.test"][..]),
+        ] {
+            let c = resolve(Path::new("sidecar.toml"), &source(members)).unwrap_or_else(|e| panic!("{members}: {e:?}"));
+            let b = &c.balancers[0].definition;
+            let got: Vec<String> =
+                b.discovered.iter().map(|d| format!("{} {}", d.lookup.kind(), d.lookup.name())).collect();
+            assert_eq!(
+                (b.replicas.len(), got),
+                (fixed, discovered.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+                "{members}"
+            );
+        }
+    }
+
+    #[test]
+    fn dns_and_health_check_errors_name_line_and_key() {
+        let head = "[server]\nlisten = \"127.0.0.1:1\"\n[[proxy]]\npath = \"/\"\nto = \"balancer://b/\"\n";
+        for (tail, want) in [
+            (
+                "[balancer.b]\nmembers = [\"srv+http://10.0.0.1\"]\n",
+                "sidecar.toml:7: balancer.b.members[0]: \"srv+http://10.0.0.1\": srv+ needs a DNS name",
+            ),
+            (
+                "[resolver]\nnameservers = [\"dns.example\"]\n[balancer.b]\nmembers = [\"http://a:1\"]\n",
+                "sidecar.toml:7: resolver.nameservers: \"dns.example\" is not an address",
+            ),
+            (
+                "[resolver]\nnameservers = []\n[balancer.b]\nmembers = [\"http://a:1\"]\n",
+                "sidecar.toml:6: resolver.nameservers: at least one nameserver is needed",
+            ),
+            (
+                "[resolver]\nrefresh = \"10ms\"\n[balancer.b]\nmembers = [\"http://a:1\"]\n",
+                "sidecar.toml:7: resolver.refresh: expected at least 100ms",
+            ),
+            (
+                "[resolver]\nattempts = 0\n[balancer.b]\nmembers = [\"http://a:1\"]\n",
+                "sidecar.toml:7: resolver.attempts: expected at least 1",
+            ),
+            (
+                "[balancer.b]\nmembers = [\"http://a:1\"]\nslow_start = \"soon\"\n",
+                "sidecar.toml:8: balancer.b.slow_start: invalid duration",
+            ),
+            (
+                "[balancer.b]\nmembers = [\"http://a:1\"]\n[balancer.b.health]\npath = \"healthz\"\n",
+                "sidecar.toml:9: balancer.b.health.path: expected a path starting with /",
+            ),
+            (
+                "[balancer.b]\nmembers = [\"http://a:1\"]\n[balancer.b.health]\nrise = 0\n",
+                "sidecar.toml:9: balancer.b.health.rise: expected a count from 1 to 100",
+            ),
+            (
+                "[balancer.b]\nmembers = [\"http://a:1\"]\n[balancer.b.health]\nexpect = \"2xx\"\n",
+                "sidecar.toml:9: balancer.b.health.expect: expected statuses such as",
+            ),
+            (
+                "[balancer.b]\nmembers = [\"http://a:1\"]\n[balancer.b.health]\ninterval = \"10ms\"\n",
+                "sidecar.toml:9: balancer.b.health.interval: expected at least 100ms",
+            ),
+            (
+                "[balancer.b]\nmembers = [\"http://a:1\"]\n[balancer.b.health]\nmethod = \"HEAD\"\n",
+                "sidecar.toml:9: balancer.b.health.method: unknown field",
+            ),
+        ] {
+            let got = errors(&format!("{head}{tail}"));
+            assert!(got.iter().any(|e| e.starts_with(want)), "want {want:?}, got {got:?}");
+        }
     }
 
     #[test]
