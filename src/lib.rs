@@ -8,10 +8,12 @@
 //!
 //! Import rule: a module imports only from layers before its own:
 //! `h1`, `target` | `rewrite`, `route`, `balance`, `access_log` | `config`, `tls` | `net`,
-//! `metrics`, `shared` | `server::Worker` | `proxy`, `admin` | `server`, `signals` | `cmd`.
-//! `server::Worker` (one worker thread's state, which every connection task reads) sits
-//! below the proxy; the rest of `server` drives it. `h1`, `target`, `rewrite`, `route`,
-//! `balance` and `access_log` are pure: no async, clock, file or socket.
+//! `dns`, `metrics`, `shared` | `server::Worker` | `proxy`, `admin`, `health_check`,
+//! `discovery` | `server`, `signals` | `cmd`. `server::Worker` (one worker thread's
+//! state, which every connection task reads) sits below the proxy; the rest of `server`
+//! drives it. `dns::resolv_conf` is pure and read by `config` at load. `h1`, `target`,
+//! `rewrite`, `route`, `balance` and `access_log` are pure: no async, clock, file or
+//! socket.
 //!
 //! Only `cli`, `cmd` (for `main.rs`) and `rewrite` (for its benchmark) are public.
 #![forbid(unsafe_code)]
