@@ -30,6 +30,10 @@ use crate::target::Url;
 /// proxy opens a tunnel's count right after its request's count closes (no await in
 /// between), so a second is plenty; ten leave `/status` time to show the member left.
 const SLOT_REUSE_AFTER: Duration = Duration::from_secs(10);
+/// One name stands for at most this many members. An answer over TCP may list
+/// thousands of addresses; each member costs a slot, a health check and a share of
+/// every pick's walk, so a runaway or hostile answer is cut here (in answer order).
+pub const MAX_MEMBERS_PER_NAME: usize = 256;
 
 /// Per replica, beside its spec, health and load.
 #[derive(Clone, Debug, Default)]
@@ -112,7 +116,8 @@ pub fn found_from_srv(template: &ReplicaSpec, records: &[SrvRecord]) -> Vec<Foun
         return Vec::new();
     };
     let mut out: Vec<Found> = Vec::new();
-    for r in records {
+    // The target becomes the `Host` header and the TLS name: only a plain host name.
+    for r in records.iter().filter(|r| is_host_name(&r.host)) {
         let status = match template.status {
             Status::Normal if r.priority > best => Status::HotStandby,
             s => s,
@@ -125,6 +130,11 @@ pub fn found_from_srv(template: &ReplicaSpec, records: &[SrvRecord]) -> Vec<Foun
         }
     }
     out
+}
+
+/// Letters, digits, `-`, `.` and `_`, as config accepts in a member's host.
+fn is_host_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
 }
 
 impl Balancer {
@@ -146,6 +156,8 @@ impl Balancer {
             self.lookup_failed(entry, "no addresses in the answer".into());
             return change;
         }
+        let mut found = found;
+        found.truncate(MAX_MEMBERS_PER_NAME);
         let first_answer = self.names[entry].refreshed_at.is_none();
         let url_of =
             |f: &Found| Url { host: f.host.clone(), port: f.addr.port(), addr: Some(f.addr), ..template.url.clone() };
@@ -375,6 +387,12 @@ mod tests {
                 &["a.test 10.0.0.1:80 1 normal"][..],
             ),
             (Status::Disabled, vec![rec(20, 1, 80, "b.test", &["10.0.0.2"])], &["b.test 10.0.0.2:80 1 disabled"][..]),
+            // A target that is no plain host name never reaches a Host header.
+            (
+                Status::Normal,
+                vec![rec(10, 1, 80, "evil\\013.test", &["10.0.0.6"]), rec(10, 1, 80, "a.test", &["10.0.0.1"])],
+                &["a.test 10.0.0.1:80 1 normal"][..],
+            ),
             (Status::Normal, vec![], &[][..]),
         ] {
             let got: Vec<String> = found_from_srv(&template(status), &records)
@@ -478,6 +496,15 @@ mod tests {
         let change = answer(&mut b, &["10.0.0.1", "10.0.0.2"], t0 + 2 * S);
         assert_eq!(change.recovered_from.as_deref(), Some("no addresses in the answer"));
         assert_eq!(b.names()[0].error, None);
+    }
+
+    #[test]
+    fn a_name_stands_for_at_most_max_members() {
+        let mut b = discovered(Duration::ZERO);
+        let many: Vec<IpAddr> = (0..1000u32).map(|i| IpAddr::from((0x0a00_0000 + i).to_be_bytes())).collect();
+        let found = found_from_addresses(&b.spec.discovered[0].template.clone(), &many);
+        b.update_members(0, found, S, Instant::now());
+        assert_eq!(b.spec.replicas.len(), MAX_MEMBERS_PER_NAME);
     }
 
     #[test]
