@@ -629,3 +629,32 @@ fn check_resolves_names_once_and_warns_about_those_that_do_not_resolve() {
     assert!(ran.stdout.contains("A/AAAA: 127.0.0.2:3000 127.0.0.3:3000"), "{}", ran.stdout);
     assert!(ran.stderr.contains("warning: balancer.app: nowhere.test (A/AAAA) does not resolve now"), "{}", ran.stderr);
 }
+
+#[test]
+fn a_reload_keeps_the_answer_and_the_health_of_addresses_that_stay() {
+    let dns = FakeDns::start();
+    let (port, replicas) = replicas(2, 2);
+    dns.set_a("app.test", &ips_of(2..4));
+    let health = "[balancer.app.health]\npath = \"/healthz\"\ninterval = \"200ms\"\nfall = 2";
+    let entry = format!("\"http://app.test:{port}\"");
+    let p = Sidecar::start(&config(&dns, &entry, health, ""));
+    replicas[1].unwell.store(true, SeqCst);
+    let state_of = |who: &str| members_of(&p, who);
+    assert!(wait_until(Duration::from_secs(5), || state_of("127.0.0.3") == "failed"), "{:?}", members(&p));
+    // A changed definition (another method): a new balancer that takes over the old one's state.
+    p.rewrite_config(&config(&dns, &entry, &format!("method = \"byrequests\"\n{health}"), ""));
+    p.signal("HUP");
+    let method = || status(&p)["balancers"][0]["method"].as_str().map(String::from);
+    assert!(wait_until(Duration::from_secs(5), || method().as_deref() == Some("byrequests")), "reloaded");
+    assert_eq!(state_of("127.0.0.3"), "failed", "the dead member stays out: {:?}", members(&p));
+    assert_eq!(state_of("127.0.0.2"), "healthy");
+    for _ in 0..20 {
+        let r = p.get("/who");
+        assert_eq!((r.status, r.body_str().as_str()), (200, "127.0.0.2"), "no gap, no request to the dead member");
+    }
+}
+
+/// The state of the member at `who` in `/status`.
+fn members_of(p: &Sidecar, who: &str) -> String {
+    members(p).into_iter().find(|(a, _, _)| a.contains(who)).map(|(_, _, s)| s).unwrap_or_default()
+}
