@@ -28,6 +28,10 @@ const MAX_REFRESH: Duration = Duration::from_secs(30);
 const RETRY_UNRESOLVED: Duration = Duration::from_secs(1);
 /// How often the supervisor looks for a reloaded config.
 const CONFIG_POLL: Duration = Duration::from_millis(200);
+/// The first lookups, before listening, wait at most this long: a dead nameserver
+/// with Kubernetes' `ndots:5` search list would otherwise hold the start for a minute
+/// (timeout × attempts × candidates). Names still unanswered resolve in the background.
+const FIRST_LOOKUP_LIMIT: Duration = Duration::from_secs(5);
 
 /// Runs for the life of the worker: one task per discovered name and per balancer
 /// with `[balancer.NAME.health]`, replaced whenever the config is.
@@ -58,8 +62,9 @@ pub async fn run(shared: Arc<Shared>) {
     .await
 }
 
-/// Looks every name of `config` up once, all at the same time: at startup, before
-/// anything listens, so the first requests find members; and for `sidecar check`.
+/// Looks every name of `config` up once, all at the same time, for at most
+/// `FIRST_LOOKUP_LIMIT`: at startup, before anything listens, so the first requests
+/// find members; and for `sidecar check`.
 pub fn resolve_now(config: &Config) {
     let ex = LocalExecutor::new();
     let work = ex.run(async {
@@ -73,7 +78,9 @@ pub fn resolve_now(config: &Config) {
             t.await;
         }
     });
-    async_io::block_on(work);
+    async_io::block_on(futures_lite::future::or(work, async {
+        Timer::after(FIRST_LOOKUP_LIMIT).await;
+    }));
 }
 
 async fn keep_fresh(resolver: ResolverConfig, b: Arc<SharedBalancer>, entry: usize) {

@@ -52,9 +52,13 @@ pub fn resolve_warnings(c: &Config) -> Vec<String> {
     let mut out = Vec::new();
     for b in &c.balancers {
         for n in b.lock().names() {
-            if let Some(error) = &n.error {
-                let (kind, name) = (n.lookup.kind(), n.lookup.name());
-                out.push(format!("balancer.{}: {name} ({kind}) does not resolve now: {error}", b.name));
+            let (kind, name) = (n.lookup.kind(), n.lookup.name());
+            match (&n.error, n.addresses.is_empty()) {
+                (Some(error), _) => {
+                    out.push(format!("balancer.{}: {name} ({kind}) does not resolve now: {error}", b.name))
+                }
+                (None, true) => out.push(format!("balancer.{}: {name} ({kind}): no answer in time", b.name)),
+                (None, false) => {}
             }
         }
     }
@@ -116,6 +120,7 @@ pub fn describe(c: &Config) -> String {
             let addresses: Vec<String> = n.addresses.iter().map(ToString::to_string).collect();
             let found = match (&n.error, addresses.is_empty()) {
                 (Some(e), true) => format!("does not resolve: {e}"),
+                (None, true) => "no answer in time".to_string(),
                 (_, _) => format!(
                     "{}: {}{}",
                     n.lookup.kind(),
