@@ -1,29 +1,40 @@
 //! The admin listener (`[admin] listen`, never the public port): `GET /healthz`,
-//! `/readyz`, `/metrics` (Prometheus text) and `/status` (JSON). It runs as tasks on the
-//! first worker (each request is a few microseconds of work), answers one request per
-//! connection, and reads only the shared state.
+//! `/readyz`, `/metrics` (Prometheus text) and `/status` (JSON). It answers one request
+//! per connection and reads only the shared state.
+//!
+//! It runs on a thread of its own with plain blocking sockets, not on a worker: a
+//! liveness probe must get its answer when the proxy is saturated, and above all when
+//! the process is out of descriptors (a probe that fails then restarts a proxy that is
+//! still serving). Not as another async-io executor either: async-io has one reactor
+//! per process, and a second thread blocked in it would take the workers' socket
+//! events. Blocking I/O costs a thread and serves one connection at a time, each within
+//! `ADMIN_IO_TIMEOUT`, which suits a handful of probes a second. One descriptor is kept
+//! in reserve: when `accept` fails for lack of descriptors, the reserve is given up for
+//! that one connection and taken back after it.
 
 use std::fmt::Write;
+use std::fs::File;
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::rc::Rc;
-
-use async_io::Async;
-use smol::LocalExecutor;
-
 use crate::access_log::json_string;
 use crate::config::Config;
 use crate::h1::answer::{Answer, Body};
 use crate::h1::head::{parse_request_head, MAX_HEADERS};
-use crate::net::stream::{deadline, Conn, Stream};
+use crate::h1::scan::HeadScanner;
+use crate::net::connect::is_local_shortage;
 use crate::shared::Shared;
 
-/// An admin request must arrive quickly and small; probes are tiny.
-const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// An admin request must arrive quickly and small; probes are tiny. The whole exchange
+/// (head in, answer out) gets this long, so a stalled client delays the next probe by
+/// at most this.
+const ADMIN_IO_TIMEOUT: Duration = Duration::from_secs(2);
 const ADMIN_MAX_HEAD: usize = 8 * 1024;
+/// After an `accept` error that the reserve did not cure, wait this long (no spinning).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Binds the admin address (before anything serves, so a bad address is an exit 1).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -32,35 +43,82 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(listener)
 }
 
-/// Serves the admin listener on the calling worker's executor, one task per request.
-pub async fn accept_loop(ex: Rc<LocalExecutor<'static>>, listener: Async<TcpListener>, shared: Arc<Shared>) {
+/// Serves the admin listener on its own thread for the rest of the process's life.
+pub fn spawn(listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
+    listener.set_nonblocking(false)?;
+    std::thread::Builder::new().name("sidecar-admin".into()).spawn(move || accept_loop(&listener, &shared))?;
+    Ok(())
+}
+
+/// A descriptor held in reserve for the admin endpoint's next connection.
+fn reserve() -> Option<File> {
+    File::open("/dev/null").ok()
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Shared) {
+    let mut spare = reserve();
     loop {
-        match listener.accept().await {
-            Ok((stream, _)) => ex.spawn(serve(stream, Arc::clone(&shared))).detach(),
-            Err(_) => crate::net::clock::sleep(Duration::from_millis(100)).await,
+        match listener.accept() {
+            Ok((stream, _)) => serve(stream, shared),
+            Err(e) if is_local_shortage(&e) && spare.is_some() => {
+                // The proxy holds every other descriptor: this connection gets the
+                // reserve. A worker may take the freed number first; then the next
+                // round tries again.
+                drop(spare.take());
+                match listener.accept() {
+                    Ok((stream, _)) => serve(stream, shared),
+                    Err(_) => std::thread::sleep(ACCEPT_BACKOFF),
+                }
+            }
+            Err(e) => {
+                crate::throttle::error(&format!("admin: accept failed: {e}"));
+                std::thread::sleep(ACCEPT_BACKOFF);
+            }
+        }
+        if spare.is_none() {
+            spare = reserve();
         }
     }
 }
 
-async fn serve(stream: Async<TcpStream>, shared: Arc<Shared>) {
-    let mut conn = Conn::new(Stream::Plain(stream));
-    let read = async {
-        let len = conn.read_head(ADMIN_MAX_HEAD, false).await.ok()?;
-        parse_request_head(&conn.buffered()[..len], MAX_HEADERS).ok()
-    };
-    let Some(Some(head)) = deadline(ADMIN_READ_TIMEOUT, read).await else { return };
+/// One request on one connection, within `ADMIN_IO_TIMEOUT`.
+fn serve(mut stream: TcpStream, shared: &Shared) {
+    let end = Instant::now() + ADMIN_IO_TIMEOUT;
+    let Some(head) = read_head(&mut stream, end) else { return };
+    let Ok(head) = parse_request_head(&head, MAX_HEADERS) else { return };
     let path = head.target.split('?').next().unwrap_or("");
     let (status, content_type, text) = if head.method != "GET" && head.method != "HEAD" {
         (405, "text/plain", "method not allowed\n".to_string())
     } else {
-        answer(path, &shared)
+        answer(path, shared)
     };
     let answer = Answer::new(status)
         .body(Body::Text { content_type, text: &text })
         .no_store()
         .close(true)
         .head_only(head.method == "HEAD");
-    let _ = conn.write_flush(&answer.to_bytes()).await;
+    let _ = stream.set_write_timeout(Some(end.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))));
+    let _ = io::Write::write_all(&mut stream, &answer.to_bytes());
+}
+
+/// The request head's bytes, read by `end`.
+fn read_head(stream: &mut TcpStream, end: Instant) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; ADMIN_MAX_HEAD];
+    let mut len = 0;
+    let mut scanner = HeadScanner::default();
+    loop {
+        let left = end.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
+        stream.set_read_timeout(Some(left)).ok()?;
+        let n = stream.read(&mut buf[len..]).ok().filter(|&n| n > 0)?;
+        len += n;
+        if let Some(head_len) = scanner.scan(&buf[..len], ADMIN_MAX_HEAD).ok()? {
+            buf.truncate(head_len);
+            return Some(buf);
+        }
+        if len == buf.len() {
+            return None;
+        }
+    }
 }
 
 fn answer(path: &str, shared: &Shared) -> (u16, &'static str, String) {
@@ -137,9 +195,6 @@ fn render_names(config: &Config, out: &mut String) {
         for n in b.lock().names() {
             rows.push((b.name.clone(), n.lookup.name().to_string(), n.addresses.len(), n.errors, n.error.is_some()));
         }
-    }
-    if rows.is_empty() {
-        return;
     }
     for (name, help, kind, value) in [
         ("sidecar_dns_addresses", "Members a DNS name stands for (its last good answer).", "gauge", 0u8),

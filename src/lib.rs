@@ -7,24 +7,26 @@
 //! ```
 //!
 //! Import rule: a module imports only from layers before its own:
-//! `h1`, `target` | `rewrite`, `route`, `balance`, `access_log` | `config`, `tls` | `net`,
-//! `dns`, `metrics`, `shared` | `server::Worker` | `proxy`, `admin`, `health_check`,
-//! `discovery` | `server`, `signals` | `cmd`. `server::Worker` (one worker thread's
-//! state, which every connection task reads) sits below the proxy; the rest of `server`
-//! drives it. `dns::resolv_conf` is pure and read by `config` at load. `h1`, `target`,
-//! `rewrite`, `route`, `balance` and `access_log` are pure: no async, clock, file or
-//! socket.
+//! `h1`, `target` | `rewrite`, `route`, `balance`, `access_log` | `config`, `tls`, `dev_cert` | `net`,
+//! `dns`, `metrics`, `shared`, `throttle`, `access_queue` | `server::Worker` | `proxy`, `admin`,
+//! `health_check`, `discovery` | `server`, `signals` | `cmd`.
+//! `server::Worker` (one worker thread's state, which every connection task reads) sits
+//! below the proxy; the rest of `server` drives it. `dns::resolv_conf` is pure and read by
+//! `config` at load. `h1`, `target`, `rewrite`, `route`, `balance` and `access_log` are
+//! pure: no async, clock, file or socket.
 //!
 //! Only `cli`, `cmd` (for `main.rs`) and `rewrite` (for its benchmark) are public.
 #![forbid(unsafe_code)]
 
 pub(crate) mod access_log;
+pub(crate) mod access_queue;
 pub(crate) mod admin;
 pub(crate) mod apache;
 pub(crate) mod balance;
 pub mod cli;
 pub mod cmd;
 pub(crate) mod config;
+pub(crate) mod dev_cert;
 pub(crate) mod discovery;
 pub(crate) mod dns;
 pub(crate) mod h1;
@@ -38,4 +40,5 @@ pub(crate) mod server;
 pub(crate) mod shared;
 pub(crate) mod signals;
 pub(crate) mod target;
+pub(crate) mod throttle;
 pub(crate) mod tls;

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub connect_errors: AtomicU64,
     pub pool_reused: AtomicU64,
     pub pool_new: AtomicU64,
+    /// Access lines dropped because stdout did not take them (shared with the writer).
+    pub access_log_dropped: Arc<AtomicU64>,
 }
 
 impl Metrics {
@@ -119,6 +121,12 @@ impl Metrics {
                 self.pool_reused.load(Relaxed) as i64,
             ),
             ("sidecar_pool_new_total", "counter", "Backend connections opened.", self.pool_new.load(Relaxed) as i64),
+            (
+                "sidecar_access_log_dropped_total",
+                "counter",
+                "Access lines dropped because stdout did not take them.",
+                self.access_log_dropped.load(Relaxed) as i64,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         }

@@ -1,11 +1,11 @@
 //! `sidecar check`: validate the config and print what it resolves to, in a form a
-//! person can read (SPEC §2).
+//! person can read.
 
 use std::fmt::Write;
 use std::path::Path;
 
 use crate::balance::Status;
-use crate::config::{self, Config};
+use crate::config::{self, Config, SelfSignedSource};
 use crate::rewrite::{self, RuleSource};
 
 pub fn check(path: &Path) -> i32 {
@@ -71,6 +71,21 @@ pub fn describe(c: &Config) -> String {
     let scheme = if c.server_tls.is_some() { "https" } else { "http" };
     for addr in &c.listen {
         let _ = writeln!(s, "listen  {scheme}://{addr}");
+    }
+    if let Some(dev) = &c.self_signed {
+        let what = match &dev.source {
+            SelfSignedSource::Generated { cert, files: None } => {
+                format!("made at each start for {}, kept in memory", cert.names.join(", "))
+            }
+            SelfSignedSource::Generated { cert, files: Some(f) } => format!(
+                "made at start for {}, written to {} and {}",
+                cert.names.join(", "),
+                f.cert.display(),
+                f.key.display()
+            ),
+            SelfSignedSource::Read(f) => format!("{} (SHA-256 {})", f.cert.display(), dev.fingerprint),
+        };
+        let _ = writeln!(s, "tls     self-signed development certificate: {what}");
     }
     let _ = writeln!(s, "workers {}", c.workers);
     if let Some(admin) = c.admin {

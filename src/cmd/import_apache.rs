@@ -1,6 +1,6 @@
 //! `sidecar import-apache FILE`: prints the equivalent sidecar.toml on stdout, and on
-//! stderr every warning and every directive it did not convert, each with its line
-//! (SPEC §5). The rule lints of `sidecar check` run too, reported at Apache lines.
+//! stderr every warning and every directive it did not convert, each with its line.
+//! The rule lints of `sidecar check` run too, reported at Apache lines.
 
 use std::path::Path;
 

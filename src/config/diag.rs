@@ -1,6 +1,6 @@
 //! A config problem with its place: `file:line: key: message`. Every check in
 //! `resolve.rs` produces one of these; all are collected, sorted by line and printed
-//! before anything listens (STYLE §5).
+//! before anything listens.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! The serde mirror of sidecar.toml (SPEC §3): types only, no checks beyond TOML's
+//! The serde mirror of sidecar.toml: types only, no checks beyond TOML's
 //! own. `deny_unknown_fields` everywhere so a typo is an error with its line, and
 //! `Spanned` on every value that `resolve.rs` checks later so its errors have a line too.
 //! The two "string or table/list" shapes have hand-written visitors instead of
@@ -39,6 +39,8 @@ pub struct Server {
     pub tunnel_idle_timeout: Option<Spanned<String>>,
     pub drain_timeout: Option<Spanned<String>>,
     pub pool_idle_timeout: Option<Spanned<String>>,
+    pub body_timeout: Option<Spanned<String>>,
+    pub body_min_rate: Option<Spanned<u32>>,
     pub max_head_bytes: Option<Spanned<u32>>,
     pub max_headers: Option<Spanned<u32>>,
     pub max_connections: Option<Spanned<u32>>,
@@ -78,8 +80,11 @@ impl<'de> Deserialize<'de> for Listen {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTls {
-    pub cert: Spanned<String>,
-    pub key: Spanned<String>,
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    /// Generate a development certificate at start (written to `cert`/`key` when
+    /// they are given and absent).
+    pub self_signed: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

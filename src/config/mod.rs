@@ -2,9 +2,12 @@
 //! `resolve` turns the serde mirror into a `Config` or into every `Diagnostic` at once.
 
 mod diag;
+#[cfg(test)]
+mod documented;
 mod duration;
 pub mod file;
 mod resolve;
+mod server_tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +17,7 @@ use std::time::Duration;
 use futures_rustls::rustls::{ClientConfig, ServerConfig};
 
 pub use diag::Diagnostic;
+pub use server_tls::{SelfSigned, Source as SelfSignedSource};
 
 use crate::access_log::AccessFormat;
 use crate::balance::{Balancer, BalancerSpec};
@@ -26,6 +30,8 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// TLS on the listeners, when `[server.tls]` is set.
     pub server_tls: Option<Arc<ServerConfig>>,
+    /// With `[server.tls] self_signed = true`: the development certificate in use.
+    pub self_signed: Option<SelfSigned>,
     pub server_name: Option<String>,
     pub workers: usize,
     pub timeouts: Timeouts,
@@ -46,13 +52,13 @@ pub struct Config {
     pub resolver: crate::dns::ResolverConfig,
 }
 
-/// Every wait has a deadline (SECURITY §0.8).
+/// Every wait has a deadline (docs/security.md, principle 4).
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
     /// Backend response (Apache `ProxyTimeout`) → 504.
     pub proxy: Duration,
     pub connect: Duration,
-    /// The whole request head must arrive within this (slowloris, SECURITY L2).
+    /// The whole request head must arrive within this (slowloris: docs/security.md, L2).
     pub header: Duration,
     /// An idle client connection between requests.
     pub keepalive: Duration,
@@ -60,6 +66,9 @@ pub struct Timeouts {
     pub drain: Duration,
     /// A pooled backend connection unused this long is closed.
     pub pool_idle: Duration,
+    /// A request body: no read waits longer, and all reads together wait at most this
+    /// plus one second per `Limits::body_min_rate` bytes (slow POST, docs/security.md L3) → 408.
+    pub body: Duration,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -70,6 +79,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Request bodies over this are refused with 413; `None`: no limit.
     pub max_body_bytes: Option<u64>,
+    /// Bytes per second a request body must average (with `Timeouts::body`); at least 1.
+    pub body_min_rate: u64,
 }
 
 /// A balancer's live state, shared by every worker (one lock per pick and report,
@@ -140,9 +151,11 @@ impl Config {
 
     /// After a reload: a balancer whose definition did not change keeps its live state
     /// (health, back-off, load, resolved members), so a SIGHUP does not resurrect a
-    /// dead replica. One that changed takes over the health of the members it still
-    /// has and the last answers of the names it still uses.
+    /// dead replica; an in-memory development certificate is kept too. A balancer that
+    /// changed takes over the health of the members it still has and the last answers
+    /// of the names it still uses.
     pub fn adopt_state(&mut self, old: &Config) {
+        self.adopt_self_signed(old);
         for b in &mut self.balancers {
             if let Some(prev) = old.balancer(&b.name) {
                 if prev.definition == b.definition {

@@ -1,5 +1,5 @@
 //! The serde mirror → a checked `Config`, or every problem at once, each with its
-//! file, line and key (STYLE §5). Defaults are named constants with the reason.
+//! file, line and key. Defaults are named constants with the reason.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,6 +11,7 @@ use toml::Spanned;
 use super::diag::{Diagnostic, Lines};
 use super::duration::parse_duration;
 use super::file::{self, File};
+use super::server_tls;
 use super::{Config, Limits, SharedBalancer, Timeouts};
 use crate::access_log::AccessFormat;
 use crate::balance::{
@@ -29,11 +30,11 @@ const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(60);
 /// A backend on the same host or pod answers a connect in microseconds; 5 s covers a
 /// busy remote one without leaving a client hanging on a dead address.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// SPEC §3 comment; nginx's 60 s is generous to slowloris.
+/// Enough for a slow mobile client to send a head; nginx's 60 s is generous to slowloris.
 const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Between Apache's 5 s (too short for browsers) and nginx's 75 s.
 const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
-/// SPEC §3: WebSockets are long-lived; nginx's 60 s is the classic "drops after a minute".
+/// WebSockets are long-lived; nginx's 60 s is the classic "drops after a minute".
 const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Shorter than nginx's upstream 60 s; a connection the backend closed sooner is
@@ -46,6 +47,12 @@ const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
 const DEFAULT_RETRY: Duration = Duration::from_secs(10);
 const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(300);
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Apache's `RequestReadTimeout body=20,MinRate=500`: 20 s of grace, and then the body
+/// must keep averaging 500 bytes/s, which any real uplink does and R-U-Dead-Yet's byte
+/// every few seconds does not. nginx's `client_body_timeout` (60 s between two reads)
+/// alone never stops a client that sends a byte every 59 s.
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(20);
+const DEFAULT_BODY_MIN_RATE: u32 = 500;
 /// Where a pod or container is told how to resolve names.
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 const HOSTS_FILE: &str = "/etc/hosts";
@@ -138,6 +145,15 @@ impl Cx<'_> {
             ),
             drain: self.duration(&server.drain_timeout, "server.drain_timeout", DEFAULT_DRAIN_TIMEOUT),
             pool_idle: self.duration(&server.pool_idle_timeout, "server.pool_idle_timeout", DEFAULT_POOL_IDLE_TIMEOUT),
+            body: self.duration(&server.body_timeout, "server.body_timeout", DEFAULT_BODY_TIMEOUT),
+        };
+        let body_min_rate = match &server.body_min_rate {
+            Some(v) if *v.get_ref() == 0 => {
+                self.err(v, "server.body_min_rate", "expected at least 1 (bytes per second)");
+                DEFAULT_BODY_MIN_RATE
+            }
+            Some(v) => *v.get_ref(),
+            None => DEFAULT_BODY_MIN_RATE,
         };
         let workers = match &server.workers {
             Some(w) if *w.get_ref() == 0 || *w.get_ref() > 256 => {
@@ -177,15 +193,16 @@ impl Cx<'_> {
             None => MAX_HEADERS,
         };
         let max_connections = server.max_connections.as_ref().map_or(DEFAULT_MAX_CONNECTIONS, |v| *v.get_ref());
-        let server_tls = server.tls.as_ref().and_then(|tls| {
-            let t = tls.get_ref();
-            let cert = self.file_path(&t.cert, "server.tls.cert");
-            let key = self.file_path(&t.key, "server.tls.key");
-            if !cert.is_file() || !key.is_file() {
-                return None;
-            }
-            crate::tls::server_config(&cert, &key).map_err(|e| self.err(tls, "server.tls", e)).ok()
-        });
+        let server_name = server.server_name.as_ref().map(|s| s.get_ref().as_str());
+        let (server_tls, self_signed) =
+            match server.tls.as_ref().map(|t| server_tls::resolve(t, &self.base, server_name, self.lines)) {
+                None => (None, None),
+                Some(Ok((config, self_signed))) => (Some(config), self_signed),
+                Some(Err(errors)) => {
+                    self.errors.extend(errors);
+                    (None, None)
+                }
+            };
         let admin = file.admin.as_ref().and_then(|a| match a.get_ref().listen.get_ref().parse::<SocketAddr>() {
             // Port 0 means "any free port", which cannot collide.
             Ok(addr) if addr.port() != 0 && listen.contains(&addr) => {
@@ -243,6 +260,7 @@ impl Cx<'_> {
             path: path.to_path_buf(),
             listen,
             server_tls,
+            self_signed,
             server_name: server.server_name.as_ref().map(|s| s.get_ref().clone()),
             workers,
             timeouts,
@@ -251,6 +269,7 @@ impl Cx<'_> {
                 max_headers,
                 max_connections: max_connections as usize,
                 max_body_bytes: server.max_body_bytes.as_ref().map(|v| *v.get_ref()),
+                body_min_rate: u64::from(body_min_rate),
             },
             via: server.via.unwrap_or(false),
             access_log,
@@ -595,7 +614,7 @@ mod tests {
     }
 
     #[test]
-    fn spec_example_resolves() {
+    fn example_with_rewrite_proxy_and_balancer_resolves() {
         let source = r#"
 [server]
 listen = ["127.0.0.1:8443", "[::1]:8443"]

@@ -18,6 +18,12 @@ use crate::h1::scan::{blank_lines, HeadScanner, ScanError};
 /// Bytes read from a socket per read call when streaming a body; also the most a
 /// `Conn` buffers beyond a head.
 pub const READ_BYTES: usize = 16 * 1024;
+/// Bytes a relay (a body copy, a tunnel direction) moves before it lets the other tasks
+/// of its worker run. Sockets on loopback or a fast LAN can stay ready for as long as a
+/// peer keeps sending, and an executor task runs until it returns `Pending`: without
+/// this, one tunnel fed faster than it drains would keep its worker from everyone else.
+/// 128 KiB is eight reads; the yield costs one readiness registration.
+pub const FAIR_SHARE_BYTES: u64 = 128 * 1024;
 /// A connection's first buffer: most request and response heads fit, and allocating it
 /// per request (buffers are released between requests) stays cheap.
 const FIRST_BUFFER_BYTES: usize = 4 * 1024;
@@ -43,6 +49,38 @@ impl Stream {
     pub fn is_idle_and_open(&self) -> bool {
         let mut byte = [0u8; 1];
         matches!(self.tcp().get_ref().peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Lets the worker's other tasks run before the next read from this stream: returns
+    /// `Pending` once, with a wake-up arranged, then `Ready` on the next call (`*yielded`
+    /// remembers which). On a plain socket the wake-up is the socket's own readiness,
+    /// which comes through the reactor, so tasks waiting for I/O (an `accept`, another
+    /// client's request) are woken in the same turn. Under TLS rustls may already hold
+    /// plaintext with nothing left on the socket to signal, so the task only goes to the
+    /// back of the executor's queue.
+    pub fn poll_yield_before_read(&self, cx: &mut Context<'_>, yielded: &mut bool) -> Poll<()> {
+        if *yielded {
+            *yielded = false;
+            return Poll::Ready(());
+        }
+        *yielded = true;
+        if let Self::Plain(s) = self {
+            // A readiness left over from an earlier wake-up is consumed first; the second
+            // call registers for the next one.
+            for _ in 0..2 {
+                if s.poll_readable(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// `poll_yield_before_read` as a future.
+    pub async fn yield_before_read(&self) {
+        let mut yielded = false;
+        std::future::poll_fn(|cx| self.poll_yield_before_read(cx, &mut yielded)).await
     }
 }
 
@@ -176,6 +214,40 @@ impl Conn {
         self.start = 0;
         self.end = 0;
         rest
+    }
+}
+
+impl Conn {
+    /// Completes when the peer has closed the connection (or broken it), while its
+    /// request waits for an answer. Bytes that arrive instead are not a close: they are
+    /// the next pipelined request, so the watch stops there and they stay where they
+    /// are. A plain socket is only peeked at (nothing is consumed); under TLS a
+    /// close_notify cannot be told from data without decrypting, so records are read
+    /// into this connection's buffer (at most `read_ahead` bytes) for the next request.
+    pub async fn closed(&mut self, read_ahead: usize) -> io::Error {
+        let gone = || io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the connection");
+        if let Stream::Plain(s) = &self.stream {
+            loop {
+                if let Err(e) = s.readable().await {
+                    return e;
+                }
+                let mut byte = [0u8; 1];
+                match s.get_ref().peek(&mut byte) {
+                    Ok(0) => return gone(),
+                    Ok(_) => return std::future::pending().await,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return e,
+                }
+            }
+        }
+        loop {
+            match self.fill(read_ahead).await {
+                Ok(0) => return gone(),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::OutOfMemory => return std::future::pending().await,
+                Err(e) => return e,
+            }
+        }
     }
 }
 

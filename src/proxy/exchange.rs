@@ -10,11 +10,11 @@ use crate::h1::headers::{write_request_head, Forwarding, Outgoing, CONTINUE};
 use crate::h1::scan::ScanError;
 use crate::net::clock;
 use crate::net::connect::{connect, ConnectError};
-use crate::net::stream::{Conn, HeadReadError};
+use crate::net::stream::{with_timeout, Conn, HeadReadError};
 use crate::route::join_paths;
 use crate::target::Url;
 
-use super::body::{copy_body, CopyError, Encoding};
+use super::body::{copy_body, CopyError, Encoding, ReadPace};
 use super::decide::Destination;
 use super::error::{ProxyError, UpstreamError};
 use super::request::Request;
@@ -122,7 +122,9 @@ async fn send(req: &mut Request<'_>, client: &mut Conn, backend: &mut Conn, head
             req.counts.body_in += n;
         }
     }
-    if let Err(e) = backend.write_flush(&out).await {
+    // A backend that takes nothing (and a head too big for the socket buffers) must
+    // not hold the request past proxy_timeout: one deadline for the whole write.
+    if let Err(e) = with_timeout(timeouts.proxy, backend.write_flush(&out)).await {
         return Ok(Sent::Failed(UpstreamError::Io(e)));
     }
     if !req.progress.body_done {
@@ -143,8 +145,20 @@ async fn send(req: &mut Request<'_>, client: &mut Conn, backend: &mut Conn, head
             }
         }
         let encoding = if req.framing == Framing::Chunked { Encoding::Chunked } else { Encoding::Raw };
-        let max = req.config.limits.max_body_bytes;
-        match copy_body(client, &mut backend.stream, req.framing, encoding, timeouts.proxy, Vec::new(), max).await {
+        let limits = req.config.limits;
+        let pace = ReadPace::MinRate { timeout: timeouts.body, min_rate: limits.body_min_rate };
+        let copied = copy_body(
+            client,
+            &mut backend.stream,
+            req.framing,
+            encoding,
+            pace,
+            timeouts.proxy,
+            Vec::new(),
+            limits.max_body_bytes,
+        )
+        .await;
+        match copied {
             Ok(n) => {
                 req.progress.body_done = true;
                 req.counts.body_in += n;
@@ -152,6 +166,7 @@ async fn send(req: &mut Request<'_>, client: &mut Conn, backend: &mut Conn, head
             Err(CopyError::Write(e)) => return Ok(Sent::Failed(UpstreamError::Io(e))),
             Err(CopyError::Chunk(why)) => return Err(ProxyError::BadRequest(why)),
             Err(CopyError::TooLarge) => return Err(ProxyError::BodyTooLarge),
+            Err(CopyError::Read(e)) if e.kind() == std::io::ErrorKind::TimedOut => return Err(ProxyError::BodyTimeout),
             Err(CopyError::Read(e)) => return Err(ProxyError::ClientGone(e)),
             Err(CopyError::Truncated) => {
                 return Err(ProxyError::ClientGone(std::io::Error::new(
@@ -162,18 +177,42 @@ async fn send(req: &mut Request<'_>, client: &mut Conn, backend: &mut Conn, head
         }
     }
     loop {
-        match read_response_head(backend, timeouts.proxy).await {
-            Ok(res) if res.status == 100 => {
+        // The client may leave while its request waits: then the backend request is
+        // abandoned at once, as nginx does, instead of holding both connections until
+        // proxy_timeout. Only once the body is in (before that its bytes are the body),
+        // and not behind a pipelined request already read: that client is not gone.
+        let head = read_response_head(backend, timeouts.proxy);
+        let read_ahead = req.config.limits.max_head_bytes;
+        let waited = match req.progress.body_done && client.buffered().is_empty() {
+            true => {
+                futures_lite::future::or(async { Waited::Head(head.await) }, async {
+                    let e = client.closed(read_ahead).await;
+                    log::debug!("client closed while its request waited: {e}");
+                    Waited::ClientClosed
+                })
+                .await
+            }
+            false => Waited::Head(head.await),
+        };
+        match waited {
+            Waited::ClientClosed => return Err(ProxyError::ClientClosed),
+            Waited::Head(Ok(res)) if res.status == 100 => {
                 if expects_continue && !req.progress.sent_continue {
                     send_continue(req, client).await?;
                 }
             }
             // 102/103 and other interim answers are dropped; the final one follows.
-            Ok(res) if res.status != 101 && res.status < 200 => {}
-            Ok(res) => return Ok(Sent::Response(res)),
-            Err(e) => return Ok(Sent::Failed(e)),
+            Waited::Head(Ok(res)) if res.status != 101 && res.status < 200 => {}
+            Waited::Head(Ok(res)) => return Ok(Sent::Response(res)),
+            Waited::Head(Err(e)) => return Ok(Sent::Failed(e)),
         }
     }
+}
+
+/// What came first while a request waited for its answer.
+enum Waited {
+    Head(Result<ResponseHead, UpstreamError>),
+    ClientClosed,
 }
 
 async fn send_continue(req: &mut Request<'_>, client: &mut Conn) -> Result<(), ProxyError> {

@@ -16,6 +16,7 @@ use crate::h1::upgrade::{classify_upgrade, Upgrade};
 use crate::net::connect::ConnectError;
 use crate::net::stream::{with_timeout, Conn};
 use crate::target::{Target, Url};
+use crate::throttle;
 
 use super::decide::{decide, Decided, Destination};
 use super::error::{ProxyError, UpstreamError};
@@ -41,7 +42,7 @@ pub(super) async fn handle(req: &mut Request<'_>, client: &mut Conn) -> Next {
             // Connect failures were logged per attempt; other replica faults here.
             if let ProxyError::Upstream { cause, .. } = &e {
                 if !matches!(cause, UpstreamError::Connect(_)) {
-                    log::warn!("{}: {e}", req.record.route.as_deref().unwrap_or("-"));
+                    throttle::warn(&format!("{}: {e}", req.record.route.as_deref().unwrap_or("-")));
                 }
             }
             if req.answer_error(client, &e).await {
@@ -143,7 +144,7 @@ async fn forward(req: &mut Request<'_>, dest: &Destination, client: &mut Conn) -
                 let result = relay(req, dest, client, &url, backend, res).await;
                 if let Some(lease) = req.lease.as_mut() {
                     lease.report(match &result {
-                        Err(ProxyError::Upstream { cause, .. }) => Outcome::Failure(failure_of(cause)),
+                        Err(ProxyError::Upstream { cause, .. }) => outcome_of(cause),
                         _ if failed_status => Outcome::Failure(Failure::Status(status)),
                         _ => Outcome::Success,
                     });
@@ -154,20 +155,27 @@ async fn forward(req: &mut Request<'_>, dest: &Destination, client: &mut Conn) -
                 }
                 return result;
             }
+            Tried::ConnectFailed(ConnectError::Local(e)) => {
+                // Out of descriptors or buffers here: another replica would fail the
+                // same way, and this one is not to blame.
+                throttle::error(&format!("{}: no backend connection: {e}", url.origin()));
+                end_attempt(req, Outcome::Abandoned);
+                return Err(ProxyError::Shortage(e));
+            }
             Tried::ConnectFailed(e) => {
                 // Nothing was sent: another replica may take it, whatever the method.
-                log::warn!("{}: {e}", url.origin());
+                throttle::warn(&format!("{}: {e}", url.origin()));
                 req.counts.connect_errors += 1;
                 let cause = UpstreamError::Connect(e);
-                end_attempt(req, Outcome::Failure(failure_of(&cause)));
+                end_attempt(req, outcome_of(&cause));
                 last_error = Some(failed(cause));
             }
             Tried::Failed(cause) => {
-                end_attempt(req, Outcome::Failure(failure_of(&cause)));
+                end_attempt(req, outcome_of(&cause));
                 // No response byte arrived: a request without a body may go once more,
                 // to another replica; one whose body was sent never is.
                 if matches!(upstream, Upstream::Balanced(_)) && replayable && !replayed {
-                    log::warn!("{}: {cause}; retrying on another replica", url.origin());
+                    throttle::warn(&format!("{}: {cause}; retrying on another replica", url.origin()));
                     replayed = true;
                     last_error = Some(failed(cause));
                     continue;
@@ -225,8 +233,10 @@ fn all_down(balancer: &SharedBalancer, tried: &[usize]) -> Option<std::time::Dur
 }
 
 /// What the balancer is told about an upstream error.
-fn failure_of(cause: &UpstreamError) -> Failure {
-    match cause {
+fn outcome_of(cause: &UpstreamError) -> Outcome {
+    Outcome::Failure(match cause {
+        // Sidecar's own shortage says nothing about the member.
+        UpstreamError::Connect(ConnectError::Local(_)) => return Outcome::Abandoned,
         UpstreamError::Connect(ConnectError::Resolve(_)) => Failure::Resolve,
         UpstreamError::Connect(ConnectError::Refused(_)) => Failure::ConnectRefused,
         UpstreamError::Connect(ConnectError::Timeout) => Failure::ConnectTimeout,
@@ -235,7 +245,7 @@ fn failure_of(cause: &UpstreamError) -> Failure {
         UpstreamError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => Failure::ResponseTimeout,
         UpstreamError::Io(_) | UpstreamError::Closed => Failure::Reset,
         UpstreamError::Malformed(_) | UpstreamError::BadSwitch(_) => Failure::Malformed,
-    }
+    })
 }
 
 /// The route part of the sticky cookie `name` (Apache: the value after its last '.').

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use async_io::Timer;
 use futures_lite::{AsyncRead, AsyncWrite};
 
-use crate::net::stream::{Stream, READ_BYTES};
+use crate::net::stream::{Stream, FAIR_SHARE_BYTES, READ_BYTES};
 
 thread_local! {
     /// One read buffer per worker thread, shared by all its tunnels.
@@ -54,10 +54,16 @@ struct Direction {
     read_done: bool,
     done: bool,
     bytes: u64,
+    /// Bytes read since this direction last let the worker's other tasks run.
+    since_yield: u64,
+    /// A fairness yield is under way (`Stream::poll_yield_before_read`).
+    yielded: bool,
 }
 
-/// Moves bytes from `from` to `to` until `from` ends and `to` is shut down, or until
-/// the next read/write would block. Sets `*active` when bytes moved.
+/// Moves bytes from `from` to `to` until `from` ends and `to` is shut down, until the
+/// next read/write would block, or until `FAIR_SHARE_BYTES` moved (then it yields, so a
+/// peer that never stops sending cannot keep the worker to itself). Sets `*active`
+/// when bytes moved.
 fn pump(
     from: &mut Stream,
     to: &mut Stream,
@@ -96,6 +102,12 @@ fn pump(
                 Poll::Pending => Poll::Pending,
             };
         }
+        if d.since_yield >= FAIR_SHARE_BYTES {
+            match from.poll_yield_before_read(cx, &mut d.yielded) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) => d.since_yield = 0,
+            }
+        }
         let step = SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let n = match Pin::new(&mut *from).poll_read(cx, &mut scratch[..]) {
@@ -108,6 +120,7 @@ fn pump(
                 Poll::Pending => return Poll::Pending,
             };
             d.bytes += n as u64;
+            d.since_yield += n as u64;
             *active = true;
             let mut off = 0;
             while off < n {
@@ -205,4 +218,70 @@ pub async fn run(
     };
     let end = (&mut pump).await;
     TunnelStats { up: pump.up.bytes, down: pump.down.bytes, end }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    use async_io::Async;
+    use socket2::SockRef;
+
+    /// A connected loopback pair with large buffers, the first end async.
+    fn pair() -> (Async<TcpStream>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let near = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (far, _) = listener.accept().expect("accept");
+        for s in [&near, &far] {
+            let _ = SockRef::from(s).set_recv_buffer_size(2 << 20);
+            let _ = SockRef::from(s).set_send_buffer_size(2 << 20);
+        }
+        (Async::new(near).expect("async"), far)
+    }
+
+    #[test]
+    fn one_poll_moves_at_most_a_fair_share_of_a_peer_that_keeps_sending() {
+        let (client, mut client_far) = pair();
+        let (backend, mut backend_far) = pair();
+        let waiting = 512 * 1024;
+        client_far.write_all(&vec![7u8; waiting]).expect("fill the client's socket");
+        // Everything must be readable at once, as from a peer that sends faster than
+        // sidecar relays.
+        let mut peek = vec![0u8; waiting];
+        let end = Instant::now() + Duration::from_secs(5);
+        while client.get_ref().peek(&mut peek).unwrap_or(0) < waiting && Instant::now() < end {
+            std::thread::yield_now();
+        }
+        let mut pump = Pump {
+            client: Stream::Plain(client),
+            backend: Stream::Plain(backend),
+            up: Direction::default(),
+            down: Direction::default(),
+            idle: Duration::from_secs(60),
+            last_active: Instant::now(),
+            timer: Timer::after(Duration::from_secs(60)),
+            shutdown: Box::pin(std::future::pending::<()>()),
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(Pin::new(&mut pump).poll(&mut cx).is_pending());
+        let moved = pump.up.bytes;
+        assert!(
+            moved >= FAIR_SHARE_BYTES && moved <= FAIR_SHARE_BYTES + READ_BYTES as u64,
+            "one poll moved {moved} of {waiting} ready bytes; a fair share is {FAIR_SHARE_BYTES}"
+        );
+        // The rest follows on the next polls.
+        let mut got = vec![0u8; waiting];
+        backend_far.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        backend_far.read_exact(&mut got[..moved as usize]).expect("the relayed bytes");
+        for _ in 0..100 {
+            let _ = Pin::new(&mut pump).poll(&mut cx);
+            if pump.up.bytes == waiting as u64 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(pump.up.bytes, waiting as u64, "every byte is relayed in the end");
+    }
 }

@@ -10,7 +10,7 @@ use crate::h1::headers::ClientConnection;
 use crate::net::stream::Conn;
 use crate::target::Url;
 
-use super::body::{copy_body, CopyError, Encoding};
+use super::body::{copy_body, CopyError, Encoding, ReadPace};
 use super::decide::Destination;
 use super::error::{ProxyError, UpstreamError};
 use super::request::Request;
@@ -55,7 +55,8 @@ pub(super) async fn relay(
             Version::Http10 => res.headers.has_token("Connection", "keep-alive"),
         };
     let idle = req.config.timeouts.proxy;
-    match copy_body(&mut backend, &mut client.stream, rf.framing, encoding, idle, out, None).await {
+    match copy_body(&mut backend, &mut client.stream, rf.framing, encoding, ReadPace::Idle(idle), idle, out, None).await
+    {
         Ok(n) => req.record.bytes = Some(n),
         Err(CopyError::Write(e)) => return Err(ProxyError::ClientGone(e)),
         Err(e) => {

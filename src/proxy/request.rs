@@ -18,7 +18,7 @@ use crate::route::reverse_url;
 use crate::server::Worker;
 
 use super::decide::Destination;
-use super::error::ProxyError;
+use super::error::{ProxyError, CLIENT_CLOSED_STATUS};
 use super::lease::Lease;
 use super::ClientInfo;
 
@@ -103,6 +103,9 @@ impl<'c> Request<'c> {
     /// whether the connection must close.
     pub async fn answer_error(&mut self, client: &mut Conn, e: &ProxyError) -> bool {
         self.record.reason = Some(e.to_string());
+        if let (ProxyError::ClientClosed, false) = (e, self.progress.responded) {
+            self.record.status = CLIENT_CLOSED_STATUS;
+        }
         let close = e.closes_connection() || self.must_close();
         if let (Some(answer), false) = (e.answer(), self.progress.responded) {
             self.record.status = answer.status;
@@ -174,9 +177,8 @@ impl<'c> Request<'c> {
 /// for a request that never got as far as a `Request` (a bad head, a timeout).
 pub(crate) fn log_access(worker: &Worker, config: &Config, record: &AccessRecord) {
     if let Some(line) = record.line(config.access_log, std::time::SystemTime::now()) {
-        use std::io::Write;
-        // stdout is line-buffered: one write per line, lines from workers never interleave.
-        let _ = writeln!(std::io::stdout().lock(), "{line}");
+        // Never written here: a stalled stdout must not stop the worker.
+        worker.shared().access_log.push(line);
     }
     worker.metrics().request(record.route.as_deref().unwrap_or("-"), record.status, record.elapsed);
 }

@@ -3,7 +3,7 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_io::{Async, Timer};
 use futures_rustls::TlsAcceptor;
@@ -12,6 +12,7 @@ use smol::LocalExecutor;
 use crate::h1::answer::Answer;
 use crate::net::stream::{with_timeout, Stream};
 use crate::proxy::{serve, ClientInfo};
+use crate::throttle;
 
 use super::worker::Worker;
 
@@ -23,7 +24,6 @@ const OVER_LIMIT_RETRY_AFTER_SECS: u64 = 1;
 
 pub(super) async fn accept_loop(ex: Rc<LocalExecutor<'static>>, listener: Async<TcpListener>, worker: Rc<Worker>) {
     let local = listener.get_ref().local_addr().ok();
-    let mut last_error_log: Option<Instant> = None;
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             worker.shutdown().await;
@@ -42,12 +42,9 @@ pub(super) async fn accept_loop(ex: Rc<LocalExecutor<'static>>, listener: Async<
                 ex.spawn(connection(Rc::clone(&worker), tcp, peer, local, tls)).detach();
             }
             Err(e) => {
-                // Out of descriptors (EMFILE/ENFILE) or a transient error: log at most
-                // once a second, back off, keep serving what is established.
-                if last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    log::error!("accept failed: {e}");
-                    last_error_log = Some(Instant::now());
-                }
+                // Out of descriptors (EMFILE/ENFILE) or a transient error: log
+                // (throttled), back off, keep serving what is established.
+                throttle::error(&format!("accept failed: {e}"));
                 Timer::after(ACCEPT_BACKOFF).await;
             }
         }
@@ -78,7 +75,7 @@ async fn connection(
     if over_limit {
         // A clear answer beats a silent queue; over TLS it costs a handshake, but a
         // client that sees a reset cannot tell overload from a broken proxy.
-        log::warn!("{peer}: refused, max_connections ({}) reached", config.limits.max_connections);
+        throttle::warn(&format!("refusing connections: max_connections ({}) reached", config.limits.max_connections));
         let answer = Answer::new(503).retry_after(OVER_LIMIT_RETRY_AFTER_SECS).close(true).to_bytes();
         let write = async {
             futures_lite::AsyncWriteExt::write_all(&mut stream, &answer).await?;

@@ -66,20 +66,11 @@ impl Running {
     pub fn take_threads(&mut self) -> Vec<JoinHandle<()>> {
         std::mem::take(&mut self.threads)
     }
-
-    /// Blocks until every worker stops.
-    pub fn wait(self) {
-        for t in self.threads {
-            let _ = t.join();
-        }
-    }
 }
 
 /// Binds every listener for every worker (so a bind error is reported before anything
-/// runs) and starts the workers.
-/// `admin` is served by the first worker (its own thread in async-io's one reactor
-/// would steal the workers' socket events).
-pub fn start(shared: Arc<Shared>, admin: Option<TcpListener>) -> io::Result<Running> {
+/// runs) and starts the workers. The admin endpoint runs apart from them (`admin`).
+pub fn start(shared: Arc<Shared>) -> io::Result<Running> {
     let config = shared.config();
     let reuse_port = config.workers > 1;
     let mut per_worker: Vec<Vec<TcpListener>> = (0..config.workers).map(|_| Vec::new()).collect();
@@ -102,17 +93,15 @@ pub fn start(shared: Arc<Shared>, admin: Option<TcpListener>) -> io::Result<Runn
     let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
     let mut threads = Vec::new();
     let mut reloads = Vec::new();
-    let mut admin = admin;
     let workers = config.workers;
     for (i, listeners) in per_worker.into_iter().enumerate() {
         let shared = Arc::clone(&shared);
-        let admin = admin.take();
         let shutdown = shutdown_rx.clone();
         let (reload_tx, reload_rx) = async_channel::bounded(4);
         reloads.push(reload_tx);
         let thread = std::thread::Builder::new()
             .name(format!("sidecar-worker-{i}"))
-            .spawn(move || run_worker(shared, listeners, admin, shutdown, reload_rx, i == 0))?;
+            .spawn(move || run_worker(shared, listeners, shutdown, reload_rx, i == 0))?;
         threads.push(thread);
     }
     let listen = config.listen.clone();
@@ -122,7 +111,6 @@ pub fn start(shared: Arc<Shared>, admin: Option<TcpListener>) -> io::Result<Runn
 fn run_worker(
     shared: Arc<Shared>,
     listeners: Vec<TcpListener>,
-    admin: Option<TcpListener>,
     shutdown: async_channel::Receiver<()>,
     reloads: async_channel::Receiver<Arc<Config>>,
     first: bool,
@@ -134,12 +122,6 @@ fn run_worker(
         if first {
             // DNS refreshes and active health checks: a few packets a second at most.
             ex.spawn(crate::discovery::run(Arc::clone(worker.shared()))).detach();
-        }
-        if let Some(admin) = admin {
-            match Async::new(admin) {
-                Ok(l) => ex.spawn(crate::admin::accept_loop(Rc::clone(&ex), l, Arc::clone(worker.shared()))).detach(),
-                Err(e) => log::error!("cannot register the admin listener: {e}"),
-            }
         }
         for listener in listeners {
             match Async::new(listener) {

@@ -1,5 +1,6 @@
 //! The command line and config errors: `check` exit codes, diagnostics that name
-//! `file:line: key`, bad config or bind → 1 before listening, bad command line → 2.
+//! `file:line: key`, bad config or bind → 1 before listening, help for every flag, bad
+//! command line → the error and the help, 2.
 
 use crate::support::tls;
 use crate::support::*;
@@ -147,6 +148,82 @@ fn bogus_flag_exits_2() {
     let dir = TempDir::new();
     let ran = run_binary(dir.path(), &["--bogus"]);
     assert_eq!(ran.code, Some(2), "stdout:\n{}\nstderr:\n{}", ran.stdout, ran.stderr);
+}
+
+/// The option lines of a help text: (flags, purpose) from its `Options:` and
+/// `Positional Arguments:` sections.
+fn help_entries(help: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut in_options = false;
+    for line in help.lines() {
+        if line == "Options:" || line == "Positional Arguments:" {
+            in_options = true;
+            continue;
+        }
+        if !line.starts_with("  ") {
+            in_options = false;
+            continue;
+        }
+        if in_options {
+            let body = line.trim_start();
+            // Flags and purpose are separated by a run of spaces; a purpose that wraps
+            // continues on a line that starts with many spaces.
+            if line.starts_with("   ") {
+                continue;
+            }
+            let (flags, purpose) = body.split_once("  ").unwrap_or((body, ""));
+            out.push((flags.trim().to_string(), purpose.trim().to_string()));
+        }
+    }
+    out
+}
+
+#[test]
+fn help_of_sidecar_and_of_each_command_lists_every_flag_with_a_purpose() {
+    let dir = TempDir::new();
+    for (args, usage, flags) in [
+        (&["--help"][..], "Usage: sidecar [-c <config>] [-V]", &["-c, --config", "-V, --version", "--help, help"][..]),
+        (&["check", "--help"][..], "Usage: sidecar check", &["-c, --config", "--help, help"][..]),
+        (&["demo", "--help"][..], "Usage: sidecar demo", &["--port", "--tls", "--help, help"][..]),
+        (&["import-apache", "--help"][..], "Usage: sidecar import-apache", &["file", "--help, help"][..]),
+    ] {
+        let ran = run_binary(dir.path(), args);
+        assert_eq!(ran.code, Some(0), "{args:?}: {}", ran.stderr);
+        assert!(ran.stdout.starts_with(usage), "{args:?}: want {usage:?} first:\n{}", ran.stdout);
+        let entries = help_entries(&ran.stdout);
+        let listed: Vec<&str> = entries.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(listed, flags, "{args:?}: the flags listed:\n{}", ran.stdout);
+        for (flag, purpose) in &entries {
+            assert!(purpose.len() > 8, "{args:?}: {flag} needs a one-line purpose:\n{}", ran.stdout);
+        }
+    }
+    let top = run_binary(dir.path(), &["--help"]).stdout;
+    for command in ["check", "demo", "import-apache"] {
+        assert!(top.lines().any(|l| l.trim_start().starts_with(command)), "{command} listed:\n{top}");
+    }
+    assert!(top.contains("130"), "the exit codes are listed:\n{top}");
+}
+
+#[test]
+fn an_unknown_command_or_flag_prints_the_error_and_the_help_and_exits_2() {
+    let dir = TempDir::new();
+    for (args, error, usage) in [
+        (&["--bogus"][..], "Unrecognized argument: --bogus", "Usage: sidecar [-c <config>]"),
+        (&["serve"][..], "Unrecognized argument: serve", "Usage: sidecar [-c <config>]"),
+        (&["demo", "--bogus"][..], "Unrecognized argument: --bogus", "Usage: sidecar demo"),
+        (&["check", "--port", "1"][..], "Unrecognized argument: --port", "Usage: sidecar check"),
+        (&["import-apache"][..], "Required positional arguments not provided", "Usage: sidecar import-apache"),
+    ] {
+        let ran = run_binary(dir.path(), args);
+        assert_eq!(ran.code, Some(2), "{args:?}\nstdout:\n{}\nstderr:\n{}", ran.stdout, ran.stderr);
+        assert!(ran.stdout.is_empty(), "{args:?}: nothing on stdout: {}", ran.stdout);
+        assert!(ran.stderr.starts_with(error), "{args:?}: the error first:\n{}", ran.stderr);
+        assert!(
+            ran.stderr.contains(usage) && ran.stderr.contains("Options:"),
+            "{args:?}: then the help:\n{}",
+            ran.stderr
+        );
+    }
 }
 
 #[test]

@@ -444,15 +444,15 @@ fn a_tunnel_on_a_member_that_left_dns_closes_after_drain_timeout() {
     let p = Sidecar::start(&config(&dns, &format!("\"http://app.test:{port}\""), "", "drain_timeout = \"1s\""));
     let mut tunnel = ws_open(p.addr(), "/chat");
     ws_round_trip(&mut tunnel, "before");
+    let changed = Instant::now(); // the member leaves at the next refresh, after this
     dns.set_a("app.test", &[ip(3)]);
     assert!(p.wait_for_log("; left: ", Duration::from_secs(5)));
-    let left = Instant::now();
     ws_round_trip(&mut tunnel, "still open while it drains");
     assert!(crate::support::ws_wait_closed(&mut tunnel, Duration::from_secs(4)), "closed after drain_timeout");
-    let closed_after = left.elapsed();
-    assert!(closed_after >= Duration::from_millis(800), "not before drain_timeout: {closed_after:?}");
+    let closed_after = changed.elapsed();
+    assert!(closed_after >= Duration::from_millis(950), "not before drain_timeout: {closed_after:?}");
     assert_eq!(p.get("/who").body_str(), "127.0.0.3");
-    println!("tunnel on a removed member closed {closed_after:?} after the removal (drain_timeout 1s)");
+    println!("tunnel on a removed member closed {closed_after:?} after its address left the answer (refresh 200ms, drain_timeout 1s)");
 }
 
 #[test]

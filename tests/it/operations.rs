@@ -171,8 +171,10 @@ fn signal_at_startup(config: &std::path::Path, signal: &str, handled: &str) -> R
         }
     });
     let mut go = killer.stdin.take();
-    let mut outcome = Err("no outcome within 2 s".to_string());
-    let end = Instant::now() + Duration::from_secs(2);
+    // Generous: a debug build starting on a loaded machine; what is asserted is that the
+    // process handled the signal rather than died of it.
+    let mut outcome = Err("no outcome within 10 s".to_string());
+    let end = Instant::now() + Duration::from_secs(10);
     while let Ok(line) = rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
         if line.contains("listening on") {
             if let Some(mut w) = go.take() {

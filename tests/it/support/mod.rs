@@ -108,6 +108,15 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_sidecar")
 }
 
+/// How `Sidecar::launch` starts the binary.
+#[derive(Default, Clone, Copy)]
+pub struct Launch {
+    /// `ulimit -n` for the process (through `sh -c`, which then execs sidecar).
+    pub max_fds: Option<u32>,
+    /// Stdout is a pipe nobody reads: once the pipe buffer is full, writes block.
+    pub stdout_unread: bool,
+}
+
 /// The running proxy. Kills and reaps its child on Drop; prints its logs if the test
 /// is failing.
 pub struct Sidecar {
@@ -115,6 +124,8 @@ pub struct Sidecar {
     logs: Arc<Mutex<Vec<String>>>,
     /// Stdout lines (the access log).
     out: Arc<Mutex<Vec<String>>>,
+    /// With `Launch::stdout_unread`: the pipe, held open and never read.
+    _unread_stdout: Option<std::process::ChildStdout>,
     addr: SocketAddr,
     https: bool,
     dir: TempDir,
@@ -133,11 +144,42 @@ impl Sidecar {
 
     /// `start_in` with extra environment variables (the test-build hooks).
     pub fn start_with_env(dir: TempDir, config_toml: &str, env: &[(&str, &str)]) -> Sidecar {
+        Sidecar::launch(dir, config_toml, env, Launch::default())
+    }
+
+    /// Starts sidecar the way `launch` says (a lowered descriptor limit, a stdout
+    /// nobody reads).
+    pub fn launch(dir: TempDir, config_toml: &str, env: &[(&str, &str)], launch: Launch) -> Sidecar {
         let config = dir.write("sidecar.toml", config_toml);
-        let mut child = Command::new(binary())
-            .arg("--config")
-            .arg(&config)
-            .envs(env.iter().copied())
+        let mut command = match launch.max_fds {
+            None => Command::new(binary()),
+            // `exec` keeps the pid: the child this test holds is sidecar itself.
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(format!("ulimit -n {n} && exec \"$0\" \"$@\"")).arg(binary());
+                c
+            }
+        };
+        command.arg("--config").arg(&config).envs(env.iter().copied());
+        Sidecar::spawn(dir, command, config_toml, launch.stdout_unread)
+    }
+
+    /// Starts the binary with `args` in `dir` (`["demo", "--port", "0"]`) and waits for
+    /// its `listening on` line; `what` describes the run in failure messages.
+    pub fn start_args(dir: TempDir, args: &[&str], what: &str) -> Sidecar {
+        let mut command = Command::new(binary());
+        command.args(args);
+        Sidecar::start_command(dir, command, what)
+    }
+
+    /// Starts `command` (the binary, or a shell that execs it) and waits for its
+    /// `listening on` line.
+    pub fn start_command(dir: TempDir, command: Command, what: &str) -> Sidecar {
+        Sidecar::spawn(dir, command, what, false)
+    }
+
+    fn spawn(dir: TempDir, mut command: Command, what: &str, stdout_unread: bool) -> Sidecar {
+        let mut child = command
             .env("RUST_LOG", "info,access=info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -145,7 +187,10 @@ impl Sidecar {
             .spawn()
             .expect("spawn sidecar");
         let logs = collect_lines(child.stderr.take().expect("stderr piped"));
-        let out = collect_lines(child.stdout.take().expect("stdout piped"));
+        let (out, unread_stdout) = match stdout_unread {
+            false => (collect_lines(child.stdout.take().expect("stdout piped")), None),
+            true => (Arc::new(Mutex::new(Vec::new())), child.stdout.take()),
+        };
         let end = Instant::now() + START_DEADLINE;
         let found = loop {
             if let Some(found) = logs.lock().expect("logs").iter().find_map(|l| parse_listening(l)) {
@@ -154,7 +199,7 @@ impl Sidecar {
             if let Ok(Some(status)) = child.try_wait() {
                 std::thread::sleep(Duration::from_millis(50)); // let the reader drain stderr
                 panic!(
-                    "sidecar exited with {status} before listening; config:\n{config_toml}\nlogs:\n{}",
+                    "sidecar exited with {status} before listening; run:\n{what}\nlogs:\n{}",
                     logs.lock().expect("logs").join("\n")
                 );
             }
@@ -168,11 +213,16 @@ impl Sidecar {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
-        Sidecar { child, logs, out, addr: found.0, https: found.1, dir }
+        Sidecar { child, logs, out, _unread_stdout: unread_stdout, addr: found.0, https: found.1, dir }
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The process id of the child this test started.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn port(&self) -> u16 {
@@ -538,6 +588,15 @@ impl Conn {
                 Fill::Timeout => return (std::mem::take(&mut self.buf), false),
             }
         }
+    }
+
+    /// Whatever arrives within `limit` (possibly nothing).
+    pub fn read_available(&mut self, limit: Duration) -> Vec<u8> {
+        let until = Instant::now() + limit;
+        if self.buf.is_empty() {
+            let _ = self.fill(until);
+        }
+        std::mem::take(&mut self.buf)
     }
 
     /// Asserts the peer closes within `limit` without sending anything more.
