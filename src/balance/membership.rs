@@ -1,5 +1,5 @@
 //! PURE, `now` is a parameter. Which replicas a balancer has while names resolve to
-//! changing sets of addresses (SPEC §3.1 names as members). Discovery (I/O) hands
+//! changing sets of addresses (a member written as a name). Discovery (I/O) hands
 //! each answer over as a list of `Found` members; this file diffs it against what the
 //! balancer has:
 //!
