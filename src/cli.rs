@@ -50,6 +50,12 @@ pub struct CheckArgs {
     /// config file to check (default: the top-level --config, ./sidecar.toml)
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
+    /// explain what sidecar would do with this request ('GET /chat'), sending nothing
+    #[argh(option)]
+    pub explain: Option<String>,
+    /// a header of the --explain request ('Upgrade: websocket'); repeat for more
+    #[argh(option, short = 'H')]
+    pub header: Vec<String>,
 }
 
 /// run two example replicas (HTTP + WebSocket echo) and the proxy in front of them on

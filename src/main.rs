@@ -32,7 +32,13 @@ fn main() {
     }
     let code = match cli.command {
         None => cmd::run::run(&cli.config),
-        Some(Command::Check(c)) => cmd::check::check(c.config.as_deref().unwrap_or(&cli.config)),
+        Some(Command::Check(c)) => {
+            let path = c.config.as_deref().unwrap_or(&cli.config);
+            match &c.explain {
+                None => cmd::check::check(path),
+                Some(request) => cmd::check::check_explain(path, request, &c.header),
+            }
+        }
         Some(Command::Demo(d)) => cmd::demo::demo(d.port, d.tls),
         Some(Command::ImportApache(a)) => cmd::import_apache::import_apache(&a.file),
     };

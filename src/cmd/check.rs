@@ -33,6 +33,31 @@ pub fn check(path: &Path) -> i32 {
     }
 }
 
+/// `check --explain`: loads the config (exit 1 if it is broken, as `check`) and prints
+/// what sidecar would do with the request, sending nothing. A request sidecar would not
+/// parse exits 2, as a bad command line does.
+pub fn check_explain(path: &Path, request: &str, headers: &[String]) -> i32 {
+    let c = match config::load(path) {
+        Ok(c) => c,
+        Err(diagnostics) => {
+            for d in diagnostics {
+                eprintln!("{d}");
+            }
+            return 1;
+        }
+    };
+    match super::explain::explain_request(request, headers, c.server_name.as_deref()) {
+        Ok(head) => {
+            print!("{}", super::explain::explain(&c, &head));
+            0
+        }
+        Err(e) => {
+            eprintln!("--explain: {e}");
+            2
+        }
+    }
+}
+
 /// Rule lints with their lines in the file.
 pub fn warnings(c: &Config) -> Vec<(usize, String)> {
     let sources: Vec<RuleSource<'_>> = c.rule_sources.iter().map(|(conds, rule)| RuleSource { conds, rule }).collect();

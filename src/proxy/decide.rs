@@ -8,7 +8,7 @@ use std::cell::OnceCell;
 use crate::config::Config;
 use crate::h1::head::RequestHead;
 use crate::h1::upgrade::Upgrade;
-use crate::rewrite::{Decision, RequestVars};
+use crate::rewrite::{Decision, NoTrace, RequestVars, Trace};
 use crate::route::{normalize_target, upstream_target, NormPath, PathError};
 use crate::target::Target;
 
@@ -104,6 +104,17 @@ fn path_error(e: PathError) -> ProxyError {
 }
 
 pub fn decide(config: &Config, head: &RequestHead, info: &ClientInfo, upgrade: Upgrade) -> Result<Decided, ProxyError> {
+    decide_traced(config, head, info, upgrade, &mut NoTrace)
+}
+
+/// `decide`, telling `trace` what the rewrite rules did (`sidecar check --explain`).
+pub fn decide_traced(
+    config: &Config,
+    head: &RequestHead,
+    info: &ClientInfo,
+    upgrade: Upgrade,
+    trace: &mut impl Trace,
+) -> Result<Decided, ProxyError> {
     if head.target == "*" {
         return Ok(Decided::OptionsStar);
     }
@@ -120,7 +131,7 @@ pub fn decide(config: &Config, head: &RequestHead, info: &ClientInfo, upgrade: U
     };
     let websocket = upgrade == Upgrade::WebSocket;
     let rewritten;
-    let norm = match config.rules.evaluate(&vars) {
+    let norm = match config.rules.evaluate_traced(&vars, trace) {
         Decision::Pass => &norm,
         Decision::Rewritten { path_and_query, .. } => {
             rewritten = normalize_target(&path_and_query).map_err(path_error)?;

@@ -249,7 +249,7 @@ fn outcome_of(cause: &UpstreamError) -> Outcome {
 }
 
 /// The route part of the sticky cookie `name` (Apache: the value after its last '.').
-fn sticky_route(head: &RequestHead, name: &str) -> Option<String> {
+pub(crate) fn sticky_route(head: &RequestHead, name: &str) -> Option<String> {
     head.headers.all("Cookie").flat_map(|v| v.split(|&b| b == b';')).find_map(|pair| {
         let pair = crate::h1::head::trim(pair);
         let (k, v) = pair.split_at(pair.iter().position(|&b| b == b'=')?);

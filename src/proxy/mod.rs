@@ -39,6 +39,9 @@ use crate::server::Worker;
 
 use request::{log_access, Request};
 
+pub(crate) use decide::{decide_traced, Decided};
+pub(crate) use forward::sticky_route;
+
 /// Facts about the client connection.
 pub(crate) struct ClientInfo {
     pub peer: SocketAddr,

@@ -138,6 +138,26 @@ impl fmt::Display for Field {
     }
 }
 
+/// Hears what the rules do, step by step, for `sidecar check --explain`. The proxy
+/// evaluates with `NoTrace`, whose empty methods compile to nothing.
+pub trait Trace {
+    /// Rule `rule`'s pattern was tried on the path; `applies` includes its `!`.
+    fn pattern<'s>(&mut self, rule: usize, subject: &dyn Fn() -> &'s str, applies: bool) {
+        let _ = (rule, subject, applies);
+    }
+
+    /// Condition `cond` of rule `rule`: its test string as expanded, and whether it held
+    /// (its `!` included).
+    fn cond(&mut self, rule: usize, cond: usize, input: &str, held: bool) {
+        let _ = (rule, cond, input, held);
+    }
+}
+
+/// No tracing: what the proxy uses.
+pub struct NoTrace;
+
+impl Trace for NoTrace {}
+
 /// The lines of one `[[rewrite]]` entry's strings in their file (sidecar.toml, or the
 /// Apache config `import-apache` reads), so a message about a `Field` names its line.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -220,9 +240,14 @@ impl Rules {
 
     /// Runs the rules over one request (see `eval.rs` for the semantics).
     pub fn evaluate(&self, req: &dyn RequestVars) -> Decision {
+        self.evaluate_traced(req, &mut NoTrace)
+    }
+
+    /// `evaluate`, telling `trace` each step (`sidecar check --explain`).
+    pub fn evaluate_traced(&self, req: &dyn RequestVars, trace: &mut impl Trace) -> Decision {
         if self.rules.is_empty() {
             return Decision::Pass;
         }
-        eval::evaluate(&self.rules, req)
+        eval::evaluate(&self.rules, req, trace)
     }
 }

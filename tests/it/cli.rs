@@ -183,7 +183,11 @@ fn help_of_sidecar_and_of_each_command_lists_every_flag_with_a_purpose() {
     let dir = TempDir::new();
     for (args, usage, flags) in [
         (&["--help"][..], "Usage: sidecar [-c <config>] [-V]", &["-c, --config", "-V, --version", "--help, help"][..]),
-        (&["check", "--help"][..], "Usage: sidecar check", &["-c, --config", "--help, help"][..]),
+        (
+            &["check", "--help"][..],
+            "Usage: sidecar check",
+            &["-c, --config", "--explain", "-H, --header", "--help, help"][..],
+        ),
         (&["demo", "--help"][..], "Usage: sidecar demo", &["--port", "--tls", "--help, help"][..]),
         (&["import-apache", "--help"][..], "Usage: sidecar import-apache", &["file", "--help, help"][..]),
     ] {
@@ -240,4 +244,109 @@ fn help_exits_0_and_lists_the_subcommands() {
     let ran = run_binary(dir.path(), &["--help"]);
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     assert!(ran.stdout.contains("check"), "{}", ran.stdout);
+}
+
+// ---- check --explain -----------------------------------------------------------------------
+
+/// A WebSocket rule to a balancer, a redirect rule and a catch-all route; members on
+/// ports nothing listens on: `--explain` must send nothing, so none is needed.
+const EXPLAINED: &str = r#"[server]
+listen = "127.0.0.1:0"
+
+[[rewrite]]
+cond = ["%{HTTP:Upgrade} websocket [NC]", "%{HTTP:Connection} upgrade [NC]"]
+rule = "^/socket.io/(.*) balancer://app/socket.io/$1 [P,L]"
+
+[[rewrite]]
+rule = "^/old/(.*) /new/$1 [R=301,L]"
+
+[[proxy]]
+path = "/"
+to = "balancer://app/"
+
+[balancer.app]
+method = "byrequests"
+stickysession = "ROUTEID"
+members = [{ url = "http://127.0.0.2:9", route = "one" }, { url = "http://127.0.0.3:9", route = "two", loadfactor = 2 }]
+"#;
+
+fn explain(args: &[&str]) -> Ran {
+    let dir = TempDir::new();
+    let path = dir.write("sidecar.toml", EXPLAINED);
+    let mut all = vec!["check", "--config", path.to_str().expect("utf-8 path"), "--explain"];
+    all.extend_from_slice(args);
+    run_binary(dir.path(), &all)
+}
+
+#[test]
+fn check_explain_walks_a_socket_io_upgrade_through_rules_route_and_pick() {
+    let ran = explain(&[
+        "GET /socket.io/?EIO=4&transport=websocket",
+        "-H",
+        "Upgrade: websocket",
+        "-H",
+        "Connection: Upgrade",
+        "-H",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "-H",
+        "Sec-WebSocket-Version: 13",
+    ]);
+    assert_eq!(ran.code, Some(0), "stderr:\n{}", ran.stderr);
+    let want = r#"request GET /socket.io/?EIO=4&transport=websocket HTTP/1.1
+  Host: localhost
+  Upgrade: websocket
+  Connection: Upgrade
+  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==
+  Sec-WebSocket-Version: 13
+rewrite[0] rule "^/socket.io/(.*) balancer://app/socket.io/$1 [P,L]" on path "/socket.io/": applies
+rewrite[0] cond[0] "%{HTTP:Upgrade} websocket [NC]" on "websocket": holds
+rewrite[0] cond[1] "%{HTTP:Connection} upgrade [NC]" on "Upgrade": holds
+decision: rewrite[0] forwards it to balancer://app/socket.io/?EIO=4&transport=websocket as "/socket.io/?EIO=4&transport=websocket" (WebSocket handshake, tunnelled after a valid 101)
+balancer app: method byrequests (smooth weighted round robin)
+  member http://127.0.0.2:9 status normal state healthy loadfactor 1 requests 0 tunnels 0
+  member http://127.0.0.3:9 status normal state healthy loadfactor 2 requests 0 tunnels 0
+pick: http://127.0.0.3:9 (byrequests's choice now)
+"#;
+    assert_eq!(ran.stdout, want);
+}
+
+#[test]
+fn check_explain_shows_failed_conditions_redirects_stickiness_and_refusals() {
+    for (args, want) in [
+        (
+            vec!["GET /socket.io/x", "-H", "Cookie: ROUTEID=abc.one"],
+            "request GET /socket.io/x HTTP/1.1\n  Host: localhost\n  Cookie: ROUTEID=abc.one\n\
+             rewrite[0] rule \"^/socket.io/(.*) balancer://app/socket.io/$1 [P,L]\" on path \"/socket.io/x\": applies\n\
+             rewrite[0] cond[0] \"%{HTTP:Upgrade} websocket [NC]\" on \"\": fails\n\
+             rewrite[1] rule \"^/old/(.*) /new/$1 [R=301,L]\" on path \"/socket.io/x\": does not apply\n\
+             decision: proxy[0] forwards it to balancer://app/ as \"/socket.io/x\" (HTTP request)\n\
+             balancer app: method byrequests (smooth weighted round robin)\n\
+             \x20 member http://127.0.0.2:9 status normal state healthy loadfactor 1 requests 0 tunnels 0\n\
+             \x20 member http://127.0.0.3:9 status normal state healthy loadfactor 2 requests 0 tunnels 0\n\
+             pick: http://127.0.0.2:9 (the sticky cookie names route \"one\")\n",
+        ),
+        (
+            vec!["GET /old/a?b=1"],
+            "request GET /old/a?b=1 HTTP/1.1\n  Host: localhost\n\
+             rewrite[0] rule \"^/socket.io/(.*) balancer://app/socket.io/$1 [P,L]\" on path \"/old/a\": does not apply\n\
+             rewrite[1] rule \"^/old/(.*) /new/$1 [R=301,L]\" on path \"/old/a\": applies\n\
+             decision: rewrite[1] redirects with 301 to /new/a?b=1\n",
+        ),
+        (
+            vec!["POST /x", "-H", "Content-Length: 1", "-H", "Transfer-Encoding: chunked"],
+            "request POST /x HTTP/1.1\n  Host: localhost\n  Content-Length: 1\n  Transfer-Encoding: chunked\n\
+             decision: answer 400 (both Content-Length and Transfer-Encoding)\n",
+        ),
+    ] {
+        let ran = explain(&args);
+        assert_eq!(ran.code, Some(0), "{args:?}: stderr:\n{}", ran.stderr);
+        assert_eq!(ran.stdout, want, "{args:?}");
+    }
+}
+
+#[test]
+fn check_explain_of_a_request_sidecar_would_refuse_to_parse_exits_2() {
+    let ran = explain(&["GET"]);
+    assert_eq!(ran.code, Some(2), "stdout:\n{}", ran.stdout);
+    assert!(ran.stderr.contains("--explain: not a request sidecar would accept"), "{}", ran.stderr);
 }
