@@ -48,6 +48,11 @@ pub fn check_explain(path: &Path, request: &str, headers: &[String]) -> i32 {
     };
     match super::explain::explain_request(request, headers, c.server_name.as_deref()) {
         Ok(head) => {
+            // Members named in DNS stand for what the name resolves to now.
+            crate::discovery::resolve_now(&c);
+            for message in resolve_warnings(&c) {
+                eprintln!("{}: warning: {message}", path.display());
+            }
             print!("{}", super::explain::explain(&c, &head));
             0
         }
