@@ -161,14 +161,14 @@ fn render_members(config: &Config, out: &mut String) {
             rows.push((b.name.clone(), m));
         }
     }
+    // A member found through DNS is one address of a name: `address` tells them apart.
+    let member = |m: &crate::balance::ReplicaStatus| match m.url.addr {
+        Some(a) => format!("member=\"{}\",address=\"{a}\"", m.url.origin()),
+        None => format!("member=\"{}\"", m.url.origin()),
+    };
     for (b, m) in &rows {
         let up = u8::from(m.status.in_service() && !m.state.is_ejected());
-        let _ = writeln!(
-            out,
-            "sidecar_member_up{{balancer=\"{b}\",member=\"{}\",state=\"{}\"}} {up}",
-            m.url.origin(),
-            m.state
-        );
+        let _ = writeln!(out, "sidecar_member_up{{balancer=\"{b}\",{},state=\"{}\"}} {up}", member(m), m.state);
     }
     for (name, help, kind, value) in [
         ("sidecar_member_requests", "Requests in flight per member.", "gauge", 0u8),
@@ -182,7 +182,33 @@ fn render_members(config: &Config, out: &mut String) {
                 1 => u64::from(m.tunnels),
                 _ => m.failures,
             };
-            let _ = writeln!(out, "{name}{{balancer=\"{b}\",member=\"{}\"}} {v}", m.url.origin());
+            let _ = writeln!(out, "{name}{{balancer=\"{b}\",{}}} {v}", member(m));
+        }
+    }
+    render_names(config, out);
+}
+
+/// Per DNS name: how many members it stands for and how many lookups failed.
+fn render_names(config: &Config, out: &mut String) {
+    let mut rows = Vec::new();
+    for b in &config.balancers {
+        for n in b.lock().names() {
+            rows.push((b.name.clone(), n.lookup.name().to_string(), n.addresses.len(), n.errors, n.error.is_some()));
+        }
+    }
+    for (name, help, kind, value) in [
+        ("sidecar_dns_addresses", "Members a DNS name stands for (its last good answer).", "gauge", 0u8),
+        ("sidecar_dns_errors_total", "Failed or empty lookups of a DNS name.", "counter", 1),
+        ("sidecar_dns_failing", "1 while the latest lookup of a DNS name failed.", "gauge", 2),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (b, n, addresses, errors, failing) in &rows {
+            let v = match value {
+                0 => *addresses as u64,
+                1 => *errors,
+                _ => u64::from(*failing),
+            };
+            let _ = writeln!(out, "{name}{{balancer=\"{b}\",name=\"{n}\"}} {v}");
         }
     }
 }
@@ -229,16 +255,21 @@ fn status_json(config: &Config, shared: &Shared) -> String {
             s.push(',');
         }
         let bal = b.lock();
-        let _ = write!(s, "{{\"name\":{},\"method\":\"{}\",\"members\":[", json_str(&b.name), bal.spec().method);
-        for (j, m) in bal.snapshot(Instant::now()).iter().enumerate() {
+        let now = Instant::now();
+        let _ = write!(s, "{{\"name\":{},\"method\":\"{}\",\"names\":", json_str(&b.name), bal.spec().method);
+        names_json(&mut s, bal.names(), now);
+        s.push_str(",\"members\":[");
+        for (j, m) in bal.snapshot(now).iter().enumerate() {
             if j > 0 {
                 s.push(',');
             }
             let last_error = m.last_error.map(|e| json_str(&e.to_string())).unwrap_or_else(|| "null".into());
             let retry_in = m.retry_in.map_or("null".to_string(), |d| format!("{:.3}", d.as_secs_f64()));
+            let address = m.url.addr.map_or("null".to_string(), |a| json_str(&a.to_string()));
+            let share = m.ramp_permille.map_or("null".to_string(), |p| format!("{:.3}", f64::from(p) / 1000.0));
             let _ = write!(
                 s,
-                "{{\"url\":{},\"status\":\"{}\",\"loadfactor\":{},\"state\":\"{}\",\"requests\":{},\"tunnels\":{},\"picks\":{},\"bytes\":{},\"failures\":{},\"last_error\":{last_error},\"retry_in_seconds\":{retry_in}}}",
+                "{{\"url\":{},\"status\":\"{}\",\"loadfactor\":{},\"state\":\"{}\",\"requests\":{},\"tunnels\":{},\"picks\":{},\"bytes\":{},\"failures\":{},\"last_error\":{last_error},\"retry_in_seconds\":{retry_in},\"address\":{address},\"slow_start_share\":{share},\"check_down\":{}}}",
                 json_str(&m.url.origin()),
                 m.status,
                 m.weight,
@@ -247,13 +278,38 @@ fn status_json(config: &Config, shared: &Shared) -> String {
                 m.tunnels,
                 m.picks,
                 m.bytes,
-                m.failures
+                m.failures,
+                m.check_down
             );
         }
         s.push_str("]}");
     }
     s.push_str("]}\n");
     s
+}
+
+/// `[{"name":…,"type":"A/AAAA","addresses":[…],"refreshed_seconds_ago":…,"ttl_seconds":…,"error":…,"errors":…}]`
+fn names_json(s: &mut String, names: &[crate::balance::NameStatus], now: Instant) {
+    s.push('[');
+    for (i, n) in names.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let addresses: Vec<String> = n.addresses.iter().map(|a| json_str(&a.to_string())).collect();
+        let secs = |d: Option<std::time::Duration>| d.map_or("null".to_string(), |d| format!("{:.3}", d.as_secs_f64()));
+        let _ = write!(
+            s,
+            "{{\"name\":{},\"type\":\"{}\",\"addresses\":[{}],\"refreshed_seconds_ago\":{},\"ttl_seconds\":{},\"error\":{},\"errors\":{}}}",
+            json_str(n.lookup.name()),
+            n.lookup.kind(),
+            addresses.join(","),
+            secs(n.refreshed_at.map(|t| now.saturating_duration_since(t))),
+            secs(n.ttl),
+            n.error.as_deref().map_or("null".to_string(), json_str),
+            n.errors
+        );
+    }
+    s.push(']');
 }
 
 #[cfg(test)]

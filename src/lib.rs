@@ -8,10 +8,12 @@
 //!
 //! Import rule: a module imports only from layers before its own:
 //! `h1`, `target` | `rewrite`, `route`, `balance`, `access_log` | `config`, `tls`, `dev_cert` | `rt` | `net`,
-//! `metrics`, `shared`, `throttle`, `access_queue` | `server::Worker` | `proxy`, `admin` | `server`, `signals` | `cmd`.
+//! `dns`, `metrics`, `shared`, `throttle`, `access_queue` | `server::Worker` | `proxy`, `admin`,
+//! `health_check`, `discovery` | `server`, `signals` | `cmd`.
 //! `server::Worker` (one worker thread's state, which every connection task reads) sits
-//! below the proxy; the rest of `server` drives it. `h1`, `target`, `rewrite`, `route`,
-//! `balance` and `access_log` are pure: no async, clock, file or socket.
+//! below the proxy; the rest of `server` drives it. `dns::resolv_conf` is pure and read by
+//! `config` at load. `h1`, `target`, `rewrite`, `route`, `balance` and `access_log` are
+//! pure: no async, clock, file or socket.
 //!
 //! Only `cli`, `cmd` (for `main.rs`) and `rewrite` (for its benchmark) are public.
 #![forbid(unsafe_code)]
@@ -25,7 +27,10 @@ pub mod cli;
 pub mod cmd;
 pub(crate) mod config;
 pub(crate) mod dev_cert;
+pub(crate) mod discovery;
+pub(crate) mod dns;
 pub(crate) mod h1;
+pub(crate) mod health_check;
 pub(crate) mod metrics;
 pub(crate) mod net;
 pub(crate) mod proxy;

@@ -5,6 +5,7 @@
 //! interpreted.
 
 use std::fmt;
+use std::net::SocketAddr;
 
 /// The four schemes a backend may be addressed with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -57,6 +58,10 @@ pub struct Url {
     pub port: u16,
     /// Path and optional query, always starting with `/`.
     pub path: String,
+    /// The address to connect to, when a resolver found it ahead of time (a member
+    /// discovered through DNS). `host` still names the backend: it is the `Host`
+    /// header and the name TLS verifies.
+    pub addr: Option<SocketAddr>,
 }
 
 impl Url {
@@ -72,6 +77,15 @@ impl Url {
     /// `scheme://authority` with no path: the identity of a replica.
     pub fn origin(&self) -> String {
         format!("{}://{}", self.scheme.as_str(), self.authority())
+    }
+
+    /// The replica as logs and `/status` name it: the origin, and the address it is
+    /// pinned to when there is one (`http://app:3000 (10.1.0.7:3000)`).
+    pub fn replica(&self) -> String {
+        match self.addr {
+            Some(addr) => format!("{} ({addr})", self.origin()),
+            None => self.origin(),
+        }
     }
 
     /// The host without IPv6 brackets, as a resolver or TLS server name wants it.
@@ -171,7 +185,7 @@ pub fn parse_target(s: &str) -> Result<Target, TargetError> {
             _ => return Err(TargetError::BadPort(p.to_string())),
         },
     };
-    Ok(Target::Url(Url { scheme, host: host.to_ascii_lowercase(), port, path }))
+    Ok(Target::Url(Url { scheme, host: host.to_ascii_lowercase(), port, path, addr: None }))
 }
 
 /// Splits `host[:port]`; IPv6 literals must be bracketed.

@@ -45,9 +45,11 @@ static GLOBAL: Counting = Counting;
 
 /// Requests (or messages) measured, after as many to warm up.
 const ROUNDS: u64 = 2000;
-/// Ceilings: the counts measured when this test was written, so growth fails it.
+/// Ceilings: the counts measured when this test was written, so growth fails it. The
+/// count is process-wide, so the worker's periodic background work (discovery's config
+/// poll) adds a few allocations per run: a message's ceiling is a hundredth, not 0.
 const MAX_PER_GET: f64 = 34.0;
-const MAX_PER_MESSAGE: f64 = 0.0;
+const MAX_PER_MESSAGE: f64 = 0.01;
 
 const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nContent-Type: text/plain\r\n\r\nhello, world\n";
 const UPGRADE_RESPONSE: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";

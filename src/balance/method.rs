@@ -99,6 +99,11 @@ impl Selector {
         Self { method, rng: Rng::new(seed) }
     }
 
+    /// True with probability `permille` / 1000 (a slow-start draw).
+    pub fn chance_permille(&mut self, permille: u32) -> bool {
+        self.rng.below(1000) < u64::from(permille)
+    }
+
     /// Picks one index among those `eligible` allows; `None` when it allows none.
     pub fn choose(&mut self, loads: &mut [Load], eligible: impl Fn(usize) -> bool) -> Option<usize> {
         match self.method {

@@ -11,9 +11,15 @@ use crate::rewrite::{self, RuleSource};
 pub fn check(path: &Path) -> i32 {
     match config::load(path) {
         Ok(c) => {
+            // Names are looked up once, to show what they stand for now; a name that
+            // does not resolve here (a CI runner outside the cluster) is only a warning.
+            crate::discovery::resolve_now(&c);
             print!("{}", describe(&c));
             for (line, message) in warnings(&c) {
                 eprintln!("{}:{line}: warning: {message}", path.display());
+            }
+            for message in resolve_warnings(&c) {
+                eprintln!("{}: warning: {message}", path.display());
             }
             println!("{}: ok", path.display());
             0
@@ -42,6 +48,11 @@ pub fn check_explain(path: &Path, request: &str, headers: &[String]) -> i32 {
     };
     match super::explain::explain_request(request, headers, c.server_name.as_deref()) {
         Ok(head) => {
+            // Members named in DNS stand for what the name resolves to now.
+            crate::discovery::resolve_now(&c);
+            for message in resolve_warnings(&c) {
+                eprintln!("{}: warning: {message}", path.display());
+            }
             print!("{}", super::explain::explain(&c, &head));
             0
         }
@@ -63,6 +74,24 @@ pub fn warnings(c: &Config) -> Vec<(usize, String)> {
         })
         .collect();
     out.sort_by_key(|(line, _)| *line);
+    out
+}
+
+/// Names that found nothing when `check` looked them up.
+pub fn resolve_warnings(c: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in &c.balancers {
+        for n in b.lock().names() {
+            let (kind, name) = (n.lookup.kind(), n.lookup.name());
+            match (&n.error, n.addresses.is_empty()) {
+                (Some(error), _) => {
+                    out.push(format!("balancer.{}: {name} ({kind}) does not resolve now: {error}", b.name))
+                }
+                (None, true) => out.push(format!("balancer.{}: {name} ({kind}): no answer in time", b.name)),
+                (None, false) => {}
+            }
+        }
+    }
     out
 }
 
@@ -105,12 +134,48 @@ pub fn describe(c: &Config) -> String {
         let bal = b.lock();
         let spec = bal.spec();
         let sticky = spec.sticky_session.as_deref().map(|c| format!(" stickysession={c}")).unwrap_or_default();
+        let slow_start = match spec.slow_start.as_millis() {
+            0 => String::new(),
+            ms => format!(" slow_start={ms}ms"),
+        };
         let _ = writeln!(
             s,
-            "balancer {} method={} maxattempts={} max_ejected_percent={}{sticky}",
+            "balancer {} method={} maxattempts={} max_ejected_percent={}{sticky}{slow_start}",
             b.name, spec.method, spec.max_attempts, spec.max_ejected_percent
         );
-        for r in &spec.replicas {
+        if let Some(h) = &spec.check {
+            let _ = writeln!(
+                s,
+                "  health GET {} every {}ms timeout={}ms rise={} fall={} expect={}",
+                h.path,
+                h.interval.as_millis(),
+                h.timeout.as_millis(),
+                h.rise,
+                h.fall,
+                h.expect
+            );
+        }
+        let static_members = b.definition.replicas.len();
+        for (d, n) in b.definition.discovered.iter().zip(bal.names()) {
+            let r = &d.template;
+            let shown = match &d.lookup {
+                crate::balance::Lookup::Address(_) => r.url.origin(),
+                crate::balance::Lookup::Service(_) => format!("srv+{}", r.url.origin()),
+            };
+            let addresses: Vec<String> = n.addresses.iter().map(ToString::to_string).collect();
+            let found = match (&n.error, addresses.is_empty()) {
+                (Some(e), true) => format!("does not resolve: {e}"),
+                (None, true) => "no answer in time".to_string(),
+                (_, _) => format!(
+                    "{}: {}{}",
+                    n.lookup.kind(),
+                    addresses.join(" "),
+                    n.ttl.map(|t| format!(" (ttl {}s)", t.as_secs())).unwrap_or_default()
+                ),
+            };
+            let _ = writeln!(s, "  member {shown} loadfactor={} status={} -> {found}", r.weight, r.status);
+        }
+        for r in spec.replicas.iter().take(static_members) {
             let status = match r.status {
                 Status::Normal => String::new(),
                 other => format!(" status={other}"),

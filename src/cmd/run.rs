@@ -52,6 +52,9 @@ pub(crate) fn serve(config: Config, reload_from: Option<&Path>, started: impl Fn
             return 1;
         }
     };
+    // Members named by DNS are looked up before anything listens, so the first
+    // requests find them; from then on the first worker keeps them fresh.
+    crate::discovery::resolve_now(&config);
     let shared = crate::shared::Shared::new(Arc::new(config));
     if let Some(listener) = admin {
         if let Err(e) = crate::admin::spawn(listener, Arc::clone(&shared)) {

@@ -23,6 +23,7 @@ pub struct File {
     #[serde(default)]
     pub balancer: BTreeMap<Spanned<String>, Spanned<Balancer>>,
     pub backend_tls: Option<Spanned<BackendTls>>,
+    pub resolver: Option<Spanned<Resolver>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,7 +121,33 @@ pub struct Balancer {
     pub stickysession: Option<String>,
     pub maxattempts: Option<Spanned<u32>>,
     pub max_ejected_percent: Option<Spanned<u8>>,
+    pub slow_start: Option<Spanned<String>>,
+    pub health: Option<Spanned<HealthCheck>>,
     pub members: Vec<Spanned<MemberEntry>>,
+}
+
+/// `[balancer.NAME.health]`: active health checks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub path: Option<Spanned<String>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub rise: Option<Spanned<u32>>,
+    pub fall: Option<Spanned<u32>>,
+    pub expect: Option<Spanned<String>>,
+}
+
+/// `[resolver]`: how member names are looked up.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resolver {
+    pub nameservers: Option<Vec<Spanned<String>>>,
+    pub search: Option<Vec<String>>,
+    pub ndots: Option<Spanned<u8>>,
+    pub timeout: Option<Spanned<String>>,
+    pub attempts: Option<Spanned<u32>>,
+    pub refresh: Option<Spanned<String>>,
 }
 
 /// A member: `"https://server01:3000"` or `{ url = "...", loadfactor = 2, ... }`.

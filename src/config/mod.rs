@@ -48,6 +48,8 @@ pub struct Config {
     pub reverse: Vec<ReverseRule>,
     pub balancers: Vec<Arc<SharedBalancer>>,
     pub backend_tls: Arc<ClientConfig>,
+    /// How balancer member names are resolved (`[resolver]`, else /etc/resolv.conf).
+    pub resolver: crate::dns::ResolverConfig,
 }
 
 /// Every wait has a deadline (docs/security.md, principle 4).
@@ -86,14 +88,43 @@ pub struct Limits {
 /// `bybusyness` counts every worker's requests and tunnels.
 pub struct SharedBalancer {
     pub name: String,
+    /// As configured (its member list as written, not as resolved): a reload compares
+    /// it to tell whether the balancer changed.
+    pub definition: BalancerSpec,
     state: Mutex<Balancer>,
+    /// Replaced, closing the old channel, each time members leave: wakes every tunnel
+    /// waiting in `removed` to look whether its member was one of them.
+    removals: Mutex<(async_channel::Sender<()>, async_channel::Receiver<()>)>,
 }
 
 impl SharedBalancer {
     pub fn new(spec: BalancerSpec) -> Self {
         let seed =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(7, |d| d.as_nanos() as u64);
-        Self { name: spec.name.clone(), state: Mutex::new(Balancer::new(spec, seed)) }
+        Self {
+            name: spec.name.clone(),
+            definition: spec.clone(),
+            state: Mutex::new(Balancer::new(spec, seed)),
+            removals: Mutex::new(async_channel::bounded(1)),
+        }
+    }
+
+    /// Members have left (a DNS answer no longer lists them): wake their tunnels.
+    pub fn members_removed(&self) {
+        *self.removals.lock().unwrap_or_else(|e| e.into_inner()) = async_channel::bounded(1);
+    }
+
+    /// Completes once `replica` has left the balancer. Its slot cannot be reused while
+    /// the caller's tunnel counts against it, so the index is safe to hold.
+    pub async fn removed(&self, replica: usize) {
+        loop {
+            // Subscribe before looking, so a removal in between is not missed.
+            let changed = self.removals.lock().unwrap_or_else(|e| e.into_inner()).1.clone();
+            if self.lock().is_removed(replica) {
+                return;
+            }
+            let _ = changed.recv().await;
+        }
     }
 
     /// The balancer, locked. A poisoned lock (a panic while held) is still usable: its
@@ -119,14 +150,18 @@ impl Config {
     }
 
     /// After a reload: a balancer whose definition did not change keeps its live state
-    /// (health, back-off, load), so a SIGHUP does not resurrect a dead replica; an
-    /// in-memory development certificate is kept too.
+    /// (health, back-off, load, resolved members), so a SIGHUP does not resurrect a
+    /// dead replica; an in-memory development certificate is kept too. A balancer that
+    /// changed takes over the health of the members it still has and the last answers
+    /// of the names it still uses.
     pub fn adopt_state(&mut self, old: &Config) {
         self.adopt_self_signed(old);
         for b in &mut self.balancers {
             if let Some(prev) = old.balancer(&b.name) {
-                if prev.lock().spec() == b.lock().spec() {
+                if prev.definition == b.definition {
                     *b = Arc::clone(prev);
+                } else {
+                    b.lock().inherit(&prev.lock(), std::time::Instant::now());
                 }
             }
         }

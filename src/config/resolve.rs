@@ -14,7 +14,12 @@ use super::file::{self, File};
 use super::server_tls;
 use super::{Config, Limits, SharedBalancer, Timeouts};
 use crate::access_log::AccessFormat;
-use crate::balance::{BalancerSpec, Health, Method, ReplicaSpec, Status, RECOMMENDED_MAX_EJECTED_PERCENT};
+use crate::balance::{
+    BalancerSpec, Discovery, Health, HealthCheck, Lookup, Method, ReplicaSpec, Status, StatusRanges,
+    RECOMMENDED_MAX_EJECTED_PERCENT,
+};
+use crate::dns::resolv_conf::{parse_hosts, parse_nameserver, parse_resolv_conf};
+use crate::dns::ResolverConfig;
 use crate::h1::head::{MAX_HEADERS, MAX_HEADERS_LIMIT};
 use crate::rewrite::{RuleSource, Rules, SourceLines};
 use crate::route::{normalize_target, ReverseRule, Route, Routes};
@@ -48,6 +53,20 @@ const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// alone never stops a client that sends a byte every 59 s.
 const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(20);
 const DEFAULT_BODY_MIN_RATE: u32 = 500;
+/// Where a pod or container is told how to resolve names.
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+const HOSTS_FILE: &str = "/etc/hosts";
+/// A fixed `refresh` shorter than this would hammer the nameserver for nothing.
+const MIN_REFRESH: Duration = Duration::from_millis(100);
+/// HAProxy's `inter` is 2 s, nginx plus 5 s, Envoy requires one; 5 s finds a dead pod
+/// well before a client gives up, at one tiny request per member per 5 s.
+const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// HAProxy's defaults: 2 good checks to come back, 3 bad ones to go.
+const DEFAULT_CHECK_RISE: u32 = 2;
+const DEFAULT_CHECK_FALL: u32 = 3;
+const DEFAULT_CHECK_EXPECT: &str = "200-399";
+const DEFAULT_CHECK_PATH: &str = "/";
 
 pub fn resolve(path: &Path, source: &str) -> Result<Config, Vec<Diagnostic>> {
     let lines = Lines { file: path, source };
@@ -212,6 +231,7 @@ impl Cx<'_> {
             }
         };
         let balancers: Vec<BalancerSpec> = file.balancer.iter().map(|(name, b)| self.balancer(name, b)).collect();
+        let resolver = self.resolver(file.resolver.as_ref());
         let balancer_names: Vec<&str> = balancers.iter().map(|b| b.name.as_str()).collect();
         let rule_sources: Vec<(Vec<String>, String)> = file
             .rewrite
@@ -261,6 +281,7 @@ impl Cx<'_> {
             reverse,
             balancers: balancers.into_iter().map(|b| Arc::new(SharedBalancer::new(b))).collect(),
             backend_tls: backend_tls?,
+            resolver,
         })
     }
 
@@ -362,10 +383,17 @@ impl Cx<'_> {
         let retry_max = self.duration(&spec.retry_max, &format!("{key}.retry_max"), DEFAULT_RETRY_MAX).max(retry);
         let fail_on_status = spec.failonstatus.clone().unwrap_or_default();
         let mut replicas = Vec::new();
+        let mut discovered = Vec::new();
         for (i, m) in spec.members.iter().enumerate() {
             let mkey = format!("{key}.members[{i}]");
             let entry = &m.get_ref().0;
-            let url = match parse_target(entry.url.get_ref()) {
+            let raw = entry.url.get_ref();
+            let srv = raw.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("srv+"));
+            let url = match parse_target(if srv { &raw[4..] } else { raw }) {
+                Ok(Target::Url(u)) if srv && u.bare_host().parse::<std::net::IpAddr>().is_ok() => {
+                    self.err(m, &mkey, format!("{raw:?}: srv+ needs a DNS name, not an address"));
+                    continue;
+                }
                 Ok(Target::Url(u)) => u,
                 Ok(Target::Balancer { .. }) => {
                     self.err(m, &mkey, "a member cannot be another balancer");
@@ -396,7 +424,12 @@ impl Cx<'_> {
                 None => 1,
             };
             let member_retry = self.duration(&entry.retry, &format!("{mkey}.retry"), retry);
-            replicas.push(ReplicaSpec {
+            let lookup = match srv {
+                true => Some(Lookup::Service(url.bare_host().to_string())),
+                false if is_fixed_host(url.bare_host()) => None,
+                false => Some(Lookup::Address(url.bare_host().to_string())),
+            };
+            let replica = ReplicaSpec {
                 url,
                 weight,
                 status,
@@ -406,7 +439,11 @@ impl Cx<'_> {
                     retry_max: retry_max.max(member_retry),
                     fail_on_status: entry.failonstatus.clone().unwrap_or_else(|| fail_on_status.clone()),
                 },
-            });
+            };
+            match lookup {
+                None => replicas.push(replica),
+                Some(lookup) => discovered.push(Discovery { template: replica, lookup }),
+            }
         }
         if spec.members.is_empty() {
             self.err(b, format!("{key}.members"), "a balancer needs at least one member");
@@ -426,8 +463,118 @@ impl Cx<'_> {
             sticky_session: spec.stickysession.clone(),
             max_attempts: spec.maxattempts.as_ref().map_or(DEFAULT_MAX_ATTEMPTS, |m| *m.get_ref()).max(1),
             max_ejected_percent,
+            discovered,
+            slow_start: self.duration(&spec.slow_start, &format!("{key}.slow_start"), Duration::ZERO),
+            check: spec.health.as_ref().map(|h| self.health_check(h, &format!("{key}.health"))),
         }
     }
+
+    fn health_check(&mut self, h: &Spanned<file::HealthCheck>, key: &str) -> HealthCheck {
+        let c = h.get_ref();
+        let path = match &c.path {
+            Some(p) if p.get_ref().starts_with('/') && p.get_ref().bytes().all(crate::target::is_target_byte) => {
+                p.get_ref().clone()
+            }
+            Some(p) => {
+                self.err(p, format!("{key}.path"), "expected a path starting with / (visible ASCII, no '#')");
+                DEFAULT_CHECK_PATH.to_string()
+            }
+            None => DEFAULT_CHECK_PATH.to_string(),
+        };
+        let interval = self.duration(&c.interval, &format!("{key}.interval"), DEFAULT_CHECK_INTERVAL);
+        if interval < MIN_REFRESH {
+            if let Some(at) = &c.interval {
+                self.err(at, format!("{key}.interval"), "expected at least 100ms");
+            }
+        }
+        let timeout = self.duration(&c.timeout, &format!("{key}.timeout"), DEFAULT_CHECK_TIMEOUT);
+        let mut count = |v: &Option<Spanned<u32>>, name: &str, default: u32| match v {
+            Some(n) if *n.get_ref() == 0 || *n.get_ref() > 100 => {
+                self.err(n, format!("{key}.{name}"), "expected a count from 1 to 100");
+                default
+            }
+            Some(n) => *n.get_ref(),
+            None => default,
+        };
+        let rise = count(&c.rise, "rise", DEFAULT_CHECK_RISE);
+        let fall = count(&c.fall, "fall", DEFAULT_CHECK_FALL);
+        let expect = match &c.expect {
+            Some(e) => StatusRanges::parse(e.get_ref()).unwrap_or_else(|| {
+                self.err(e, format!("{key}.expect"), "expected statuses such as \"200-399\" or \"200,204\"");
+                StatusRanges(vec![(200, 399)])
+            }),
+            None => StatusRanges::parse(DEFAULT_CHECK_EXPECT).unwrap_or(StatusRanges(vec![(200, 399)])),
+        };
+        HealthCheck { path, interval: interval.max(MIN_REFRESH), timeout, rise, fall, expect }
+    }
+
+    /// `[resolver]` over `/etc/resolv.conf`: explicit `nameservers` replace the file
+    /// (which is then not read); other keys override what it says. `/etc/hosts` is
+    /// always consulted first, as glibc does.
+    fn resolver(&mut self, r: Option<&Spanned<file::Resolver>>) -> ResolverConfig {
+        let r_spanned = r;
+        let r = r.map(Spanned::get_ref);
+        let explicit = r.and_then(|r| r.nameservers.as_ref());
+        let mut c = match explicit {
+            Some(list) => {
+                let mut nameservers = Vec::new();
+                for s in list {
+                    match parse_nameserver(s.get_ref()) {
+                        Some(a) => nameservers.push(a),
+                        None => self.err(
+                            s,
+                            "resolver.nameservers",
+                            format!(
+                                "{:?} is not an address (expected e.g. \"10.96.0.10:53\" or \"10.96.0.10\")",
+                                s.get_ref()
+                            ),
+                        ),
+                    }
+                }
+                if list.is_empty() {
+                    if let Some(r) = r_spanned {
+                        self.err(
+                            r,
+                            "resolver.nameservers",
+                            "at least one nameserver is needed (or leave the key out to use /etc/resolv.conf)",
+                        );
+                    }
+                }
+                ResolverConfig { nameservers, ..ResolverConfig::default() }
+            }
+            None => std::fs::read_to_string(RESOLV_CONF).map(|t| parse_resolv_conf(&t)).unwrap_or_default(),
+        };
+        c.hosts = std::fs::read_to_string(HOSTS_FILE).map(|t| parse_hosts(&t)).unwrap_or_default();
+        let Some(r) = r else { return c };
+        if let Some(search) = &r.search {
+            c.search = search.iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect();
+        }
+        if let Some(n) = &r.ndots {
+            c.ndots = *n.get_ref();
+        }
+        c.timeout = self.duration(&r.timeout, "resolver.timeout", c.timeout);
+        if let Some(a) = &r.attempts {
+            match *a.get_ref() {
+                0 => self.err(a, "resolver.attempts", "expected at least 1"),
+                n => c.attempts = n,
+            }
+        }
+        if let Some(v) = &r.refresh {
+            let d = self.duration(&r.refresh, "resolver.refresh", MIN_REFRESH);
+            if d < MIN_REFRESH {
+                self.err(v, "resolver.refresh", "expected at least 100ms");
+            }
+            c.refresh = Some(d.max(MIN_REFRESH));
+        }
+        c
+    }
+}
+
+/// A host that needs no lookup ahead of time: an IP literal, or `localhost`, which is
+/// the loopback interface by definition (RFC 6761 §6.3) and is connected to as before,
+/// trying its addresses in turn.
+fn is_fixed_host(host: &str) -> bool {
+    host.parse::<std::net::IpAddr>().is_ok() || host == "localhost" || host.ends_with(".localhost")
 }
 
 /// The backend URLs a route's responses may name, for ProxyPassReverse: one per
@@ -446,7 +593,11 @@ fn reverse_rules(route: &Route, balancers: &[BalancerSpec]) -> Vec<ReverseRule> 
         Target::Balancer { name, path } => balancers
             .iter()
             .filter(|b| &b.name == name)
-            .flat_map(|b| b.replicas.iter().map(|m| rule(&m.url, path)))
+            .flat_map(|b| {
+                // A name stands for its addresses, and backends name themselves by it.
+                let named = b.discovered.iter().filter(|d| matches!(d.lookup, Lookup::Address(_)));
+                b.replicas.iter().chain(named.map(|d| &d.template)).map(|m| rule(&m.url, path))
+            })
             .collect(),
     }
 }
@@ -490,6 +641,84 @@ members = [
 ]
 "#;
         assert_eq!(errors(source), Vec::<String>::new());
+    }
+
+    #[test]
+    fn names_are_discovered_and_addresses_are_fixed() {
+        let source = |members: &str| {
+            format!("[server]\nlisten = \"127.0.0.1:1\"\n[[proxy]]\npath = \"/\"\nto = \"balancer://b/\"\n[balancer.b]\nmembers = [{members}]\n")
+        };
+        for (members, fixed, discovered) in [
+            ("\"http://127.0.0.1:3000\", \"http://[::1]:3000\"", 2, &[][..]),
+            ("\"http://localhost:3000\", \"http://app.localhost:3000\"", 2, &[][..]),
+            ("\"http://app.default.svc:3000\"", 0, &["A/AAAA app.default.svc"][..]),
+            ("\"srv+https://_https._tcp.app.test\", \"http://10.0.0.1:80\"", 1, &["SRV _https._tcp.app.test"][..]),
+            ("\"SRV+ws://_ws._tcp.App.Test\"", 0, &["SRV _ws._tcp.app.test"][..]),
+        ] {
+            let c = resolve(Path::new("sidecar.toml"), &source(members)).unwrap_or_else(|e| panic!("{members}: {e:?}"));
+            let b = &c.balancers[0].definition;
+            let got: Vec<String> =
+                b.discovered.iter().map(|d| format!("{} {}", d.lookup.kind(), d.lookup.name())).collect();
+            assert_eq!(
+                (b.replicas.len(), got),
+                (fixed, discovered.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+                "{members}"
+            );
+        }
+    }
+
+    #[test]
+    fn dns_and_health_check_errors_name_line_and_key() {
+        let head = "[server]\nlisten = \"127.0.0.1:1\"\n[[proxy]]\npath = \"/\"\nto = \"balancer://b/\"\n";
+        for (tail, want) in [
+            (
+                "[balancer.b]\nmembers = [\"srv+http://10.0.0.1\"]\n",
+                "sidecar.toml:7: balancer.b.members[0]: \"srv+http://10.0.0.1\": srv+ needs a DNS name",
+            ),
+            (
+                "[resolver]\nnameservers = [\"dns.example\"]\n[balancer.b]\nmembers = [\"http://a:1\"]\n",
+                "sidecar.toml:7: resolver.nameservers: \"dns.example\" is not an address",
+            ),
+            (
+                "[resolver]\nnameservers = []\n[balancer.b]\nmembers = [\"http://a:1\"]\n",
+                "sidecar.toml:6: resolver.nameservers: at least one nameserver is needed",
+            ),
+            (
+                "[resolver]\nrefresh = \"10ms\"\n[balancer.b]\nmembers = [\"http://a:1\"]\n",
+                "sidecar.toml:7: resolver.refresh: expected at least 100ms",
+            ),
+            (
+                "[resolver]\nattempts = 0\n[balancer.b]\nmembers = [\"http://a:1\"]\n",
+                "sidecar.toml:7: resolver.attempts: expected at least 1",
+            ),
+            (
+                "[balancer.b]\nmembers = [\"http://a:1\"]\nslow_start = \"soon\"\n",
+                "sidecar.toml:8: balancer.b.slow_start: invalid duration",
+            ),
+            (
+                "[balancer.b]\nmembers = [\"http://a:1\"]\n[balancer.b.health]\npath = \"healthz\"\n",
+                "sidecar.toml:9: balancer.b.health.path: expected a path starting with /",
+            ),
+            (
+                "[balancer.b]\nmembers = [\"http://a:1\"]\n[balancer.b.health]\nrise = 0\n",
+                "sidecar.toml:9: balancer.b.health.rise: expected a count from 1 to 100",
+            ),
+            (
+                "[balancer.b]\nmembers = [\"http://a:1\"]\n[balancer.b.health]\nexpect = \"2xx\"\n",
+                "sidecar.toml:9: balancer.b.health.expect: expected statuses such as",
+            ),
+            (
+                "[balancer.b]\nmembers = [\"http://a:1\"]\n[balancer.b.health]\ninterval = \"10ms\"\n",
+                "sidecar.toml:9: balancer.b.health.interval: expected at least 100ms",
+            ),
+            (
+                "[balancer.b]\nmembers = [\"http://a:1\"]\n[balancer.b.health]\nmethod = \"HEAD\"\n",
+                "sidecar.toml:9: balancer.b.health.method: unknown field",
+            ),
+        ] {
+            let got = errors(&format!("{head}{tail}"));
+            assert!(got.iter().any(|e| e.starts_with(want)), "want {want:?}, got {got:?}");
+        }
     }
 
     #[test]

@@ -99,6 +99,10 @@ pub async fn connect(url: &Url, tls: &Arc<ClientConfig>, timeout: Duration) -> R
 }
 
 async fn resolve(url: &Url) -> Result<Vec<SocketAddr>, ConnectError> {
+    if let Some(addr) = url.addr {
+        // A DNS-discovered member: resolved ahead of time, off the request path.
+        return Ok(vec![addr]);
+    }
     if let Ok(ip) = url.bare_host().parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, url.port)]);
     }

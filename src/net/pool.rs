@@ -1,9 +1,11 @@
 //! Idle keep-alive connections to backends, per worker thread (no lock: the worker's
-//! executor is single-threaded), keyed by transport + host + port, newest first.
+//! executor is single-threaded), keyed by transport + host + port (+ the address a
+//! DNS-discovered member is pinned to), newest first.
 //! A connection is handed out only if it is younger than the idle timeout and a
 //! non-blocking peek shows the backend has neither closed it nor sent unasked bytes.
 
 use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::stream::Conn;
@@ -21,12 +23,13 @@ struct Slot {
     tls: bool,
     host: String,
     port: u16,
+    addr: Option<SocketAddr>,
     idle: Vec<Idle>,
 }
 
 impl Slot {
     fn is_for(&self, url: &Url) -> bool {
-        self.tls == url.scheme.is_tls() && self.port == url.port && self.host == url.host
+        self.tls == url.scheme.is_tls() && self.port == url.port && self.host == url.host && self.addr == url.addr
     }
 }
 
@@ -62,7 +65,13 @@ impl Pool {
         let index = match slots.iter().position(|s| s.is_for(url)) {
             Some(i) => i,
             None => {
-                slots.push(Slot { tls: url.scheme.is_tls(), host: url.host.clone(), port: url.port, idle: Vec::new() });
+                slots.push(Slot {
+                    tls: url.scheme.is_tls(),
+                    host: url.host.clone(),
+                    port: url.port,
+                    addr: url.addr,
+                    idle: Vec::new(),
+                });
                 slots.len() - 1
             }
         };
@@ -75,8 +84,11 @@ impl Pool {
 
     /// Closes connections idle past the timeout.
     pub fn prune(&self, now: Instant) {
-        for slot in self.slots.borrow_mut().iter_mut() {
+        let mut slots = self.slots.borrow_mut();
+        for slot in slots.iter_mut() {
             slot.idle.retain(|i| now.duration_since(i.since) < self.idle_timeout);
         }
+        // Members come and go with DNS: forget backends with nothing pooled.
+        slots.retain(|s| !s.idle.is_empty());
     }
 }

@@ -209,38 +209,18 @@ pub async fn copy_body(
 mod tests {
     use super::*;
     use std::future::Future;
-    use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream};
+    use std::io::Read;
     use std::pin::pin;
     use std::task::{Context, Poll, Waker};
 
-    use crate::rt::{Io, Ready};
-    use socket2::SockRef;
-
-    /// A connected loopback pair with large buffers, the first end async.
-    fn pair() -> (Io<TcpStream>, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let near = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let (far, _) = listener.accept().expect("accept");
-        for s in [&near, &far] {
-            let _ = SockRef::from(s).set_recv_buffer_size(2 << 20);
-            let _ = SockRef::from(s).set_send_buffer_size(2 << 20);
-        }
-        near.set_nonblocking(true).expect("nonblocking");
-        (Io::new(near, Ready::EMPTY).expect("async"), far)
-    }
+    use crate::net::test_sockets::{fill, pair};
 
     #[test]
     fn a_body_copy_yields_after_a_fair_share_when_the_source_stays_ready() {
         let (from, mut from_far) = pair();
         let (to, mut to_far) = pair();
         let len = 512 * 1024;
-        from_far.write_all(&vec![1u8; len]).expect("fill the source");
-        let mut peek = vec![0u8; len];
-        let end = Instant::now() + Duration::from_secs(5);
-        while from.get_ref().peek(&mut peek).unwrap_or(0) < len && Instant::now() < end {
-            std::thread::yield_now();
-        }
+        fill(&mut from_far, &from, 1, len);
         let mut from = Conn::new(Stream::Plain(from));
         let mut to = Stream::Plain(to);
         let idle = Duration::from_secs(5);

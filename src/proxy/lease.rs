@@ -67,6 +67,12 @@ impl Lease {
         }
     }
 
+    /// Completes once the member has left the balancer (its name's DNS answer dropped
+    /// it). A tunnel's lease keeps the member's slot from being reused meanwhile.
+    pub async fn member_left(&self) {
+        self.balancer.removed(self.attempt.replica).await
+    }
+
     pub fn add_bytes(&mut self, bytes: u64) {
         self.bytes = self.bytes.saturating_add(bytes);
     }

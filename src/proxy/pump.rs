@@ -223,38 +223,16 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream};
+    use std::io::Read;
 
-    use crate::rt::{Io, Ready};
-    use socket2::SockRef;
-
-    /// A connected loopback pair with large buffers, the first end async.
-    fn pair() -> (Io<TcpStream>, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let near = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let (far, _) = listener.accept().expect("accept");
-        for s in [&near, &far] {
-            let _ = SockRef::from(s).set_recv_buffer_size(2 << 20);
-            let _ = SockRef::from(s).set_send_buffer_size(2 << 20);
-        }
-        near.set_nonblocking(true).expect("nonblocking");
-        (Io::new(near, Ready::EMPTY).expect("async"), far)
-    }
+    use crate::net::test_sockets::{fill, pair};
 
     #[test]
     fn one_poll_moves_at_most_a_fair_share_of_a_peer_that_keeps_sending() {
         let (client, mut client_far) = pair();
         let (backend, mut backend_far) = pair();
         let waiting = 512 * 1024;
-        client_far.write_all(&vec![7u8; waiting]).expect("fill the client's socket");
-        // Everything must be readable at once, as from a peer that sends faster than
-        // sidecar relays.
-        let mut peek = vec![0u8; waiting];
-        let end = Instant::now() + Duration::from_secs(5);
-        while client.get_ref().peek(&mut peek).unwrap_or(0) < waiting && Instant::now() < end {
-            std::thread::yield_now();
-        }
+        fill(&mut client_far, &client, 7, waiting);
         let mut pump = Pump {
             client: Stream::Plain(client),
             backend: Stream::Plain(backend),

@@ -55,8 +55,16 @@ pub(super) async fn run(mut req: Request<'_>, client: Conn, backend: Conn) {
     let (backend_stream, to_client) = backend.into_parts();
     let timeouts = req.config.timeouts;
     let worker = req.worker;
+    let lease = req.lease.as_ref();
+    // Draining, or the member left DNS: `drain_timeout` more, then the tunnel closes.
     let drain_deadline = async {
-        worker.shutdown().await;
+        let member_left = async {
+            match lease {
+                Some(lease) => lease.member_left().await,
+                None => std::future::pending().await,
+            }
+        };
+        futures_lite::future::or(worker.shutdown(), member_left).await;
         crate::net::clock::sleep(timeouts.drain).await;
     };
     let stats =

@@ -100,7 +100,7 @@ pub fn start(shared: Arc<Shared>) -> io::Result<Running> {
         reloads.push(reload_tx);
         let thread = std::thread::Builder::new()
             .name(format!("sidecar-worker-{i}"))
-            .spawn(move || run_worker(shared, listeners, shutdown, reload_rx))?;
+            .spawn(move || run_worker(shared, listeners, shutdown, reload_rx, i == 0))?;
         threads.push(thread);
     }
     let listen = config.listen.clone();
@@ -112,9 +112,14 @@ fn run_worker(
     listeners: Vec<TcpListener>,
     shutdown: async_channel::Receiver<()>,
     reloads: async_channel::Receiver<Arc<Config>>,
+    first: bool,
 ) {
     let worker = Rc::new(Worker::new(shared));
     let main = async move {
+        if first {
+            // DNS refreshes and active health checks: a few packets a second at most.
+            rt::spawn(crate::discovery::run(Arc::clone(worker.shared()))).detach();
+        }
         for listener in listeners {
             match Io::new(listener, Ready::EMPTY) {
                 Ok(l) => rt::spawn(listener::accept_loop(l, Rc::clone(&worker))).detach(),

@@ -68,8 +68,9 @@ members = [
 [backend_tls]
 ca = "certs/backend-ca.pem"
 "#;
+    let config = format!("{config}{LOOPBACK_RESOLVER}");
     let ran = check(
-        config,
+        &config,
         &[
             ("certs/server.crt", &server.cert_pem),
             ("certs/server.key", &server.key_pem),

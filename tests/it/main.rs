@@ -10,6 +10,7 @@ mod balancer;
 mod browser;
 mod cli;
 mod demo;
+mod dns;
 mod docs;
 mod faults;
 mod headers;

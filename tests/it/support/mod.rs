@@ -378,6 +378,12 @@ pub struct Ran {
     pub stderr: String,
 }
 
+/// A `[resolver]` section that keeps name lookups on loopback: the tests must never
+/// query the machine's own nameservers. Nothing answers DNS on 127.0.0.1:9, so a name
+/// does not resolve, which `sidecar check` reports as a warning.
+pub const LOOPBACK_RESOLVER: &str =
+    "\n[resolver]\nnameservers = [\"127.0.0.1:9\"]\nsearch = []\ntimeout = \"500ms\"\nattempts = 1\n";
+
 /// Runs the binary with `args`, in `dir`, and waits (with a deadline) for it to exit.
 pub fn run_binary(dir: &Path, args: &[&str]) -> Ran {
     let mut child = Command::new(binary())
