@@ -5,18 +5,19 @@
 //! the answer to the balancer (`balance::membership` decides what changes), log what
 //! changed, and look again after `refresh` or the answer's TTL clamped to 1 s … 30 s.
 //! A failed lookup keeps the last set and is logged once per distinct error. On a
-//! reload the tasks follow the new config at once.
+//! reload the tasks follow the new config at once: the worker tells `run` of each one,
+//! so an idle sidecar without names or checks never wakes up for discovery.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_io::Timer;
 use smol::LocalExecutor;
 
 use crate::balance::{found_from_addresses, found_from_srv, Found, Lookup, SrvRecord};
 use crate::config::{Config, SharedBalancer};
 use crate::dns::{lookup_ip, lookup_srv, ResolverConfig};
+use crate::net::clock;
 use crate::shared::Shared;
 
 /// An answer's TTL is followed, within these bounds: under a second would hammer the
@@ -26,16 +27,15 @@ const MIN_REFRESH: Duration = Duration::from_secs(1);
 const MAX_REFRESH: Duration = Duration::from_secs(30);
 /// A name that never resolved yet is asked again this soon: nothing can be served.
 const RETRY_UNRESOLVED: Duration = Duration::from_secs(1);
-/// How often the supervisor looks for a reloaded config.
-const CONFIG_POLL: Duration = Duration::from_millis(200);
 /// The first lookups, before listening, wait at most this long: a dead nameserver
 /// with Kubernetes' `ndots:5` search list would otherwise hold the start for a minute
 /// (timeout × attempts × candidates). Names still unanswered resolve in the background.
 const FIRST_LOOKUP_LIMIT: Duration = Duration::from_secs(5);
 
 /// Runs for the life of the worker: one task per discovered name and per balancer
-/// with `[balancer.NAME.health]`, replaced whenever the config is.
-pub async fn run(shared: Arc<Shared>) {
+/// with `[balancer.NAME.health]`, replaced whenever the config is. `reloaded` yields
+/// once per config the worker takes; it closes when the worker stops.
+pub async fn run(shared: Arc<Shared>, reloaded: async_channel::Receiver<()>) {
     let ex = LocalExecutor::new();
     ex.run(async {
         let mut current: Option<Arc<Config>> = None;
@@ -56,7 +56,9 @@ pub async fn run(shared: Arc<Shared>) {
                 }
                 current = Some(config);
             }
-            Timer::after(CONFIG_POLL).await;
+            if reloaded.recv().await.is_err() {
+                return;
+            }
         }
     })
     .await
@@ -79,14 +81,14 @@ pub fn resolve_now(config: &Config) {
         }
     });
     async_io::block_on(futures_lite::future::or(work, async {
-        Timer::after(FIRST_LOOKUP_LIMIT).await;
+        clock::sleep(FIRST_LOOKUP_LIMIT).await;
     }));
 }
 
 async fn keep_fresh(resolver: ResolverConfig, b: Arc<SharedBalancer>, entry: usize) {
     loop {
         let wait = refresh(&resolver, &b, entry).await;
-        Timer::after(wait).await;
+        clock::sleep(wait).await;
     }
 }
 

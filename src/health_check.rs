@@ -58,7 +58,7 @@ pub async fn run(b: Arc<SharedBalancer>, check: HealthCheck, tls: Arc<ClientConf
             }
         }
         let next = started + check.interval;
-        async_io::Timer::at(next.max(Instant::now() + Duration::from_millis(10))).await;
+        crate::net::clock::sleep_until(next.max(Instant::now() + Duration::from_millis(10))).await;
     }
 }
 

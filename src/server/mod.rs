@@ -115,10 +115,13 @@ fn run_worker(
     first: bool,
 ) {
     let worker = Rc::new(Worker::new(shared));
+    // Tells discovery (first worker only) that a reload landed; reloads in a burst
+    // coalesce into one.
+    let (reloaded_tx, reloaded_rx) = async_channel::bounded::<()>(1);
     let main = async move {
         if first {
             // DNS refreshes and active health checks: a few packets a second at most.
-            rt::spawn(crate::discovery::run(Arc::clone(worker.shared()))).detach();
+            rt::spawn(crate::discovery::run(Arc::clone(worker.shared()), reloaded_rx)).detach();
         }
         for listener in listeners {
             match Io::new(listener, Ready::EMPTY) {
@@ -132,6 +135,7 @@ fn run_worker(
         rt::spawn(async move {
             while let Ok(config) = reloads.recv().await {
                 w.set_config(config);
+                let _ = reloaded_tx.try_send(());
             }
         })
         .detach();

@@ -384,7 +384,18 @@ fn metrics_counters_move_with_traffic_and_every_line_parses() {
     }
     c.send("GET /nowhere HTTP/1.1\r\nHost: a\r\n\r\n").expect("send");
     assert_eq!(c.read_response().status, 404);
-    let after = scrape(admin);
+    // A request is counted as it finishes, just after its last byte went out: wait for
+    // the fourth.
+    let mut after = scrape(admin);
+    let counted = |after: &_| {
+        val(after, "sidecar_request_duration_seconds_count", &[])
+            - val(&before, "sidecar_request_duration_seconds_count", &[])
+    };
+    let end = Instant::now() + DEADLINE;
+    while counted(&after) < 4.0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+        after = scrape(admin);
+    }
     let delta = |name: &str, labels: &[(&str, &str)]| val(&after, name, labels) - val(&before, name, labels);
     assert_eq!(delta("sidecar_requests_total", &[("route", "proxy[0]"), ("status", "2xx")]), 3.0);
     assert_eq!(delta("sidecar_requests_total", &[("status", "4xx")]), 1.0, "the 404 is counted");
