@@ -1,4 +1,5 @@
-//! Cost of running the SPEC §1 rule set over one request (issue 3): a plain GET, which
+//! Cost of running the WebSocket rule set (the README's first example: two `RewriteCond`s
+//! on `Upgrade`/`Connection`, one `P` rule) over one request: a plain GET, which
 //! no rule applies to (the hot path: no allocation), and a WebSocket upgrade, which the
 //! `P` rule proxies. A plain loop with `Instant` and `black_box`, no harness:
 //! `cargo bench --bench rewrite`.
@@ -53,7 +54,7 @@ fn main() {
     let rules = match Rules::parse(&[RuleSource { conds: &conds, rule }]) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("SPEC §1 rules do not load: {e:?}");
+            eprintln!("the WebSocket rule set does not load: {e:?}");
             std::process::exit(1);
         }
     };
@@ -62,7 +63,7 @@ fn main() {
     let mut ws = base.to_vec();
     ws.extend([("Upgrade", "websocket"), ("Connection", "keep-alive, Upgrade"), ("Sec-WebSocket-Version", "13")]);
     let upgrade = Req { headers: ws };
-    println!("SPEC §1 rule set, {N} evaluations each:");
+    println!("WebSocket rule set, {N} evaluations each:");
     for (name, req) in [("plain GET (no rule applies)", &plain), ("WebSocket upgrade (P rule applies)", &upgrade)] {
         for _ in 0..N / 10 {
             black_box(rules.evaluate(black_box(req)));

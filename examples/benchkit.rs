@@ -2,8 +2,8 @@
 //! It owns only load and measurement; the proxies, `wrk` and the report belong to the script.
 //!
 //! ```text
-//! benchkit backend                          HTTP/1.1 keep-alive + WebSocket echo on 127.0.0.1:0
-//! benchkit ws-echo URL CONNS SECONDS [MSG_BYTES]   round trips: messages_per_sec, p99_us
+//! benchkit backend [PORT]                   HTTP/1.1 keep-alive + WebSocket echo on 127.0.0.1:PORT (0)
+//! benchkit ws-echo URL CONNS SECONDS [MSG_BYTES [PAUSE_MS]]   round trips: messages_per_sec, p99_us
 //! benchkit ws-idle URL COUNT HOLD_SECONDS   opens COUNT tunnels, prints open=N, holds them
 //! benchkit free-port                        prints a loopback port that was free a moment ago
 //! ```
@@ -26,8 +26,8 @@ use smol::LocalExecutor;
 type Ws = WebSocketStream<Async<TcpStream>>;
 
 const USAGE: &str = "usage:
-  benchkit backend
-  benchkit ws-echo URL CONNS SECONDS [MSG_BYTES]
+  benchkit backend [PORT]
+  benchkit ws-echo URL CONNS SECONDS [MSG_BYTES [PAUSE_MS]]
   benchkit ws-idle URL COUNT HOLD_SECONDS
   benchkit free-port
 URL is ws://127.0.0.1:PORT/path (an IP address, not a name).";
@@ -51,14 +51,21 @@ fn main() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let ex: &'static LocalExecutor<'static> = Box::leak(Box::new(LocalExecutor::new()));
     let result = match args.as_slice() {
-        ["backend"] => future::block_on(ex.run(backend(ex))),
-        ["ws-echo", url, conns, secs, rest @ ..] if rest.len() <= 1 => {
+        ["backend"] => future::block_on(ex.run(backend(ex, 0))),
+        ["backend", port] => match number(port, "PORT").map(u16::try_from) {
+            Ok(Ok(port)) => future::block_on(ex.run(backend(ex, port))),
+            _ => usage_error(None),
+        },
+        ["ws-echo", url, conns, secs, rest @ ..] if rest.len() <= 2 => {
             let msg_bytes = rest.first().map_or(Ok(32), |m| number(m, "MSG_BYTES"));
-            match (parse_ws_url(url), number(conns, "CONNS"), number(secs, "SECONDS"), msg_bytes) {
-                (Ok(addr), Ok(conns), Ok(secs), Ok(msg_bytes)) => {
-                    future::block_on(ex.run(ws_echo(ex, url, addr, conns, secs as u64, msg_bytes)))
+            // A pause between round trips paces the load (the soak script), 0: flat out.
+            let pause = rest.get(1).map_or(Ok(0), |m| number(m, "PAUSE_MS"));
+            match (parse_ws_url(url), number(conns, "CONNS"), number(secs, "SECONDS"), msg_bytes, pause) {
+                (Ok(addr), Ok(conns), Ok(secs), Ok(msg_bytes), Ok(pause)) => {
+                    let pause = Duration::from_millis(pause as u64);
+                    future::block_on(ex.run(ws_echo(ex, url, addr, conns, secs as u64, msg_bytes, pause)))
                 }
-                (a, b, c, d) => usage_error(a.err().or(b.err()).or(c.err()).or(d.err())),
+                (a, b, c, d, e) => usage_error(a.err().or(b.err()).or(c.err()).or(d.err()).or(e.err())),
             }
         }
         ["ws-idle", url, count, hold] => {
@@ -124,8 +131,8 @@ async fn within<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -
 // backend
 // ---------------------------------------------------------------------------------
 
-async fn backend(ex: &'static LocalExecutor<'static>) -> io::Result<bool> {
-    let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0))?;
+async fn backend(ex: &'static LocalExecutor<'static>, port: u16) -> io::Result<bool> {
+    let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], port))?;
     say(&format!("listening on {}", listener.get_ref().local_addr()?));
     loop {
         match listener.accept().await {
@@ -272,6 +279,7 @@ async fn ws_echo(
     conns: usize,
     secs: u64,
     msg_bytes: usize,
+    pause: Duration,
 ) -> io::Result<bool> {
     // Open everything first so the measured window has all connections busy.
     let tasks: Vec<_> = (0..conns)
@@ -293,7 +301,8 @@ async fn ws_echo(
     let payload: Utf8Bytes = "x".repeat(msg_bytes).into();
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
-    let tasks: Vec<_> = streams.into_iter().map(|ws| ex.spawn(echo_loop(ws, payload.clone(), deadline))).collect();
+    let tasks: Vec<_> =
+        streams.into_iter().map(|ws| ex.spawn(echo_loop(ws, payload.clone(), deadline, pause))).collect();
     let mut latencies: Vec<u32> = Vec::new();
     let mut echo_errors = 0;
     for t in tasks {
@@ -325,7 +334,7 @@ async fn ws_echo(
 }
 
 /// One connection: send, wait for the same bytes back, repeat until `deadline`.
-async fn echo_loop(mut ws: Ws, payload: Utf8Bytes, deadline: Instant) -> EchoResult {
+async fn echo_loop(mut ws: Ws, payload: Utf8Bytes, deadline: Instant, pause: Duration) -> EchoResult {
     let mut latencies_us = Vec::with_capacity(64 * 1024);
     let error = loop {
         if Instant::now() >= deadline {
@@ -350,6 +359,9 @@ async fn echo_loop(mut ws: Ws, payload: Utf8Bytes, deadline: Instant) -> EchoRes
             break Some(e);
         }
         latencies_us.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        if !pause.is_zero() {
+            Timer::after(pause).await;
+        }
     };
     EchoResult { latencies_us, error }
 }

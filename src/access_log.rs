@@ -1,7 +1,7 @@
-//! PURE. One access line per request and one per closed tunnel (STYLE §4, issue 5):
-//! Apache's "combined" format plus where the request went and how long it took, or the
-//! same facts as one JSON object. Wire bytes are escaped; only `Referer` and
-//! `User-Agent` values are logged, never `Authorization` or `Cookie`.
+//! PURE. One access line per request and one per closed tunnel, on stdout apart from the
+//! diagnostics on stderr: Apache's "combined" format plus where the request went and
+//! how long it took, or the same facts as one JSON object. Wire bytes are escaped; only
+//! `Referer` and `User-Agent` values are logged, never `Authorization` or `Cookie`.
 
 use std::fmt::{self, Write};
 use std::net::SocketAddr;
@@ -57,7 +57,7 @@ fn escaped(out: &mut String, s: &str) {
 }
 
 /// Appends `s` as a JSON string.
-fn json_string(out: &mut String, s: &str) {
+pub(crate) fn json_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

@@ -1,29 +1,40 @@
 //! The admin listener (`[admin] listen`, never the public port): `GET /healthz`,
-//! `/readyz`, `/metrics` (Prometheus text) and `/status` (JSON). It runs as tasks on the
-//! first worker (each request is a few microseconds of work), answers one request per
-//! connection, and reads only the shared state.
+//! `/readyz`, `/metrics` (Prometheus text) and `/status` (JSON). It answers one request
+//! per connection and reads only the shared state.
+//!
+//! It runs on a thread of its own with plain blocking sockets, not on a worker: a
+//! liveness probe must get its answer when the proxy is saturated, and above all when
+//! the process is out of descriptors (a probe that fails then restarts a proxy that is
+//! still serving). Not as another async-io executor either: async-io has one reactor
+//! per process, and a second thread blocked in it would take the workers' socket
+//! events. Blocking I/O costs a thread and serves one connection at a time, each within
+//! `ADMIN_IO_TIMEOUT`, which suits a handful of probes a second. One descriptor is kept
+//! in reserve: when `accept` fails for lack of descriptors, the reserve is given up for
+//! that one connection and taken back after it.
 
 use std::fmt::Write;
+use std::fs::File;
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::rc::Rc;
-
-use async_io::Async;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use smol::LocalExecutor;
-
+use crate::access_log::json_string;
 use crate::config::Config;
+use crate::h1::answer::{Answer, Body};
 use crate::h1::head::{parse_request_head, MAX_HEADERS};
 use crate::h1::scan::HeadScanner;
-use crate::net::stream::deadline;
+use crate::net::connect::is_local_shortage;
 use crate::shared::Shared;
 
-/// An admin request must arrive quickly and small; probes are tiny.
-const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// An admin request must arrive quickly and small; probes are tiny. The whole exchange
+/// (head in, answer out) gets this long, so a stalled client delays the next probe by
+/// at most this.
+const ADMIN_IO_TIMEOUT: Duration = Duration::from_secs(2);
 const ADMIN_MAX_HEAD: usize = 8 * 1024;
+/// After an `accept` error that the reserve did not cure, wait this long (no spinning).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Binds the admin address (before anything serves, so a bad address is an exit 1).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -32,47 +43,82 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(listener)
 }
 
-/// Serves the admin listener on the calling worker's executor, one task per request.
-pub async fn accept_loop(ex: Rc<LocalExecutor<'static>>, listener: Async<TcpListener>, shared: Arc<Shared>) {
+/// Serves the admin listener on its own thread for the rest of the process's life.
+pub fn spawn(listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
+    listener.set_nonblocking(false)?;
+    std::thread::Builder::new().name("sidecar-admin".into()).spawn(move || accept_loop(&listener, &shared))?;
+    Ok(())
+}
+
+/// A descriptor held in reserve for the admin endpoint's next connection.
+fn reserve() -> Option<File> {
+    File::open("/dev/null").ok()
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Shared) {
+    let mut spare = reserve();
     loop {
-        match listener.accept().await {
-            Ok((stream, _)) => ex.spawn(serve(stream, Arc::clone(&shared))).detach(),
-            Err(_) => crate::net::clock::sleep(Duration::from_millis(100)).await,
+        match listener.accept() {
+            Ok((stream, _)) => serve(stream, shared),
+            Err(e) if is_local_shortage(&e) && spare.is_some() => {
+                // The proxy holds every other descriptor: this connection gets the
+                // reserve. A worker may take the freed number first; then the next
+                // round tries again.
+                drop(spare.take());
+                match listener.accept() {
+                    Ok((stream, _)) => serve(stream, shared),
+                    Err(_) => std::thread::sleep(ACCEPT_BACKOFF),
+                }
+            }
+            Err(e) => {
+                crate::throttle::error(&format!("admin: accept failed: {e}"));
+                std::thread::sleep(ACCEPT_BACKOFF);
+            }
+        }
+        if spare.is_none() {
+            spare = reserve();
         }
     }
 }
 
-async fn serve(mut stream: Async<TcpStream>, shared: Arc<Shared>) {
-    let mut buf = Vec::new();
-    let read = async {
-        let mut scanner = HeadScanner::default();
-        loop {
-            if let Ok(Some(len)) = scanner.scan(&buf, ADMIN_MAX_HEAD) {
-                return parse_request_head(&buf[..len], MAX_HEADERS).ok();
-            }
-            let mut chunk = [0u8; 1024];
-            match stream.read(&mut chunk).await {
-                Ok(n) if n > 0 && buf.len() < ADMIN_MAX_HEAD => buf.extend_from_slice(&chunk[..n]),
-                _ => return None,
-            }
-        }
-    };
-    let Some(Some(head)) = deadline(ADMIN_READ_TIMEOUT, read).await else { return };
+/// One request on one connection, within `ADMIN_IO_TIMEOUT`.
+fn serve(mut stream: TcpStream, shared: &Shared) {
+    let end = Instant::now() + ADMIN_IO_TIMEOUT;
+    let Some(head) = read_head(&mut stream, end) else { return };
+    let Ok(head) = parse_request_head(&head, MAX_HEADERS) else { return };
     let path = head.target.split('?').next().unwrap_or("");
-    let (status, kind, body) = if head.method != "GET" && head.method != "HEAD" {
+    let (status, content_type, text) = if head.method != "GET" && head.method != "HEAD" {
         (405, "text/plain", "method not allowed\n".to_string())
     } else {
-        answer(path, &shared)
+        answer(path, shared)
     };
-    let reason = crate::h1::canned::reason(status);
-    let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    if head.method != "HEAD" {
-        out.push_str(&body);
+    let answer = Answer::new(status)
+        .body(Body::Text { content_type, text: &text })
+        .no_store()
+        .close(true)
+        .head_only(head.method == "HEAD");
+    let _ = stream.set_write_timeout(Some(end.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))));
+    let _ = io::Write::write_all(&mut stream, &answer.to_bytes());
+}
+
+/// The request head's bytes, read by `end`.
+fn read_head(stream: &mut TcpStream, end: Instant) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; ADMIN_MAX_HEAD];
+    let mut len = 0;
+    let mut scanner = HeadScanner::default();
+    loop {
+        let left = end.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
+        stream.set_read_timeout(Some(left)).ok()?;
+        let n = stream.read(&mut buf[len..]).ok().filter(|&n| n > 0)?;
+        len += n;
+        if let Some(head_len) = scanner.scan(&buf[..len], ADMIN_MAX_HEAD).ok()? {
+            buf.truncate(head_len);
+            return Some(buf);
+        }
+        if len == buf.len() {
+            return None;
+        }
     }
-    let _ = stream.write_all(out.as_bytes()).await;
 }
 
 fn answer(path: &str, shared: &Shared) -> (u16, &'static str, String) {
@@ -94,8 +140,9 @@ fn answer(path: &str, shared: &Shared) -> (u16, &'static str, String) {
     }
 }
 
-/// Why the proxy should not get traffic, if it should not: a balancer (reached by a
-/// `[[proxy]]` route or a rewrite rule) whose every member is out of service.
+/// Why the proxy should not get traffic, if it should not: a configured balancer with
+/// no member that could take a request now (every one ejected, resting or out of
+/// service). Balancers are checked whether a route or a rewrite rule reaches them.
 fn not_ready(config: &Config) -> Option<String> {
     config.balancers.iter().find(|b| !b.usable()).map(|b| format!("no usable member in balancer {:?}", b.name))
 }
@@ -114,14 +161,14 @@ fn render_members(config: &Config, out: &mut String) {
             rows.push((b.name.clone(), m));
         }
     }
+    // A member found through DNS is one address of a name: `address` tells them apart.
+    let member = |m: &crate::balance::ReplicaStatus| match m.url.addr {
+        Some(a) => format!("member=\"{}\",address=\"{a}\"", m.url.origin()),
+        None => format!("member=\"{}\"", m.url.origin()),
+    };
     for (b, m) in &rows {
         let up = u8::from(m.status.in_service() && !m.state.is_ejected());
-        let _ = writeln!(
-            out,
-            "sidecar_member_up{{balancer=\"{b}\",member=\"{}\",state=\"{}\"}} {up}",
-            m.url.origin(),
-            m.state
-        );
+        let _ = writeln!(out, "sidecar_member_up{{balancer=\"{b}\",{},state=\"{}\"}} {up}", member(m), m.state);
     }
     for (name, help, kind, value) in [
         ("sidecar_member_requests", "Requests in flight per member.", "gauge", 0u8),
@@ -135,26 +182,41 @@ fn render_members(config: &Config, out: &mut String) {
                 1 => u64::from(m.tunnels),
                 _ => m.failures,
             };
-            let _ = writeln!(out, "{name}{{balancer=\"{b}\",member=\"{}\"}} {v}", m.url.origin());
+            let _ = writeln!(out, "{name}{{balancer=\"{b}\",{}}} {v}", member(m));
+        }
+    }
+    render_names(config, out);
+}
+
+/// Per DNS name: how many members it stands for and how many lookups failed.
+fn render_names(config: &Config, out: &mut String) {
+    let mut rows = Vec::new();
+    for b in &config.balancers {
+        for n in b.lock().names() {
+            rows.push((b.name.clone(), n.lookup.name().to_string(), n.addresses.len(), n.errors, n.error.is_some()));
+        }
+    }
+    for (name, help, kind, value) in [
+        ("sidecar_dns_addresses", "Members a DNS name stands for (its last good answer).", "gauge", 0u8),
+        ("sidecar_dns_errors_total", "Failed or empty lookups of a DNS name.", "counter", 1),
+        ("sidecar_dns_failing", "1 while the latest lookup of a DNS name failed.", "gauge", 2),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (b, n, addresses, errors, failing) in &rows {
+            let v = match value {
+                0 => *addresses as u64,
+                1 => *errors,
+                _ => u64::from(*failing),
+            };
+            let _ = writeln!(out, "{name}{{balancer=\"{b}\",name=\"{n}\"}} {v}");
         }
     }
 }
 
-/// A JSON string literal.
+/// `s` as a JSON string literal.
 fn json_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    json_string(&mut out, s);
     out
 }
 
@@ -193,16 +255,21 @@ fn status_json(config: &Config, shared: &Shared) -> String {
             s.push(',');
         }
         let bal = b.lock();
-        let _ = write!(s, "{{\"name\":{},\"method\":\"{}\",\"members\":[", json_str(&b.name), bal.spec().method);
-        for (j, m) in bal.snapshot(Instant::now()).iter().enumerate() {
+        let now = Instant::now();
+        let _ = write!(s, "{{\"name\":{},\"method\":\"{}\",\"names\":", json_str(&b.name), bal.spec().method);
+        names_json(&mut s, bal.names(), now);
+        s.push_str(",\"members\":[");
+        for (j, m) in bal.snapshot(now).iter().enumerate() {
             if j > 0 {
                 s.push(',');
             }
             let last_error = m.last_error.map(|e| json_str(&e.to_string())).unwrap_or_else(|| "null".into());
             let retry_in = m.retry_in.map_or("null".to_string(), |d| format!("{:.3}", d.as_secs_f64()));
+            let address = m.url.addr.map_or("null".to_string(), |a| json_str(&a.to_string()));
+            let share = m.ramp_permille.map_or("null".to_string(), |p| format!("{:.3}", f64::from(p) / 1000.0));
             let _ = write!(
                 s,
-                "{{\"url\":{},\"status\":\"{}\",\"loadfactor\":{},\"state\":\"{}\",\"requests\":{},\"tunnels\":{},\"picks\":{},\"bytes\":{},\"failures\":{},\"last_error\":{last_error},\"retry_in_seconds\":{retry_in}}}",
+                "{{\"url\":{},\"status\":\"{}\",\"loadfactor\":{},\"state\":\"{}\",\"requests\":{},\"tunnels\":{},\"picks\":{},\"bytes\":{},\"failures\":{},\"last_error\":{last_error},\"retry_in_seconds\":{retry_in},\"address\":{address},\"slow_start_share\":{share},\"check_down\":{}}}",
                 json_str(&m.url.origin()),
                 m.status,
                 m.weight,
@@ -211,13 +278,38 @@ fn status_json(config: &Config, shared: &Shared) -> String {
                 m.tunnels,
                 m.picks,
                 m.bytes,
-                m.failures
+                m.failures,
+                m.check_down
             );
         }
         s.push_str("]}");
     }
     s.push_str("]}\n");
     s
+}
+
+/// `[{"name":…,"type":"A/AAAA","addresses":[…],"refreshed_seconds_ago":…,"ttl_seconds":…,"error":…,"errors":…}]`
+fn names_json(s: &mut String, names: &[crate::balance::NameStatus], now: Instant) {
+    s.push('[');
+    for (i, n) in names.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let addresses: Vec<String> = n.addresses.iter().map(|a| json_str(&a.to_string())).collect();
+        let secs = |d: Option<std::time::Duration>| d.map_or("null".to_string(), |d| format!("{:.3}", d.as_secs_f64()));
+        let _ = write!(
+            s,
+            "{{\"name\":{},\"type\":\"{}\",\"addresses\":[{}],\"refreshed_seconds_ago\":{},\"ttl_seconds\":{},\"error\":{},\"errors\":{}}}",
+            json_str(n.lookup.name()),
+            n.lookup.kind(),
+            addresses.join(","),
+            secs(n.refreshed_at.map(|t| now.saturating_duration_since(t))),
+            secs(n.ttl),
+            n.error.as_deref().map_or("null".to_string(), json_str),
+            n.errors
+        );
+    }
+    s.push(']');
 }
 
 #[cfg(test)]

@@ -1,22 +1,28 @@
-//! argv → a subcommand → an exit code: 0 clean, 1 bad config or bind, 2 bad command line.
+//! argv → a subcommand → an exit code: 0 clean, 1 bad config or bind, 2 bad command
+//! line (the help follows the error), 130 second SIGINT.
 #![forbid(unsafe_code)]
 
-use argh::FromArgs;
-use sidecar::cli::{Cli, Command};
+use sidecar::cli::{self, Command, Parsed};
 use sidecar::cmd;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let name = args.first().map_or("sidecar", String::as_str);
+    // Usage lines say `sidecar`, not the path it was started by.
+    let name = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("sidecar")
+        .to_string();
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
-    let cli = match Cli::from_args(&[name], &rest) {
-        Ok(cli) => cli,
-        Err(exit) => {
-            if exit.status.is_ok() {
-                println!("{}", exit.output);
-                std::process::exit(0);
-            }
-            eprintln!("{}", exit.output);
+    let cli = match cli::parse(&name, &rest) {
+        Parsed::Run(cli) => cli,
+        Parsed::Help(text) => {
+            println!("{text}");
+            std::process::exit(0);
+        }
+        Parsed::Bad(text) => {
+            eprintln!("{text}");
             std::process::exit(2);
         }
     };
@@ -26,8 +32,14 @@ fn main() {
     }
     let code = match cli.command {
         None => cmd::run::run(&cli.config),
-        Some(Command::Check(c)) => cmd::check::check(c.config.as_deref().unwrap_or(&cli.config)),
-        Some(Command::Demo(d)) => cmd::demo::demo(d.port),
+        Some(Command::Check(c)) => {
+            let path = c.config.as_deref().unwrap_or(&cli.config);
+            match &c.explain {
+                None => cmd::check::check(path),
+                Some(request) => cmd::check::check_explain(path, request, &c.header),
+            }
+        }
+        Some(Command::Demo(d)) => cmd::demo::demo(d.port, d.tls),
         Some(Command::ImportApache(a)) => cmd::import_apache::import_apache(&a.file),
     };
     std::process::exit(code);

@@ -1,6 +1,8 @@
 //! Process-wide counters, shared by all workers as atomics, and their Prometheus text
-//! rendering for the admin endpoint (issue 5). Updating a counter is one relaxed atomic
-//! add; the per-route table is read-locked (uncontended) only to find its row.
+//! rendering for the admin endpoint. Updating a counter is one relaxed atomic add; the
+//! per-route table is behind a read-write lock that every worker read-locks once per
+//! request to find its row (write-locked only the first time a route is seen), so the
+//! cost of sharing is one uncontended-in-the-common-case reader count per request.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -31,6 +33,8 @@ pub struct Metrics {
     pub connect_errors: AtomicU64,
     pub pool_reused: AtomicU64,
     pub pool_new: AtomicU64,
+    /// Access lines dropped because stdout did not take them (shared with the writer).
+    pub access_log_dropped: Arc<AtomicU64>,
 }
 
 impl Metrics {
@@ -117,6 +121,12 @@ impl Metrics {
                 self.pool_reused.load(Relaxed) as i64,
             ),
             ("sidecar_pool_new_total", "counter", "Backend connections opened.", self.pool_new.load(Relaxed) as i64),
+            (
+                "sidecar_access_log_dropped_total",
+                "counter",
+                "Access lines dropped because stdout did not take them.",
+                self.access_log_dropped.load(Relaxed) as i64,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         }

@@ -1,7 +1,7 @@
-//! PURE. The ProxyPass table (SPEC §3 `[[proxy]]`): path normalisation, longest
+//! PURE. The ProxyPass table (`[[proxy]]`): path normalisation, longest
 //! segment-boundary prefix match, the upstream path, and the ProxyPassReverse mapping.
 //!
-//! One normalisation is used both to match and to forward (SECURITY §1.7, Apache
+//! One normalisation is used both to match and to forward (docs/security.md, P1–P9; Apache
 //! CVE-2019-0220 / CVE-2021-41773): unreserved `%XX` are decoded, other escapes kept
 //! (upper-cased), runs of `/` merged, dot segments removed. Encoded `/` and `\` are
 //! refused (Apache `AllowEncodedSlashes Off`), a raw `\` and `%00` are malformed.
@@ -199,7 +199,8 @@ pub struct ReverseRule {
 }
 
 /// Maps a backend URL to the client-facing one, absolute on the client's origin (as
-/// Apache does, and never a `//`-relative path: SECURITY B10). Foreign URLs: `None`.
+/// Apache does, and never a `//`-relative path: docs/security.md, B10). Foreign URLs:
+/// `None`.
 pub fn reverse_url(value: &[u8], rules: &[ReverseRule], front_origin: &str) -> Option<Vec<u8>> {
     let value = std::str::from_utf8(value).ok()?;
     for rule in rules {

@@ -1,12 +1,11 @@
-//! Process signals (SPEC §4): SIGTERM/SIGINT drain (stop accepting, let requests
+//! Process signals: SIGTERM/SIGINT drain (stop accepting, let requests
 //! finish, give tunnels up to `drain_timeout`, exit 0; a second SIGINT exits at once),
 //! SIGHUP reloads sidecar.toml and the certificate files it names (a bad config is
 //! logged and the old one stays).
 //!
-//! The main thread waits here with plain blocking calls, never in an async-io
-//! `block_on`: async-io has one reactor per process, and an idle thread inside
-//! `block_on` would take turns polling it, receiving the workers' socket events and
-//! waking them across threads.
+//! The main thread waits here with plain blocking calls; a reload or the drain reaches
+//! each worker through a channel whose waker ends that worker's `epoll_wait` (its
+//! runtime's cross-thread queue), off the request path.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -27,7 +26,9 @@ pub fn install() -> std::io::Result<Signals> {
 }
 
 /// Runs until the proxy has drained after a stop signal; returns the exit code.
-pub fn run_until_stopped(mut signals: Signals, mut running: Running, config_path: &Path) -> i32 {
+/// `config_path`: the file SIGHUP reloads (`None` for `sidecar demo`, whose config is
+/// built in: SIGHUP is then logged and ignored).
+pub fn run_until_stopped(mut signals: Signals, mut running: Running, config_path: Option<&Path>) -> i32 {
     // When every worker has stopped (after a drain), end the wait for signals.
     let handle = signals.handle();
     let threads = running.take_threads();
@@ -41,7 +42,10 @@ pub fn run_until_stopped(mut signals: Signals, mut running: Running, config_path
     let mut code = 0;
     for sig in signals.forever() {
         match sig {
-            SIGHUP if !draining => reload(&mut running, config_path),
+            SIGHUP if !draining => match config_path {
+                Some(path) => reload(&mut running, path),
+                None => log::warn!("SIGHUP: ignored, there is no config file to reload"),
+            },
             SIGINT if draining => {
                 log::warn!("second SIGINT: exiting now");
                 code = FORCED_EXIT;
@@ -66,8 +70,20 @@ pub fn run_until_stopped(mut signals: Signals, mut running: Running, config_path
 fn reload(running: &mut Running, path: &Path) {
     match config::load(path) {
         Ok(mut config) => {
+            let old = running.shared.config();
+            config.adopt_state(&old);
+            if let Err(d) = config.write_self_signed() {
+                log::error!("SIGHUP: reload rejected, old config kept: {d}");
+                return;
+            }
             log::info!("SIGHUP: reloaded {}", path.display());
-            config.adopt_state(&running.shared.config());
+            if let Some(s) = config
+                .self_signed
+                .as_ref()
+                .filter(|s| old.self_signed.as_ref().is_none_or(|o| o.fingerprint != s.fingerprint))
+            {
+                s.log();
+            }
             running.reload(Arc::new(config));
         }
         Err(diagnostics) => {

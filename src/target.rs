@@ -1,10 +1,11 @@
 //! PURE. Where a request may be sent: an `http`/`https`/`ws`/`wss` URL or
-//! `balancer://NAME/path` (SPEC §3). Parsing is strict on purpose: the upstream
-//! authority must come from config only (SECURITY §1.4, CVE-2021-40438), so anything
+//! `balancer://NAME/path`. Parsing is strict on purpose: the upstream authority must
+//! come from config only (docs/security.md, CVE-2021-40438), so anything
 //! that is not a plain `scheme://host[:port][/path]` is refused here rather than
 //! interpreted.
 
 use std::fmt;
+use std::net::SocketAddr;
 
 /// The four schemes a backend may be addressed with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -57,6 +58,10 @@ pub struct Url {
     pub port: u16,
     /// Path and optional query, always starting with `/`.
     pub path: String,
+    /// The address to connect to, when a resolver found it ahead of time (a member
+    /// discovered through DNS). `host` still names the backend: it is the `Host`
+    /// header and the name TLS verifies.
+    pub addr: Option<SocketAddr>,
 }
 
 impl Url {
@@ -72,6 +77,15 @@ impl Url {
     /// `scheme://authority` with no path: the identity of a replica.
     pub fn origin(&self) -> String {
         format!("{}://{}", self.scheme.as_str(), self.authority())
+    }
+
+    /// The replica as logs and `/status` name it: the origin, and the address it is
+    /// pinned to when there is one (`http://app:3000 (10.1.0.7:3000)`).
+    pub fn replica(&self) -> String {
+        match self.addr {
+            Some(addr) => format!("{} ({addr})", self.origin()),
+            None => self.origin(),
+        }
     }
 
     /// The host without IPv6 brackets, as a resolver or TLS server name wants it.
@@ -107,7 +121,7 @@ impl fmt::Display for Target {
 pub enum TargetError {
     NoScheme,
     UnknownScheme(String),
-    /// `wss:/host` — one slash, the tutorial typo (SPEC §5).
+    /// `wss:/host` — one slash, a typo copied from tutorials.
     OneSlash,
     EmptyHost,
     UserInfo,
@@ -171,7 +185,7 @@ pub fn parse_target(s: &str) -> Result<Target, TargetError> {
             _ => return Err(TargetError::BadPort(p.to_string())),
         },
     };
-    Ok(Target::Url(Url { scheme, host: host.to_ascii_lowercase(), port, path }))
+    Ok(Target::Url(Url { scheme, host: host.to_ascii_lowercase(), port, path, addr: None }))
 }
 
 /// Splits `host[:port]`; IPv6 literals must be bracketed.
@@ -212,7 +226,7 @@ fn is_name_byte(b: u8) -> bool {
 }
 
 /// Bytes allowed in a request-target on the wire: visible ASCII except `#`
-/// (SECURITY §1.4: no byte ≤ 0x20, no 0x7F, no non-ASCII, no `#`).
+/// (no byte ≤ 0x20, no 0x7F, no non-ASCII, no `#`: docs/security.md, CVE-2023-25690, P8).
 pub fn is_target_byte(b: u8) -> bool {
     (0x21..0x7f).contains(&b) && b != b'#'
 }

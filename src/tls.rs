@@ -1,7 +1,7 @@
 //! PEM files → rustls configs, at config load so `sidecar check` catches a bad
-//! certificate (SPEC §3). One crypto provider (ring), passed explicitly: no global
+//! certificate. One crypto provider (ring), passed explicitly: no global
 //! state. Backends are always verified (system roots plus `[backend_tls] ca`); there is
-//! no switch that turns verification off (SECURITY §0.7).
+//! no switch that turns verification off (docs/security.md, principle 5).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,13 +15,22 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// The listener's config: certificate chain and key from PEM, ALPN `http/1.1` only
-/// (SECURITY T5). rustls offers TLS 1.2 and 1.3 with AEAD suites only (T4).
+/// (docs/security.md, T5). rustls offers TLS 1.2 and 1.3 with AEAD suites only (T4).
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
     let chain = read_certs(cert)?;
     if chain.is_empty() {
         return Err(format!("{}: no CERTIFICATE block in the file", cert.display()));
     }
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {}", key.display(), pem_error(&e)))?;
+    server_config_from(chain, key)
+}
+
+/// `server_config` from a chain and key already in memory (a generated development
+/// certificate).
+pub fn server_config_from(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<ServerConfig>, String> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -66,7 +75,8 @@ pub fn client_config_with_roots(
     Ok(Arc::new(config))
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// Every CERTIFICATE block of a PEM file, in order.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("{}: {}", path.display(), pem_error(&e)))

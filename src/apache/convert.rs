@@ -1,4 +1,5 @@
-//! PURE. An Apache `<VirtualHost>` (SPEC §1 and §5 directives) → sidecar.toml text, with
+//! PURE. An Apache `<VirtualHost>` (its rewrite, proxy, balancer, listen and TLS
+//! directives) → sidecar.toml text, with
 //! a warning per line that cannot do what its author thinks and a list of every
 //! directive that was not converted. Nothing is dropped silently.
 
@@ -48,6 +49,19 @@ struct Balancer {
     max_attempts: Option<u32>,
     fail_on_status: Vec<u16>,
     members: Vec<Member>,
+    /// mod_proxy_hcheck settings, taken from the first member that has them.
+    health: Option<HealthImport>,
+}
+
+/// A member's mod_proxy_hcheck parameters, as `[balancer.NAME.health]` takes them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct HealthImport {
+    path: String,
+    /// Seconds (Apache's `hcinterval`, default 30).
+    interval: u64,
+    /// `hcpasses` and `hcfails`, Apache's default 1 each.
+    rise: u32,
+    fall: u32,
 }
 
 #[derive(Debug, Default)]
@@ -269,6 +283,7 @@ impl State {
         };
         let mut m = Member { url: url.clone(), ..Member::default() };
         let mut warnings = Vec::new();
+        let mut hc: Vec<(String, String)> = Vec::new();
         for p in params {
             let (k, v) = p.split_once('=').unwrap_or((&p, ""));
             match k.to_ascii_lowercase().as_str() {
@@ -276,8 +291,22 @@ impl State {
                 "status" => m.status = Some(v.to_string()),
                 "route" => m.route = Some(v.to_string()),
                 "retry" => m.retry = v.parse::<u64>().ok().map(|s| format!("{s}s")),
+                k @ ("hcmethod" | "hcuri" | "hcinterval" | "hcpasses" | "hcfails") => {
+                    hc.push((k.to_string(), v.to_string()))
+                }
                 _ => warnings.push(format!("BalancerMember parameter {p:?} is not converted")),
             }
+        }
+        let member_path = match parse_target(&url) {
+            Ok(crate::target::Target::Url(u)) => u.path,
+            _ => "/".to_string(),
+        };
+        match health_import(&hc, &member_path, &mut warnings) {
+            Some(h) if b.health.as_ref().is_some_and(|first| first != &h) => warnings.push(
+                "BalancerMember health check settings differ from an earlier member's; sidecar checks every member of a balancer alike (the first member's settings are used)".into(),
+            ),
+            Some(h) if b.health.is_none() => b.health = Some(h),
+            _ => {}
         }
         b.members.push(m);
         for w in warnings {
@@ -421,6 +450,12 @@ impl State {
                 }
             }
             let _ = writeln!(t, "]");
+            if let Some(h) = &b.health {
+                let _ = writeln!(t, "\n[balancer.{}.health]  # mod_proxy_hcheck", toml_key(&b.name));
+                let _ = writeln!(t, "path = {}", toml_str(&h.path));
+                let _ = writeln!(t, "interval = \"{}s\"", h.interval);
+                let _ = writeln!(t, "rise = {}\nfall = {}", h.rise, h.fall);
+            }
         }
         if let Some(ca) = &self.ca {
             let _ = writeln!(t, "\n[backend_tls]\nca = {}", toml_str(ca));
@@ -450,6 +485,49 @@ impl State {
 }
 
 /// `*:443`, `443`, `_default_:443`, `[::]:443`, `1.2.3.4:80` → a listen address.
+/// mod_proxy_hcheck's member parameters → `[balancer.NAME.health]`: `hcmethod` GET,
+/// HEAD or OPTIONS (sidecar always sends GET and reads only the status, which is what
+/// those three check), `hcuri` appended to the member's path as Apache does,
+/// `hcinterval` seconds, `hcpasses` → `rise`, `hcfails` → `fall`. No `hcmethod`, or
+/// `NONE`: no check. Anything that cannot be converted is said in `warnings`.
+fn health_import(hc: &[(String, String)], member_path: &str, warnings: &mut Vec<String>) -> Option<HealthImport> {
+    let get = |k: &str| hc.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    let method = get("hcmethod").map(str::to_ascii_uppercase);
+    match method.as_deref() {
+        None | Some("NONE") => {
+            if hc.iter().any(|(k, _)| k != "hcmethod") {
+                warnings.push("hc* parameters without hcmethod: Apache runs no health check; none converted".into());
+            }
+            return None;
+        }
+        Some("GET" | "HEAD" | "OPTIONS") => {}
+        Some(other) => {
+            warnings.push(format!(
+                "hcmethod={other} is not converted: sidecar's health checks are HTTP GET requests (a TCP or AJP check has no equivalent)"
+            ));
+            return None;
+        }
+    }
+    let mut path = member_path.trim_end_matches('/').to_string();
+    path.push('/');
+    path.push_str(get("hcuri").unwrap_or("").trim_start_matches('/'));
+    let number = |k: &str, default: u64, warnings: &mut Vec<String>| match get(k).map(|v| v.parse::<u64>()) {
+        None => default,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => {
+            warnings.push(format!(
+                "{k}={:?} is not a positive number; Apache's default {default} used",
+                get(k).unwrap_or("")
+            ));
+            default
+        }
+    };
+    let interval = number("hcinterval", 30, warnings);
+    let rise = number("hcpasses", 1, warnings).min(100) as u32;
+    let fall = number("hcfails", 1, warnings).min(100) as u32;
+    Some(HealthImport { path, interval, rise, fall })
+}
+
 fn listen_addr(a: &str) -> Option<String> {
     let (host, port) = match a.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(':') => (h, p),
@@ -464,24 +542,11 @@ fn listen_addr(a: &str) -> Option<String> {
     addr.parse::<std::net::SocketAddr>().ok().map(|_| addr)
 }
 
-/// A TOML string: literal `'…'` when possible (rules read as written), else basic.
+/// A TOML string as the `toml` crate writes it: literal `'…'` when the text holds a
+/// `"` (rules then read as written), basic otherwise. The document around the values
+/// is laid out here because serde cannot write the `# Apache line N` comments.
 pub fn toml_str(s: &str) -> String {
-    if !s.contains('\'') && !s.chars().any(char::is_control) {
-        return format!("'{s}'");
-    }
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04X}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    toml::Value::String(s.to_string()).to_string()
 }
 
 fn toml_key(s: &str) -> String {
@@ -526,8 +591,42 @@ mod tests {
     }
 
     #[test]
+    fn converts_mod_proxy_hcheck_parameters() {
+        let params = |s: &str| -> Vec<(String, String)> {
+            s.split_whitespace()
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (k.to_string(), v.to_string())
+                })
+                .collect()
+        };
+        for (hc, member_path, want, warns) in [
+            ("hcmethod=GET hcuri=/healthz hcinterval=5 hcpasses=2 hcfails=3", "/", Some(("/healthz", 5, 2, 3)), 0),
+            ("hcmethod=head hcuri=healthz", "/app/", Some(("/app/healthz", 30, 1, 1)), 0), // Apache appends hcuri
+            ("hcmethod=OPTIONS", "/", Some(("/", 30, 1, 1)), 0),
+            ("hcmethod=GET hcinterval=soon", "/", Some(("/", 30, 1, 1)), 1),
+            ("hcmethod=TCP hcinterval=5", "/", None, 1),
+            ("hcmethod=NONE", "/", None, 0),
+            ("hcuri=/healthz", "/", None, 1), // no hcmethod: Apache runs no check
+            ("", "/", None, 0),
+        ] {
+            let mut warnings = Vec::new();
+            let got = health_import(&params(hc), member_path, &mut warnings);
+            let want =
+                want.map(|(path, interval, rise, fall)| HealthImport { path: path.into(), interval, rise, fall });
+            assert_eq!(got, want, "{hc:?}");
+            assert_eq!(warnings.len(), warns, "{hc:?}: {warnings:?}");
+        }
+    }
+
+    #[test]
     fn toml_strings() {
         assert_eq!(toml_str(".* \"wss://h\" [P,L]"), "'.* \"wss://h\" [P,L]'");
         assert_eq!(toml_str("it's"), "\"it's\"");
+        for s in ["a\u{1}b", "both ' and \"", "back\\slash", "%{HTTP:Upgrade} websocket [NC]"] {
+            let doc = format!("k = {}", toml_str(s));
+            let parsed: toml::Table = doc.parse().unwrap_or_else(|e| panic!("{doc}: {e}"));
+            assert_eq!(parsed["k"].as_str(), Some(s), "{doc}");
+        }
     }
 }

@@ -1,7 +1,8 @@
-//! `sidecar import-apache` only: Apache httpd config → sidecar.toml (SPEC §5).
+//! `sidecar import-apache` only: Apache httpd config → sidecar.toml, with a warning for
+//! each line that will not do what its author expects.
 
 pub mod convert;
 pub mod parse;
 
-pub use convert::{convert, Imported, RewriteEntry};
-pub use parse::{parse_config, ParseError};
+pub use convert::convert;
+pub use parse::parse_config;

@@ -1,6 +1,6 @@
 //! PURE. Apache httpd config syntax: lines with `\` continuation, `#` comments,
 //! directives with quoted arguments, and `<Section args>` … `</Section>` blocks, each
-//! remembering its line number for warnings (SPEC §5).
+//! remembering its line number, so every warning can name the Apache line.
 
 /// One directive, or a section with its children.
 #[derive(Clone, Debug, PartialEq, Eq)]

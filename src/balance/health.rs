@@ -219,6 +219,27 @@ impl Tracker {
         }
     }
 
+    /// Back in service at once, whatever the state: `rise` good health checks in a row
+    /// (mod.rs). A trial in flight becomes history. `None` when already healthy.
+    pub fn restore(&mut self, health: &Health) -> Option<Change> {
+        let from = self.state();
+        if from == State::Healthy {
+            return None;
+        }
+        self.rest = first_rest(health);
+        self.enter(Phase::Healthy);
+        Some(Change { from, to: State::Healthy, failure: None, rest: None })
+    }
+
+    /// A fresh start for a reused slot (a new address taking the place of one that
+    /// left): healthy, no history. The epoch moves on, so no report meant for the
+    /// slot's previous member can move the new one.
+    pub fn renew(&mut self, health: &Health) {
+        let epoch = self.epoch;
+        *self = Self::new(health);
+        self.epoch = epoch.wrapping_add(1);
+    }
+
     fn eject(&mut self, now: Instant, from: State, failure: Option<Failure>) -> Change {
         let retry_at = now.checked_add(self.rest).unwrap_or(now);
         self.enter(Phase::Failed { retry_at });
@@ -341,6 +362,34 @@ mod tests {
         t.begin_trial(start + 10 * S);
         let change = t.report(t.epoch(), start + 10 * S, Outcome::Failure(Failure::Tls), &h, true);
         assert_eq!(change.and_then(|c| c.rest), Some(20 * S));
+    }
+
+    #[test]
+    fn restore_brings_back_any_state_and_renew_forgets() {
+        let h = health(10, 300);
+        let start = Instant::now();
+        for (setup, want_from) in [
+            (&[Outcome::Failure(Failure::Reset)][..], Some(State::Failed)),
+            (&[][..], None), // already healthy
+        ] {
+            let mut t = Tracker::new(&h);
+            for &o in setup {
+                t.report(t.epoch(), start, o, &h, true);
+            }
+            let epoch = t.epoch();
+            assert_eq!(t.restore(&h).map(|c| (c.from, c.to)), want_from.map(|f| (f, State::Healthy)), "{setup:?}");
+            assert_eq!(t.avail(start, &h), Avail::Ready);
+            // A report picked before the restore is history.
+            if want_from.is_some() {
+                assert_eq!(t.report(epoch, start, Outcome::Failure(Failure::Reset), &h, true), None);
+            }
+        }
+        let mut t = Tracker::new(&h);
+        t.report(t.epoch(), start, Outcome::Failure(Failure::Reset), &h, true);
+        let before = t.epoch();
+        t.renew(&h);
+        assert_eq!((t.state(), t.failures(), t.last_error()), (State::Healthy, 0, None));
+        assert_ne!(t.epoch(), before);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::fmt;
 
 /// A selection method (`method = "..."` in `[balancer.NAME]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(clippy::enum_variant_names)] // Apache's lbmethod names: byrequests, bybusyness, bytraffic
 pub enum Method {
     /// Smooth weighted round robin, as nginx does it: shares follow the weights
     /// exactly and a heavy replica's turns are spread out (5,1,1 → a a b a c a a),
@@ -96,6 +97,11 @@ pub(super) struct Selector {
 impl Selector {
     pub fn new(method: Method, seed: u64) -> Self {
         Self { method, rng: Rng::new(seed) }
+    }
+
+    /// True with probability `permille` / 1000 (a slow-start draw).
+    pub fn chance_permille(&mut self, permille: u32) -> bool {
+        self.rng.below(1000) < u64::from(permille)
     }
 
     /// Picks one index among those `eligible` allows; `None` when it allows none.

@@ -1,21 +1,27 @@
 //! PURE, `now` is a parameter. Replica selection and passive health for one
-//! `[balancer.NAME]` (SPEC §3, §4 "Replicas"). spec.rs names what config resolves,
+//! `[balancer.NAME]`. spec.rs names what config resolves,
 //! method.rs chooses among allowed replicas, outcome.rs names what an attempt
 //! reports, health.rs runs one replica's state machine; this file decides which
 //! replicas are allowed and owns the `Balancer`.
 //!
 //! # One attempt
 //!
-//! The proxy keeps one `Balancer` per worker thread (`Rc<RefCell<_>>`, no locks), so
-//! each worker learns of a dead replica by itself: one failed attempt per worker. An
-//! attempt is `pick` → `start(Work::Request)` (no `.await` in between, or concurrent
-//! picks miss it) → exactly one `report` (`Outcome::Abandoned` when nothing was learned
-//! about the replica; a drop guard makes sure) → `finish`. On a 101 the request's
-//! `finish` is followed by `start(Work::Tunnel)` and, at close, `finish(Work::Tunnel)`.
-//! The `Attempt` that `pick` returns goes back to `report`: it says whether this was
-//! the replica's trial and in which epoch it was picked. `pick`, `start`, `finish` and
-//! a `report` that changes nothing never allocate. A reload builds new balancers:
-//! health starts afresh, and work still open finishes on the old one it came from.
+//! One `Balancer` per `[balancer.NAME]` serves the whole process: the config holds it
+//! behind one mutex (`config::SharedBalancer`), so a dead replica is found once, not
+//! once per worker, and `bybusyness` sees every worker's requests and tunnels. The
+//! lock is held only for the pure calls here, never across I/O. An attempt is `pick`
+//! → `start(Work::Request)` (under the same lock, or concurrent picks miss it) →
+//! exactly one `report` (`Outcome::Abandoned` when nothing was learned about the
+//! replica) → `finish`. On a 101 the request's `finish` is followed by
+//! `start(Work::Tunnel)` and, at close, `finish(Work::Tunnel)`. The proxy's lease
+//! (`proxy/lease.rs`) makes that sequence happen even when a connection task ends
+//! early or panics. The `Attempt` that `pick` returns goes back to `report`: it says
+//! whether this was the replica's trial and in which epoch it was picked. `pick`,
+//! `start`, `finish` and a `report` that changes nothing never allocate.
+//!
+//! A reload builds new balancers, but one whose definition did not change keeps its
+//! live state (`Config::adopt_state`): a SIGHUP does not bring a dead replica back.
+//! Work still open on a replaced balancer finishes on the one it came from.
 //!
 //! # Who may be picked
 //!
@@ -38,7 +44,7 @@
 //! `failures` and `last_error`, but none ejects, extends the rest, doubles the back-off
 //! or ends an ejection. Only the trial decides how an ejection ends. See health.rs.
 //!
-//! # The guard, and "every replica down" (SPEC §4: 503 with Retry-After)
+//! # The guard, and "every replica down" (503 with Retry-After)
 //!
 //! Ejection is capped, like Envoy's `max_ejection_percent`: a failure ejects only while
 //! fewer than `floor(in service × max_ejected_percent / 100)` replicas are ejected, and
@@ -56,12 +62,15 @@
 //! `Retry-After: 1`), `IDLE_RETRY_AFTER` when none is in service. The proxy answers 503
 //! with it. With `max_ejected_percent = 100` every replica may be ejected, and while
 //! all rest, `pick` answers 503 at once, until the earliest retry time lets a trial
-//! through: SPEC §4 to the letter, at the cost of a restarted app waiting out its
+//! through: "every replica down" to the letter, at the cost of a restarted app waiting out its
 //! back-off.
 
 mod health;
+mod membership;
 mod method;
 mod outcome;
+mod probe;
+mod slow_start;
 mod spec;
 
 #[cfg(test)]
@@ -75,9 +84,15 @@ use std::time::{Duration, Instant};
 pub use health::State;
 pub use method::Method;
 pub use outcome::{Failure, Outcome};
-pub use spec::{BalancerSpec, Health, ReplicaSpec, Status, RECOMMENDED_MAX_EJECTED_PERCENT};
+pub use spec::{
+    BalancerSpec, Discovery, Health, HealthCheck, Lookup, ReplicaSpec, Status, StatusRanges,
+    RECOMMENDED_MAX_EJECTED_PERCENT,
+};
+
+pub use membership::{found_from_addresses, found_from_srv, Found, NameStatus, SrvRecord};
 
 use health::{Avail, Tracker};
+use membership::Slot;
 use method::{Load, Selector};
 
 use crate::target::Url;
@@ -136,7 +151,7 @@ impl Transition {
 
 impl fmt::Display for Transition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "balancer://{}: replica {} ", self.balancer, self.url.origin())?;
+        write!(f, "balancer://{}: replica {} ", self.balancer, self.url.replica())?;
         let trial = self.from == State::Trial;
         match (self.to, self.failure, self.rest) {
             (State::Healthy, _, _) if trial => f.write_str("recovered: its trial request succeeded"),
@@ -185,6 +200,10 @@ pub struct ReplicaStatus {
     /// When a resting replica may have its trial, and how long until then.
     pub retry_at: Option<Instant>,
     pub retry_in: Option<Duration>,
+    /// Under slow start: the share of its traffic it gets now, in per mille.
+    pub ramp_permille: Option<u32>,
+    /// Active health checks say it is down.
+    pub check_down: bool,
 }
 
 /// One balancer's replicas, their load and their health, for one worker thread.
@@ -194,6 +213,10 @@ pub struct Balancer {
     health: Vec<Tracker>,
     loads: Vec<Load>,
     selector: Selector,
+    /// Per replica: where it came from, slow start, active checks (membership.rs).
+    slots: Vec<Slot>,
+    /// Per `spec.discovered` entry.
+    names: Vec<NameStatus>,
 }
 
 impl Balancer {
@@ -202,7 +225,20 @@ impl Balancer {
         let health = spec.replicas.iter().map(|r| Tracker::new(&r.health)).collect();
         let loads = spec.replicas.iter().map(|r| Load::new(r.weight)).collect();
         let selector = Selector::new(spec.method, seed);
-        Self { spec, health, loads, selector }
+        let slots = vec![Slot::default(); spec.replicas.len()];
+        let names = spec
+            .discovered
+            .iter()
+            .map(|d| NameStatus {
+                lookup: d.lookup.clone(),
+                addresses: Vec::new(),
+                refreshed_at: None,
+                ttl: None,
+                error: None,
+                errors: 0,
+            })
+            .collect();
+        Self { spec, health, loads, selector, slots, names }
     }
 
     pub fn spec(&self) -> &BalancerSpec {
@@ -255,20 +291,33 @@ impl Balancer {
         let may_eject = matches!(outcome, Outcome::Failure(_)) && self.guard_allows_ejecting(i);
         let replica = self.spec.replicas.get(i)?;
         let change = self.health.get_mut(i)?.report(attempt.epoch, now, outcome, &replica.health, may_eject)?;
+        let url = replica.url.clone();
         if change.from == State::Trial && change.to == State::Healthy {
-            let (spec, health) = (&self.spec, &self.health);
-            let peers = |j: usize| spec.replicas[j].status.in_service() && health[j].state() == State::Healthy;
-            method::rejoin(&mut self.loads, i, peers);
+            self.rejoined(i, now);
+        }
+        if change.to.is_ejected() {
+            self.slots[i].probe.restart_rise();
         }
         Some(Transition {
             balancer: self.spec.name.clone(),
             replica: i,
-            url: replica.url.clone(),
+            url,
             from: change.from,
             to: change.to,
             failure: change.failure,
             rest: change.rest,
         })
+    }
+
+    /// `replica` is back in service after an ejection: fair share of load counters,
+    /// and slow start from `now`.
+    fn rejoined(&mut self, i: usize, now: Instant) {
+        let (spec, health) = (&self.spec, &self.health);
+        let peers = |j: usize| spec.replicas[j].status.in_service() && health[j].state() == State::Healthy;
+        method::rejoin(&mut self.loads, i, peers);
+        if !self.spec.slow_start.is_zero() {
+            self.slots[i].ramp_from = Some(now);
+        }
     }
 
     /// Whether `status` from `replica` is a failure (`fail_on_status`): the proxy
@@ -293,6 +342,17 @@ impl Balancer {
             last_error: h.last_error(),
             retry_at: h.retry_at(),
             retry_in: h.retry_at().map(|t| t.saturating_duration_since(now)),
+            ramp_permille: None,
+            check_down: false,
+        })
+        .zip(&self.slots)
+        .map(|(mut m, s)| {
+            m.ramp_permille = s
+                .ramp_from
+                .map(|t| slow_start::share_permille(t, now, self.spec.slow_start))
+                .filter(|&p| p < slow_start::FULL_SHARE_PERMILLE);
+            m.check_down = s.probe.is_down();
+            m
         })
         .collect()
     }
@@ -305,7 +365,7 @@ impl Balancer {
     }
 
     fn avail(&self, i: usize, now: Instant) -> Avail {
-        self.health[i].avail(now, &self.spec.replicas[i].health)
+        avail_of(&self.spec, &self.health, &self.slots, i, now)
     }
 
     /// The sticky replica, if the route names one that may take the request.
@@ -316,21 +376,47 @@ impl Balancer {
         ok.then_some(i)
     }
 
-    /// The method's choice among normal replicas, else among hot standbys.
+    /// The method's choice among normal replicas, else among hot standbys. Members
+    /// under slow start first draw for a place (slow_start.rs); if that leaves no one,
+    /// the pick is made without the draw.
     fn by_method(&mut self, now: Instant, tried: &[usize]) -> Option<usize> {
+        let ramping = self.draw_slow_start(now);
         for tier in [Status::Normal, Status::HotStandby] {
-            let (spec, health) = (&self.spec, &self.health);
-            let eligible = |i: usize| {
-                let r = &spec.replicas[i];
-                r.status == tier
-                    && !tried.contains(&i)
-                    && matches!(health[i].avail(now, &r.health), Avail::Ready | Avail::Due)
-            };
-            if let Some(i) = self.selector.choose(&mut self.loads, eligible) {
-                return Some(i);
+            for draw in [true, false] {
+                if !draw && !ramping {
+                    break;
+                }
+                let (spec, health, slots) = (&self.spec, &self.health, &self.slots);
+                let eligible = |i: usize| {
+                    spec.replicas[i].status == tier
+                        && !tried.contains(&i)
+                        && !(draw && slots[i].held_back)
+                        && matches!(avail_of(spec, health, slots, i, now), Avail::Ready | Avail::Due)
+                };
+                if let Some(i) = self.selector.choose(&mut self.loads, eligible) {
+                    return Some(i);
+                }
             }
         }
         None
+    }
+
+    /// Draws, for each member under slow start, whether it takes part in this pick.
+    /// Whether any is ramping.
+    fn draw_slow_start(&mut self, now: Instant) -> bool {
+        let mut ramping = false;
+        for slot in &mut self.slots {
+            slot.held_back = false;
+            let Some(since) = slot.ramp_from else { continue };
+            let share = slow_start::share_permille(since, now, self.spec.slow_start);
+            if share >= slow_start::FULL_SHARE_PERMILLE {
+                slot.ramp_from = None;
+                continue;
+            }
+            ramping = true;
+            slot.held_back = !self.selector.chance_permille(share);
+        }
+        ramping
     }
 
     /// How long until some in-service replica could be picked by a new request (the
@@ -358,5 +444,17 @@ impl Balancer {
             (0..self.spec.replicas.len()).filter(in_service).filter(|&i| self.health[i].state().is_ejected()).count();
         let allowed = (total * percent / 100).min(total.saturating_sub(1));
         ejected < allowed
+    }
+}
+
+/// Whether replica `i` can be picked at `now`: its passive health, except that one
+/// the active checks call down gets no trial before they call it up again.
+fn avail_of(spec: &BalancerSpec, health: &[Tracker], slots: &[Slot], i: usize, now: Instant) -> Avail {
+    match health[i].avail(now, &spec.replicas[i].health) {
+        Avail::Due if slots[i].probe.is_down() => {
+            let interval = spec.check.as_ref().map_or(Duration::from_secs(1), |c| c.interval);
+            Avail::Resting(now + interval)
+        }
+        a => a,
     }
 }

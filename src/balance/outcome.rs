@@ -23,6 +23,9 @@ pub enum Failure {
     Malformed,
     /// A status listed in `fail_on_status` (see `Balancer::is_failure_status`).
     Status(u16),
+    /// `fall` active health checks in a row failed: the last one got this status, or
+    /// no answer at all.
+    HealthCheck(Option<u16>),
 }
 
 impl fmt::Display for Failure {
@@ -36,6 +39,8 @@ impl fmt::Display for Failure {
             Self::ResponseTimeout => f.write_str("response timed out"),
             Self::Malformed => f.write_str("malformed response"),
             Self::Status(s) => write!(f, "answered {s}, listed in failonstatus"),
+            Self::HealthCheck(Some(s)) => write!(f, "health check answered {s}"),
+            Self::HealthCheck(None) => f.write_str("health check got no answer"),
         }
     }
 }

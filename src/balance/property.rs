@@ -1,4 +1,4 @@
-//! The property of SPEC §4 and STYLE §6, checked over pseudo-random operation
+//! The balancer's central property, checked over pseudo-random operation
 //! sequences (the balancer's own xorshift, no test crates): whatever happens, `pick`
 //! never hands out a replica that may not take traffic while another may.
 
@@ -9,7 +9,7 @@ use super::method::Rng;
 use super::tests::{balancer, states, FAIL};
 use super::*;
 
-/// SPEC §4 and STYLE §6: over random sequences of picks, reports and clock steps, `pick`
+/// Over random sequences of picks, reports and clock steps, `pick`
 /// never hands out a resting replica or one whose trial is in flight, nor a tried,
 /// draining or disabled one; `NoneAvailable` only when no candidate exists; and
 /// below 100 % the guard keeps a replica in service.

@@ -1,5 +1,5 @@
 //! PURE. What a balancer is told at load: its replicas, their weights, Apache status
-//! letters and health settings (SPEC §3 `[balancer.NAME]`). Config resolution
+//! letters and health settings (`[balancer.NAME]` in sidecar.toml). Config resolution
 //! (`config/resolve.rs`) fills these in with every default applied; this file only
 //! names the values and parses the few words config borrows from Apache.
 
@@ -11,7 +11,7 @@ use crate::target::Url;
 
 /// What `max_ejected_percent` should default to: every replica but one may be
 /// ejected. Up to 100 replicas `floor(n × 99 / 100) = n - 1`, and below 100 the rule is
-/// capped at `n - 1` anyway. So a failed replica gets no traffic (SPEC §4) until
+/// capped at `n - 1` anyway. So a failed replica gets no traffic until
 /// every replica has failed; then the last one standing keeps taking requests, like
 /// Apache's `forcerecovery`, and a restarted app is back on its very next request
 /// instead of after a back-off that may have grown to `retry_max`.
@@ -34,6 +34,102 @@ pub struct BalancerSpec {
     /// stays in service; 100 lets every replica be ejected, and `pick` then answers
     /// `NoneAvailable` until the earliest retry time. Values over 100 count as 100.
     pub max_ejected_percent: u8,
+    /// Members that stand for what a DNS name resolves to. Their addresses join
+    /// `replicas` at run time (membership.rs), each inheriting the entry's options.
+    pub discovered: Vec<Discovery>,
+    /// A new or recovered member's share ramps up linearly over this long; zero: off.
+    pub slow_start: Duration,
+    /// Active health checks, when `[balancer.NAME.health]` is set.
+    pub check: Option<HealthCheck>,
+}
+
+/// One member entry whose host is a name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Discovery {
+    /// What each address becomes: url (with the name as host), weight, status, route
+    /// and health settings. For SRV, port and weight come from each record instead.
+    pub template: ReplicaSpec,
+    pub lookup: Lookup,
+}
+
+/// What is asked of DNS.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Lookup {
+    /// A and AAAA of the name: one member per address, on the entry's port.
+    Address(String),
+    /// SRV records of the name (`srv+http://_http._tcp.app…`): one member per target
+    /// address, on the record's port, with its weight as `loadfactor`.
+    Service(String),
+}
+
+impl Lookup {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Address(n) | Self::Service(n) => n,
+        }
+    }
+
+    /// `A/AAAA` or `SRV`, for `/status` and `check`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Address(_) => "A/AAAA",
+            Self::Service(_) => "SRV",
+        }
+    }
+}
+
+/// `[balancer.NAME.health]`, resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Path and query of the `GET` sent to each member.
+    pub path: String,
+    pub interval: Duration,
+    /// For the whole check: connect, TLS, request and status line.
+    pub timeout: Duration,
+    /// Good checks in a row that bring an ejected member back.
+    pub rise: u32,
+    /// Failed checks in a row that take a member out.
+    pub fall: u32,
+    /// Statuses that count as good.
+    pub expect: StatusRanges,
+}
+
+/// Inclusive ranges of HTTP statuses: `"200-399"`, `"200,204"`, `"200-299,302"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusRanges(pub Vec<(u16, u16)>);
+
+impl StatusRanges {
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut ranges = Vec::new();
+        for part in s.split(',') {
+            let part = part.trim();
+            let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+            let (lo, hi) = (lo.trim().parse::<u16>().ok()?, hi.trim().parse::<u16>().ok()?);
+            if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
+                return None;
+            }
+            ranges.push((lo, hi));
+        }
+        Some(Self(ranges))
+    }
+
+    pub fn contains(&self, status: u16) -> bool {
+        self.0.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
+    }
+}
+
+impl fmt::Display for StatusRanges {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (lo, hi)) in self.0.iter().enumerate() {
+            let sep = if i > 0 { "," } else { "" };
+            if lo == hi {
+                write!(f, "{sep}{lo}")?;
+            } else {
+                write!(f, "{sep}{lo}-{hi}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One member of a balancer.
@@ -72,6 +168,10 @@ pub enum Status {
     Draining,
     /// `+D`: never picked.
     Disabled,
+    /// Not an Apache letter: the address left its name's DNS answer. Like `+N`, what
+    /// it has runs to its end and nothing new is sent; its tunnels are closed after
+    /// `drain_timeout`. Never parsed from config.
+    Removed,
 }
 
 impl Status {
@@ -99,6 +199,7 @@ impl Status {
             Self::HotStandby => "hot-standby",
             Self::Draining => "draining",
             Self::Disabled => "disabled",
+            Self::Removed => "removed",
         }
     }
 }
@@ -126,6 +227,27 @@ mod tests {
             ("++H", None),
         ] {
             assert_eq!(Status::parse(input), want, "status {input:?}");
+        }
+    }
+
+    #[test]
+    fn parses_status_ranges() {
+        for (input, want) in [
+            ("200-399", Some("200-399")),
+            ("200", Some("200")),
+            ("200-299, 302", Some("200-299,302")),
+            ("399-200", None),
+            ("200-", None),
+            ("99", None),
+            ("600", None),
+            ("2xx", None),
+            ("", None),
+        ] {
+            assert_eq!(StatusRanges::parse(input).map(|r| r.to_string()).as_deref(), want, "{input:?}");
+        }
+        let r = StatusRanges::parse("200-299,302").unwrap();
+        for (status, want) in [(200, true), (299, true), (300, false), (302, true), (500, false)] {
+            assert_eq!(r.contains(status), want, "{status}");
         }
     }
 }

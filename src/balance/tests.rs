@@ -11,7 +11,7 @@ pub(super) const FAIL: Outcome = Outcome::Failure(Failure::ConnectRefused);
 
 fn replica(i: usize, weight: u32, status: Status) -> ReplicaSpec {
     ReplicaSpec {
-        url: Url { scheme: Scheme::Http, host: format!("r{i}"), port: 3000, path: "/".to_string() },
+        url: Url { scheme: Scheme::Http, host: format!("r{i}"), port: 3000, path: "/".to_string(), addr: None },
         weight,
         status,
         route: Some(format!("r{i}")),
@@ -28,6 +28,9 @@ pub(super) fn balancer(method: Method, replicas: &[(u32, Status)], max_ejected_p
         sticky_session: Some("JSESSIONID".to_string()),
         max_attempts: 3,
         max_ejected_percent,
+        discovered: Vec::new(),
+        slow_start: std::time::Duration::ZERO,
+        check: None,
     };
     Balancer::new(spec, 42)
 }

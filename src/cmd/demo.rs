@@ -1,10 +1,15 @@
 //! `sidecar demo`: two example replicas (an HTTP page and a WebSocket echo, on one port
 //! each) and the proxy in front of them, all on loopback, configured from a TOML
-//! string through the same loader as a real sidecar.toml (SPEC §2).
+//! string through the same loader as a real sidecar.toml and served by the same
+//! start-up and shutdown sequence as `sidecar` (`run::serve`): Ctrl-C drains and exits
+//! 0, a second Ctrl-C exits 130. `--tls` adds `[server.tls] self_signed = true`.
+//!
+//! The replicas run on smol (async-io): they stand in for an application, are not
+//! sidecar's request path, and async-tungstenite's server side is simplest there. The
+//! proxy itself runs on its own workers' runtime (`rt`), as in production.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::Arc;
 
 use async_io::Async;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -16,9 +21,13 @@ use crate::config;
 use crate::h1::head::{parse_request_head, trim, RequestHead, MAX_HEADERS};
 use crate::h1::scan::HeadScanner;
 use crate::h1::upgrade::{classify_upgrade, Upgrade};
-use crate::server;
+use crate::server::Running;
 
-pub fn demo(port: u16) -> i32 {
+/// A browser keeps the page's WebSocket open; a short drain lets Ctrl-C end the demo
+/// promptly while still showing the drain (the server's default is 30 s).
+const DEMO_DRAIN_TIMEOUT: &str = "2s";
+
+pub fn demo(port: u16, tls: bool) -> i32 {
     super::init_logging();
     let mut replicas = Vec::new();
     for n in 1..=2 {
@@ -30,15 +39,33 @@ pub fn demo(port: u16) -> i32 {
             }
         }
     }
-    let members: Vec<String> = replicas.iter().map(|a| format!("\"http://{a}\"")).collect();
-    let ws_members: Vec<String> = replicas.iter().map(|a| format!("\"ws://{a}\"")).collect();
     let listen =
         if TcpListener::bind(("127.0.0.1", port)).is_ok() { format!("127.0.0.1:{port}") } else { "127.0.0.1:0".into() };
-    let source = format!(
+    let source = demo_config(&listen, &replicas, tls);
+    let config = match config::parse(Path::new("(demo)"), &source) {
+        Ok(c) => c,
+        Err(diagnostics) => {
+            for d in diagnostics {
+                eprintln!("{d}");
+            }
+            return 1;
+        }
+    };
+    super::run::serve(config, None, |running| print_banner(running, &replicas))
+}
+
+/// The demo's sidecar.toml: the WebSocket rule of the README's example sending
+/// upgrades to one balancer, everything else to another, over the same two replicas.
+fn demo_config(listen: &str, replicas: &[SocketAddr], tls: bool) -> String {
+    let members: Vec<String> = replicas.iter().map(|a| format!("\"http://{a}\"")).collect();
+    let ws_members: Vec<String> = replicas.iter().map(|a| format!("\"ws://{a}\"")).collect();
+    let tls = if tls { "\n[server.tls]\nself_signed = true\n" } else { "" };
+    format!(
         r#"
 [server]
 listen = "{listen}"
-
+drain_timeout = "{DEMO_DRAIN_TIMEOUT}"
+{tls}
 [[rewrite]]
 cond = ["%{{HTTP:Upgrade}} websocket [NC]", "%{{HTTP:Connection}} upgrade [NC]"]
 rule = ".* balancer://demo-ws%{{REQUEST_URI}} [P,L]"
@@ -55,38 +82,29 @@ members = [{}]
 "#,
         members.join(", "),
         ws_members.join(", ")
-    );
-    let config = match config::parse(Path::new("(demo)"), &source) {
-        Ok(c) => c,
-        Err(diagnostics) => {
-            for d in diagnostics {
-                eprintln!("{d}");
-            }
-            return 1;
-        }
-    };
-    let running = match server::start(crate::shared::Shared::new(Arc::new(config)), None) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("demo: {e}");
-            return 1;
-        }
-    };
-    let proxy = running.addrs[0].0;
+    )
+}
+
+fn print_banner(running: &Running, replicas: &[SocketAddr]) {
+    let Some(&(proxy, https)) = running.addrs.first() else { return };
+    let (http, ws, insecure) = if https { ("https", "wss", "-k ") } else { ("http", "ws", "") };
     println!(
-        "sidecar demo: proxy on http://{proxy}/ in front of replicas {}",
+        "sidecar demo: proxy on {http}://{proxy}/ in front of replicas {}",
         replicas.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and ")
     );
     println!();
-    println!("  browser:    http://{proxy}/            (the page opens a WebSocket through the proxy)");
-    println!("  curl:       curl -i http://{proxy}/hello");
-    println!("  websocket:  curl -i -N --http1.1 -H 'Connection: Upgrade' -H 'Upgrade: websocket' \\");
-    println!("                -H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' http://{proxy}/echo");
-    println!("              (or: websocat ws://{proxy}/echo)");
+    println!("  browser:    {http}://{proxy}/            (the page opens a WebSocket through the proxy)");
+    if https {
+        println!("              (self-signed certificate: the browser asks you to accept it once)");
+    }
+    println!("  curl:       curl {insecure}-i {http}://{proxy}/hello");
+    println!("  websocket:  curl {insecure}-i -N --http1.1 -H 'Connection: Upgrade' -H 'Upgrade: websocket' \\");
+    println!("                -H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' {http}://{proxy}/echo");
+    println!("              (or: websocat {}{ws}://{proxy}/echo)", if https { "-k " } else { "" });
     println!();
-    println!("Requests are spread over the replicas; Ctrl-C stops everything.");
-    running.wait();
-    0
+    println!(
+        "Requests are spread over the replicas; Ctrl-C drains (open WebSockets get {DEMO_DRAIN_TIMEOUT}) and stops."
+    );
 }
 
 /// Starts one replica on an ephemeral loopback port, on its own thread.
@@ -179,7 +197,7 @@ const PAGE: &str = r#"<!doctype html>
 <script>
 const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/echo");
 const log = (t) => document.getElementById("log").textContent += t + "\n";
-ws.onopen = () => document.getElementById("state").textContent = "open";
+ws.onopen = () => { document.getElementById("state").textContent = "open"; ws.send("hello"); };
 ws.onclose = () => document.getElementById("state").textContent = "closed";
 ws.onmessage = (e) => log(e.data);
 document.getElementById("f").onsubmit = (e) => { e.preventDefault(); ws.send(document.getElementById("m").value); };

@@ -1,11 +1,11 @@
 //! `sidecar import-apache FILE`: prints the equivalent sidecar.toml on stdout, and on
-//! stderr every warning and every directive it did not convert, each with its line
-//! (SPEC §5). The rule lints of `sidecar check` run too, reported at Apache lines.
+//! stderr every warning and every directive it did not convert, each with its line.
+//! The rule lints of `sidecar check` run too, reported at Apache lines.
 
 use std::path::Path;
 
 use crate::apache::{convert, parse_config};
-use crate::rewrite::{self, Field, RuleSource};
+use crate::rewrite::{self, RuleSource, SourceLines};
 
 pub fn import_apache(path: &Path) -> i32 {
     let text = match std::fs::read_to_string(path) {
@@ -26,21 +26,17 @@ pub fn import_apache(path: &Path) -> i32 {
     let sources: Vec<(Vec<String>, String)> =
         rewrites.iter().map(|r| (r.conds.iter().map(|(_, c)| c.clone()).collect(), r.rule.1.clone())).collect();
     let srcs: Vec<RuleSource<'_>> = sources.iter().map(|(c, r)| RuleSource { conds: c, rule: r }).collect();
+    let lines: Vec<SourceLines> = rewrites
+        .iter()
+        .map(|r| SourceLines { conds: r.conds.iter().map(|(line, _)| *line).collect(), rule: r.rule.0 })
+        .collect();
     for lint in rewrite::lints(&srcs) {
-        let Some(entry) = rewrites.get(lint.entry) else { continue };
-        let line = match lint.field {
-            Field::Cond(i) => entry.conds.get(i).map_or(entry.rule.0, |c| c.0),
-            Field::Rule => entry.rule.0,
-        };
+        let Some(line) = lines.get(lint.entry).map(|l| l.line(lint.field)) else { continue };
         imported.warnings.push((line, lint.message));
     }
     if let Err(errors) = rewrite::Rules::parse(&srcs) {
         for e in errors {
-            let Some(entry) = rewrites.get(e.entry) else { continue };
-            let line = match e.field {
-                Field::Cond(i) => entry.conds.get(i).map_or(entry.rule.0, |c| c.0),
-                Field::Rule => entry.rule.0,
-            };
+            let Some(line) = lines.get(e.entry).map(|l| l.line(e.field)) else { continue };
             imported
                 .warnings
                 .push((line, format!("column {}: {} (sidecar check will refuse this rule)", e.column, e.message)));

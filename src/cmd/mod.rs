@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod demo;
+pub mod explain;
 pub mod import_apache;
 pub mod run;
 

@@ -1,6 +1,6 @@
 //! A config problem with its place: `file:line: key: message`. Every check in
 //! `resolve.rs` produces one of these; all are collected, sorted by line and printed
-//! before anything listens (STYLE §5).
+//! before anything listens.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -32,12 +32,11 @@ impl Lines<'_> {
     }
 
     pub fn at(&self, offset: usize, key: impl Into<String>, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            file: self.file.to_path_buf(),
-            line: self.line_of(offset),
-            key: key.into(),
-            message: message.into(),
-        }
+        self.at_line(self.line_of(offset), key, message)
+    }
+
+    pub fn at_line(&self, line: usize, key: impl Into<String>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic { file: self.file.to_path_buf(), line, key: key.into(), message: message.into() }
     }
 
     /// The dotted key for a TOML syntax/type error at `offset`: the enclosing

@@ -1,4 +1,4 @@
-//! The serde mirror of sidecar.toml (SPEC §3): types only, no checks beyond TOML's
+//! The serde mirror of sidecar.toml: types only, no checks beyond TOML's
 //! own. `deny_unknown_fields` everywhere so a typo is an error with its line, and
 //! `Spanned` on every value that `resolve.rs` checks later so its errors have a line too.
 //! The two "string or table/list" shapes have hand-written visitors instead of
@@ -23,6 +23,7 @@ pub struct File {
     #[serde(default)]
     pub balancer: BTreeMap<Spanned<String>, Spanned<Balancer>>,
     pub backend_tls: Option<Spanned<BackendTls>>,
+    pub resolver: Option<Spanned<Resolver>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,6 +39,8 @@ pub struct Server {
     pub tunnel_idle_timeout: Option<Spanned<String>>,
     pub drain_timeout: Option<Spanned<String>>,
     pub pool_idle_timeout: Option<Spanned<String>>,
+    pub body_timeout: Option<Spanned<String>>,
+    pub body_min_rate: Option<Spanned<u32>>,
     pub max_head_bytes: Option<Spanned<u32>>,
     pub max_headers: Option<Spanned<u32>>,
     pub max_connections: Option<Spanned<u32>>,
@@ -77,8 +80,11 @@ impl<'de> Deserialize<'de> for Listen {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTls {
-    pub cert: Spanned<String>,
-    pub key: Spanned<String>,
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    /// Generate a development certificate at start (written to `cert`/`key` when
+    /// they are given and absent).
+    pub self_signed: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,7 +121,33 @@ pub struct Balancer {
     pub stickysession: Option<String>,
     pub maxattempts: Option<Spanned<u32>>,
     pub max_ejected_percent: Option<Spanned<u8>>,
+    pub slow_start: Option<Spanned<String>>,
+    pub health: Option<Spanned<HealthCheck>>,
     pub members: Vec<Spanned<MemberEntry>>,
+}
+
+/// `[balancer.NAME.health]`: active health checks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub path: Option<Spanned<String>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub rise: Option<Spanned<u32>>,
+    pub fall: Option<Spanned<u32>>,
+    pub expect: Option<Spanned<String>>,
+}
+
+/// `[resolver]`: how member names are looked up.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resolver {
+    pub nameservers: Option<Vec<Spanned<String>>>,
+    pub search: Option<Vec<String>>,
+    pub ndots: Option<Spanned<u8>>,
+    pub timeout: Option<Spanned<String>>,
+    pub attempts: Option<Spanned<u32>>,
+    pub refresh: Option<Spanned<String>>,
 }
 
 /// A member: `"https://server01:3000"` or `{ url = "...", loadfactor = 2, ... }`.

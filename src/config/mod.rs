@@ -2,9 +2,12 @@
 //! `resolve` turns the serde mirror into a `Config` or into every `Diagnostic` at once.
 
 mod diag;
+#[cfg(test)]
+mod documented;
 mod duration;
 pub mod file;
 mod resolve;
+mod server_tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,12 +17,12 @@ use std::time::Duration;
 use futures_rustls::rustls::{ClientConfig, ServerConfig};
 
 pub use diag::Diagnostic;
-pub use duration::parse_duration;
-use resolve::Files;
+use resolve::Disk;
+pub use server_tls::{SelfSigned, Source as SelfSignedSource};
 
 use crate::access_log::AccessFormat;
 use crate::balance::{Balancer, BalancerSpec};
-use crate::rewrite::Rules;
+use crate::rewrite::{Rules, SourceLines};
 use crate::route::{ReverseRule, Routes};
 
 /// Everything the proxy needs, checked.
@@ -28,6 +31,8 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// TLS on the listeners, when `[server.tls]` is set.
     pub server_tls: Option<Arc<ServerConfig>>,
+    /// With `[server.tls] self_signed = true`: the development certificate in use.
+    pub self_signed: Option<SelfSigned>,
     pub server_name: Option<String>,
     pub workers: usize,
     pub timeouts: Timeouts,
@@ -38,21 +43,23 @@ pub struct Config {
     pub rules: Rules,
     /// The `[[rewrite]]` sources, for `check` and lints.
     pub rule_sources: Vec<(Vec<String>, String)>,
-    /// Their lines in the file: each condition's, and the rule's.
-    pub rule_lines: Vec<(Vec<usize>, usize)>,
+    /// Their lines in the file.
+    pub rule_lines: Vec<SourceLines>,
     pub routes: Routes,
     pub reverse: Vec<ReverseRule>,
     pub balancers: Vec<Arc<SharedBalancer>>,
     pub backend_tls: Arc<ClientConfig>,
+    /// How balancer member names are resolved (`[resolver]`, else /etc/resolv.conf).
+    pub resolver: crate::dns::ResolverConfig,
 }
 
-/// Every wait has a deadline (SECURITY §0.8).
+/// Every wait has a deadline (docs/security.md, principle 4).
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
     /// Backend response (Apache `ProxyTimeout`) → 504.
     pub proxy: Duration,
     pub connect: Duration,
-    /// The whole request head must arrive within this (slowloris, SECURITY L2).
+    /// The whole request head must arrive within this (slowloris: docs/security.md, L2).
     pub header: Duration,
     /// An idle client connection between requests.
     pub keepalive: Duration,
@@ -60,6 +67,9 @@ pub struct Timeouts {
     pub drain: Duration,
     /// A pooled backend connection unused this long is closed.
     pub pool_idle: Duration,
+    /// A request body: no read waits longer, and all reads together wait at most this
+    /// plus one second per `Limits::body_min_rate` bytes (slow POST, docs/security.md L3) → 408.
+    pub body: Duration,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -70,6 +80,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Request bodies over this are refused with 413; `None`: no limit.
     pub max_body_bytes: Option<u64>,
+    /// Bytes per second a request body must average (with `Timeouts::body`); at least 1.
+    pub body_min_rate: u64,
 }
 
 /// A balancer's live state, shared by every worker (one lock per pick and report,
@@ -77,14 +89,43 @@ pub struct Limits {
 /// `bybusyness` counts every worker's requests and tunnels.
 pub struct SharedBalancer {
     pub name: String,
+    /// As configured (its member list as written, not as resolved): a reload compares
+    /// it to tell whether the balancer changed.
+    pub definition: BalancerSpec,
     state: Mutex<Balancer>,
+    /// Replaced, closing the old channel, each time members leave: wakes every tunnel
+    /// waiting in `removed` to look whether its member was one of them.
+    removals: Mutex<(async_channel::Sender<()>, async_channel::Receiver<()>)>,
 }
 
 impl SharedBalancer {
     pub fn new(spec: BalancerSpec) -> Self {
         let seed =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(7, |d| d.as_nanos() as u64);
-        Self { name: spec.name.clone(), state: Mutex::new(Balancer::new(spec, seed)) }
+        Self {
+            name: spec.name.clone(),
+            definition: spec.clone(),
+            state: Mutex::new(Balancer::new(spec, seed)),
+            removals: Mutex::new(async_channel::bounded(1)),
+        }
+    }
+
+    /// Members have left (a DNS answer no longer lists them): wake their tunnels.
+    pub fn members_removed(&self) {
+        *self.removals.lock().unwrap_or_else(|e| e.into_inner()) = async_channel::bounded(1);
+    }
+
+    /// Completes once `replica` has left the balancer. Its slot cannot be reused while
+    /// the caller's tunnel counts against it, so the index is safe to hold.
+    pub async fn removed(&self, replica: usize) {
+        loop {
+            // Subscribe before looking, so a removal in between is not missed.
+            let changed = self.removals.lock().unwrap_or_else(|e| e.into_inner()).1.clone();
+            if self.lock().is_removed(replica) {
+                return;
+            }
+            let _ = changed.recv().await;
+        }
     }
 
     /// The balancer, locked. A poisoned lock (a panic while held) is still usable: its
@@ -100,17 +141,28 @@ impl SharedBalancer {
 }
 
 impl Config {
+    /// The name sidecar gives itself in `Via` headers, when `via` is on.
+    pub fn via_pseudonym(&self) -> Option<&str> {
+        self.via.then(|| self.server_name.as_deref().unwrap_or("sidecar"))
+    }
+
     pub fn balancer(&self, name: &str) -> Option<&Arc<SharedBalancer>> {
         self.balancers.iter().find(|b| b.name == name)
     }
 
     /// After a reload: a balancer whose definition did not change keeps its live state
-    /// (health, back-off, load), so a SIGHUP does not resurrect a dead replica.
+    /// (health, back-off, load, resolved members), so a SIGHUP does not resurrect a
+    /// dead replica; an in-memory development certificate is kept too. A balancer that
+    /// changed takes over the health of the members it still has and the last answers
+    /// of the names it still uses.
     pub fn adopt_state(&mut self, old: &Config) {
+        self.adopt_self_signed(old);
         for b in &mut self.balancers {
             if let Some(prev) = old.balancer(&b.name) {
-                if prev.lock().spec() == b.lock().spec() {
+                if prev.definition == b.definition {
                     *b = Arc::clone(prev);
+                } else {
+                    b.lock().inherit(&prev.lock(), std::time::Instant::now());
                 }
             }
         }
@@ -127,16 +179,16 @@ pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
             message: format!("cannot read: {e}"),
         }]
     })?;
-    resolve::resolve(path, &source, Files::Disk)
+    resolve::resolve(path, &source, Disk::Read)
 }
 
 /// Checks config text; `path` names it in diagnostics and anchors relative paths.
 pub fn parse(path: &Path, source: &str) -> Result<Config, Vec<Diagnostic>> {
-    resolve::resolve(path, source, Files::Disk)
+    resolve::resolve(path, source, Disk::Read)
 }
 
 /// Checks config text touching nothing else: every file it names is missing and no
 /// system trust store is read (for the fuzz targets).
 pub fn parse_text(path: &Path, source: &str) -> Result<Config, Vec<Diagnostic>> {
-    resolve::resolve(path, source, Files::Absent)
+    resolve::resolve(path, source, Disk::Absent)
 }

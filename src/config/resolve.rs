@@ -1,5 +1,5 @@
 //! The serde mirror → a checked `Config`, or every problem at once, each with its
-//! file, line and key (STYLE §5). Defaults are named constants with the reason.
+//! file, line and key. Defaults are named constants with the reason.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,11 +11,17 @@ use toml::Spanned;
 use super::diag::{Diagnostic, Lines};
 use super::duration::parse_duration;
 use super::file::{self, File};
+use super::server_tls;
 use super::{Config, Limits, SharedBalancer, Timeouts};
 use crate::access_log::AccessFormat;
-use crate::balance::{BalancerSpec, Health, Method, ReplicaSpec, Status, RECOMMENDED_MAX_EJECTED_PERCENT};
+use crate::balance::{
+    BalancerSpec, Discovery, Health, HealthCheck, Lookup, Method, ReplicaSpec, Status, StatusRanges,
+    RECOMMENDED_MAX_EJECTED_PERCENT,
+};
+use crate::dns::resolv_conf::{parse_hosts, parse_nameserver, parse_resolv_conf};
+use crate::dns::ResolverConfig;
 use crate::h1::head::{MAX_HEADERS, MAX_HEADERS_LIMIT};
-use crate::rewrite::{Field, RuleSource, Rules};
+use crate::rewrite::{RuleSource, Rules, SourceLines};
 use crate::route::{normalize_target, ReverseRule, Route, Routes};
 use crate::target::{parse_target, Scheme, Target, Url};
 
@@ -24,11 +30,11 @@ const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(60);
 /// A backend on the same host or pod answers a connect in microseconds; 5 s covers a
 /// busy remote one without leaving a client hanging on a dead address.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// SPEC §3 comment; nginx's 60 s is generous to slowloris.
+/// Enough for a slow mobile client to send a head; nginx's 60 s is generous to slowloris.
 const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Between Apache's 5 s (too short for browsers) and nginx's 75 s.
 const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
-/// SPEC §3: WebSockets are long-lived; nginx's 60 s is the classic "drops after a minute".
+/// WebSockets are long-lived; nginx's 60 s is the classic "drops after a minute".
 const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Shorter than nginx's upstream 60 s; a connection the backend closed sooner is
@@ -41,25 +47,45 @@ const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
 const DEFAULT_RETRY: Duration = Duration::from_secs(10);
 const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(300);
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Apache's `RequestReadTimeout body=20,MinRate=500`: 20 s of grace, and then the body
+/// must keep averaging 500 bytes/s, which any real uplink does and R-U-Dead-Yet's byte
+/// every few seconds does not. nginx's `client_body_timeout` (60 s between two reads)
+/// alone never stops a client that sends a byte every 59 s.
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(20);
+const DEFAULT_BODY_MIN_RATE: u32 = 500;
+/// Where a pod or container is told how to resolve names.
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+const HOSTS_FILE: &str = "/etc/hosts";
+/// A fixed `refresh` shorter than this would hammer the nameserver for nothing.
+const MIN_REFRESH: Duration = Duration::from_millis(100);
+/// HAProxy's `inter` is 2 s, nginx plus 5 s, Envoy requires one; 5 s finds a dead pod
+/// well before a client gives up, at one tiny request per member per 5 s.
+const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// HAProxy's defaults: 2 good checks to come back, 3 bad ones to go.
+const DEFAULT_CHECK_RISE: u32 = 2;
+const DEFAULT_CHECK_FALL: u32 = 3;
+const DEFAULT_CHECK_EXPECT: &str = "200-399";
+const DEFAULT_CHECK_PATH: &str = "/";
 
 /// What resolving may read besides the text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Files {
-    /// Certificates, keys and the system trust store, from disk.
-    Disk,
-    /// Nothing: every named file is missing and there are no system roots, so checking
-    /// text alone is pure (the fuzz targets run it millions of times).
+pub enum Disk {
+    /// Certificates, keys, the system trust store, `/etc/resolv.conf` and `/etc/hosts`.
+    Read,
+    /// Nothing: every named file is missing, there are no system roots and no resolver
+    /// files, so checking text alone is pure (the fuzz targets run it millions of times).
     Absent,
 }
 
-pub fn resolve(path: &Path, source: &str, files: Files) -> Result<Config, Vec<Diagnostic>> {
+pub fn resolve(path: &Path, source: &str, disk: Disk) -> Result<Config, Vec<Diagnostic>> {
     let lines = Lines { file: path, source };
     let file: File = toml::from_str(source).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
         vec![lines.at(offset, lines.key_at(offset), e.message().trim().to_string())]
     })?;
     let base = path.parent().map_or_else(PathBuf::new, Path::to_path_buf);
-    let mut cx = Cx { lines: &lines, base, files, errors: Vec::new() };
+    let mut cx = Cx { lines: &lines, base, disk, errors: Vec::new() };
     let config = cx.resolve(file, path);
     let mut errors = cx.errors;
     if errors.is_empty() {
@@ -74,7 +100,7 @@ pub fn resolve(path: &Path, source: &str, files: Files) -> Result<Config, Vec<Di
 struct Cx<'a> {
     lines: &'a Lines<'a>,
     base: PathBuf,
-    files: Files,
+    disk: Disk,
     errors: Vec<Diagnostic>,
 }
 
@@ -94,8 +120,13 @@ impl Cx<'_> {
         }
     }
 
+    /// A system file's text, when `disk` allows reading it and it can be read.
+    fn read(&self, path: &str) -> Option<String> {
+        (self.disk == Disk::Read).then(|| std::fs::read_to_string(path).ok()).flatten()
+    }
+
     fn is_file(&self, p: &Path) -> bool {
-        self.files == Files::Disk && p.is_file()
+        self.disk == Disk::Read && p.is_file()
     }
 
     fn file_path(&mut self, v: &Spanned<String>, key: &str) -> PathBuf {
@@ -134,6 +165,15 @@ impl Cx<'_> {
             ),
             drain: self.duration(&server.drain_timeout, "server.drain_timeout", DEFAULT_DRAIN_TIMEOUT),
             pool_idle: self.duration(&server.pool_idle_timeout, "server.pool_idle_timeout", DEFAULT_POOL_IDLE_TIMEOUT),
+            body: self.duration(&server.body_timeout, "server.body_timeout", DEFAULT_BODY_TIMEOUT),
+        };
+        let body_min_rate = match &server.body_min_rate {
+            Some(v) if *v.get_ref() == 0 => {
+                self.err(v, "server.body_min_rate", "expected at least 1 (bytes per second)");
+                DEFAULT_BODY_MIN_RATE
+            }
+            Some(v) => *v.get_ref(),
+            None => DEFAULT_BODY_MIN_RATE,
         };
         let workers = match &server.workers {
             Some(w) if *w.get_ref() == 0 || *w.get_ref() > 256 => {
@@ -173,15 +213,16 @@ impl Cx<'_> {
             None => MAX_HEADERS,
         };
         let max_connections = server.max_connections.as_ref().map_or(DEFAULT_MAX_CONNECTIONS, |v| *v.get_ref());
-        let server_tls = server.tls.as_ref().and_then(|tls| {
-            let t = tls.get_ref();
-            let cert = self.file_path(&t.cert, "server.tls.cert");
-            let key = self.file_path(&t.key, "server.tls.key");
-            if !self.is_file(&cert) || !self.is_file(&key) {
-                return None;
-            }
-            crate::tls::server_config(&cert, &key).map_err(|e| self.err(tls, "server.tls", e)).ok()
-        });
+        let server_name = server.server_name.as_ref().map(|s| s.get_ref().as_str());
+        let (server_tls, self_signed) =
+            match server.tls.as_ref().map(|t| server_tls::resolve(t, &self.base, server_name, self.lines, self.disk)) {
+                None => (None, None),
+                Some(Ok((config, self_signed))) => (Some(config), self_signed),
+                Some(Err(errors)) => {
+                    self.errors.extend(errors);
+                    (None, None)
+                }
+            };
         let admin = file.admin.as_ref().and_then(|a| match a.get_ref().listen.get_ref().parse::<SocketAddr>() {
             // Port 0 means "any free port", which cannot collide.
             Ok(addr) if addr.port() != 0 && listen.contains(&addr) => {
@@ -200,9 +241,9 @@ impl Cx<'_> {
             .and_then(|b| b.get_ref().ca.as_ref())
             .map(|ca| (self.file_path(ca, "backend_tls.ca"), ca));
         let ca_file = ca.as_ref().map(|(p, _)| p.as_path()).filter(|p| self.is_file(p));
-        let backend_tls = match self.files {
-            Files::Disk => crate::tls::client_config(ca_file),
-            Files::Absent => crate::tls::client_config_with_roots(futures_rustls::rustls::RootCertStore::empty(), None),
+        let backend_tls = match self.disk {
+            Disk::Read => crate::tls::client_config(ca_file),
+            Disk::Absent => crate::tls::client_config_with_roots(futures_rustls::rustls::RootCertStore::empty(), None),
         };
         let backend_tls = match backend_tls {
             Ok(c) => Some(c),
@@ -214,6 +255,7 @@ impl Cx<'_> {
             }
         };
         let balancers: Vec<BalancerSpec> = file.balancer.iter().map(|(name, b)| self.balancer(name, b)).collect();
+        let resolver = self.resolver(file.resolver.as_ref());
         let balancer_names: Vec<&str> = balancers.iter().map(|b| b.name.as_str()).collect();
         let rule_sources: Vec<(Vec<String>, String)> = file
             .rewrite
@@ -222,18 +264,18 @@ impl Cx<'_> {
                 (r.get_ref().cond.iter().map(|c| c.get_ref().clone()).collect(), r.get_ref().rule.get_ref().clone())
             })
             .collect();
-        let rule_lines = file
+        let rule_lines: Vec<SourceLines> = file
             .rewrite
             .iter()
             .map(|r| {
                 let r = r.get_ref();
-                (
-                    r.cond.iter().map(|c| self.lines.line_of(c.span().start)).collect(),
-                    self.lines.line_of(r.rule.span().start),
-                )
+                SourceLines {
+                    conds: r.cond.iter().map(|c| self.lines.line_of(c.span().start)).collect(),
+                    rule: self.lines.line_of(r.rule.span().start),
+                }
             })
             .collect();
-        let rules = self.rules(&file.rewrite, &rule_sources);
+        let rules = self.rules(&rule_lines, &rule_sources);
         let (routes, reverse) = self.routes(&file.proxy, &balancer_names, &balancers);
         if file.proxy.is_empty() && file.rewrite.is_empty() {
             self.err(&file.server, "proxy", "no [[proxy]] or [[rewrite]] entry: nothing would be served");
@@ -242,6 +284,7 @@ impl Cx<'_> {
             path: path.to_path_buf(),
             listen,
             server_tls,
+            self_signed,
             server_name: server.server_name.as_ref().map(|s| s.get_ref().clone()),
             workers,
             timeouts,
@@ -250,6 +293,7 @@ impl Cx<'_> {
                 max_headers,
                 max_connections: max_connections as usize,
                 max_body_bytes: server.max_body_bytes.as_ref().map(|v| *v.get_ref()),
+                body_min_rate: u64::from(body_min_rate),
             },
             via: server.via.unwrap_or(false),
             access_log,
@@ -261,24 +305,19 @@ impl Cx<'_> {
             reverse,
             balancers: balancers.into_iter().map(|b| Arc::new(SharedBalancer::new(b))).collect(),
             backend_tls: backend_tls?,
+            resolver,
         })
     }
 
-    fn rules(&mut self, entries: &[Spanned<file::Rewrite>], sources: &[(Vec<String>, String)]) -> Option<Rules> {
+    fn rules(&mut self, lines: &[SourceLines], sources: &[(Vec<String>, String)]) -> Option<Rules> {
         let srcs: Vec<RuleSource<'_>> = sources.iter().map(|(c, r)| RuleSource { conds: c, rule: r }).collect();
         match Rules::parse(&srcs) {
             Ok(rules) => Some(rules),
             Err(errors) => {
                 for e in errors {
-                    let Some(entry) = entries.get(e.entry) else { continue };
-                    let (at, key) = match e.field {
-                        Field::Cond(i) => match entry.get_ref().cond.get(i) {
-                            Some(c) => (c.span().start, format!("rewrite[{}].cond[{i}]", e.entry)),
-                            None => (entry.span().start, format!("rewrite[{}].cond", e.entry)),
-                        },
-                        Field::Rule => (entry.get_ref().rule.span().start, format!("rewrite[{}].rule", e.entry)),
-                    };
-                    self.errors.push(self.lines.at(at, key, format!("column {}: {}", e.column, e.message)));
+                    let line = lines.get(e.entry).map_or(0, |l| l.line(e.field));
+                    let key = format!("rewrite[{}].{}", e.entry, e.field);
+                    self.errors.push(self.lines.at_line(line, key, format!("column {}: {}", e.column, e.message)));
                 }
                 None
             }
@@ -368,10 +407,17 @@ impl Cx<'_> {
         let retry_max = self.duration(&spec.retry_max, &format!("{key}.retry_max"), DEFAULT_RETRY_MAX).max(retry);
         let fail_on_status = spec.failonstatus.clone().unwrap_or_default();
         let mut replicas = Vec::new();
+        let mut discovered = Vec::new();
         for (i, m) in spec.members.iter().enumerate() {
             let mkey = format!("{key}.members[{i}]");
             let entry = &m.get_ref().0;
-            let url = match parse_target(entry.url.get_ref()) {
+            let raw = entry.url.get_ref();
+            let srv = raw.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("srv+"));
+            let url = match parse_target(if srv { &raw[4..] } else { raw }) {
+                Ok(Target::Url(u)) if srv && u.bare_host().parse::<std::net::IpAddr>().is_ok() => {
+                    self.err(m, &mkey, format!("{raw:?}: srv+ needs a DNS name, not an address"));
+                    continue;
+                }
                 Ok(Target::Url(u)) => u,
                 Ok(Target::Balancer { .. }) => {
                     self.err(m, &mkey, "a member cannot be another balancer");
@@ -402,7 +448,12 @@ impl Cx<'_> {
                 None => 1,
             };
             let member_retry = self.duration(&entry.retry, &format!("{mkey}.retry"), retry);
-            replicas.push(ReplicaSpec {
+            let lookup = match srv {
+                true => Some(Lookup::Service(url.bare_host().to_string())),
+                false if is_fixed_host(url.bare_host()) => None,
+                false => Some(Lookup::Address(url.bare_host().to_string())),
+            };
+            let replica = ReplicaSpec {
                 url,
                 weight,
                 status,
@@ -412,7 +463,11 @@ impl Cx<'_> {
                     retry_max: retry_max.max(member_retry),
                     fail_on_status: entry.failonstatus.clone().unwrap_or_else(|| fail_on_status.clone()),
                 },
-            });
+            };
+            match lookup {
+                None => replicas.push(replica),
+                Some(lookup) => discovered.push(Discovery { template: replica, lookup }),
+            }
         }
         if spec.members.is_empty() {
             self.err(b, format!("{key}.members"), "a balancer needs at least one member");
@@ -432,8 +487,118 @@ impl Cx<'_> {
             sticky_session: spec.stickysession.clone(),
             max_attempts: spec.maxattempts.as_ref().map_or(DEFAULT_MAX_ATTEMPTS, |m| *m.get_ref()).max(1),
             max_ejected_percent,
+            discovered,
+            slow_start: self.duration(&spec.slow_start, &format!("{key}.slow_start"), Duration::ZERO),
+            check: spec.health.as_ref().map(|h| self.health_check(h, &format!("{key}.health"))),
         }
     }
+
+    fn health_check(&mut self, h: &Spanned<file::HealthCheck>, key: &str) -> HealthCheck {
+        let c = h.get_ref();
+        let path = match &c.path {
+            Some(p) if p.get_ref().starts_with('/') && p.get_ref().bytes().all(crate::target::is_target_byte) => {
+                p.get_ref().clone()
+            }
+            Some(p) => {
+                self.err(p, format!("{key}.path"), "expected a path starting with / (visible ASCII, no '#')");
+                DEFAULT_CHECK_PATH.to_string()
+            }
+            None => DEFAULT_CHECK_PATH.to_string(),
+        };
+        let interval = self.duration(&c.interval, &format!("{key}.interval"), DEFAULT_CHECK_INTERVAL);
+        if interval < MIN_REFRESH {
+            if let Some(at) = &c.interval {
+                self.err(at, format!("{key}.interval"), "expected at least 100ms");
+            }
+        }
+        let timeout = self.duration(&c.timeout, &format!("{key}.timeout"), DEFAULT_CHECK_TIMEOUT);
+        let mut count = |v: &Option<Spanned<u32>>, name: &str, default: u32| match v {
+            Some(n) if *n.get_ref() == 0 || *n.get_ref() > 100 => {
+                self.err(n, format!("{key}.{name}"), "expected a count from 1 to 100");
+                default
+            }
+            Some(n) => *n.get_ref(),
+            None => default,
+        };
+        let rise = count(&c.rise, "rise", DEFAULT_CHECK_RISE);
+        let fall = count(&c.fall, "fall", DEFAULT_CHECK_FALL);
+        let expect = match &c.expect {
+            Some(e) => StatusRanges::parse(e.get_ref()).unwrap_or_else(|| {
+                self.err(e, format!("{key}.expect"), "expected statuses such as \"200-399\" or \"200,204\"");
+                StatusRanges(vec![(200, 399)])
+            }),
+            None => StatusRanges::parse(DEFAULT_CHECK_EXPECT).unwrap_or(StatusRanges(vec![(200, 399)])),
+        };
+        HealthCheck { path, interval: interval.max(MIN_REFRESH), timeout, rise, fall, expect }
+    }
+
+    /// `[resolver]` over `/etc/resolv.conf`: explicit `nameservers` replace the file
+    /// (which is then not read); other keys override what it says. `/etc/hosts` is
+    /// always consulted first, as glibc does.
+    fn resolver(&mut self, r: Option<&Spanned<file::Resolver>>) -> ResolverConfig {
+        let r_spanned = r;
+        let r = r.map(Spanned::get_ref);
+        let explicit = r.and_then(|r| r.nameservers.as_ref());
+        let mut c = match explicit {
+            Some(list) => {
+                let mut nameservers = Vec::new();
+                for s in list {
+                    match parse_nameserver(s.get_ref()) {
+                        Some(a) => nameservers.push(a),
+                        None => self.err(
+                            s,
+                            "resolver.nameservers",
+                            format!(
+                                "{:?} is not an address (expected e.g. \"10.96.0.10:53\" or \"10.96.0.10\")",
+                                s.get_ref()
+                            ),
+                        ),
+                    }
+                }
+                if list.is_empty() {
+                    if let Some(r) = r_spanned {
+                        self.err(
+                            r,
+                            "resolver.nameservers",
+                            "at least one nameserver is needed (or leave the key out to use /etc/resolv.conf)",
+                        );
+                    }
+                }
+                ResolverConfig { nameservers, ..ResolverConfig::default() }
+            }
+            None => self.read(RESOLV_CONF).map(|t| parse_resolv_conf(&t)).unwrap_or_default(),
+        };
+        c.hosts = self.read(HOSTS_FILE).map(|t| parse_hosts(&t)).unwrap_or_default();
+        let Some(r) = r else { return c };
+        if let Some(search) = &r.search {
+            c.search = search.iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect();
+        }
+        if let Some(n) = &r.ndots {
+            c.ndots = *n.get_ref();
+        }
+        c.timeout = self.duration(&r.timeout, "resolver.timeout", c.timeout);
+        if let Some(a) = &r.attempts {
+            match *a.get_ref() {
+                0 => self.err(a, "resolver.attempts", "expected at least 1"),
+                n => c.attempts = n,
+            }
+        }
+        if let Some(v) = &r.refresh {
+            let d = self.duration(&r.refresh, "resolver.refresh", MIN_REFRESH);
+            if d < MIN_REFRESH {
+                self.err(v, "resolver.refresh", "expected at least 100ms");
+            }
+            c.refresh = Some(d.max(MIN_REFRESH));
+        }
+        c
+    }
+}
+
+/// A host that needs no lookup ahead of time: an IP literal, or `localhost`, which is
+/// the loopback interface by definition (RFC 6761 §6.3) and is connected to as before,
+/// trying its addresses in turn.
+fn is_fixed_host(host: &str) -> bool {
+    host.parse::<std::net::IpAddr>().is_ok() || host == "localhost" || host.ends_with(".localhost")
 }
 
 /// The backend URLs a route's responses may name, for ProxyPassReverse: one per
@@ -452,7 +617,11 @@ fn reverse_rules(route: &Route, balancers: &[BalancerSpec]) -> Vec<ReverseRule> 
         Target::Balancer { name, path } => balancers
             .iter()
             .filter(|b| &b.name == name)
-            .flat_map(|b| b.replicas.iter().map(|m| rule(&m.url, path)))
+            .flat_map(|b| {
+                // A name stands for its addresses, and backends name themselves by it.
+                let named = b.discovered.iter().filter(|d| matches!(d.lookup, Lookup::Address(_)));
+                b.replicas.iter().chain(named.map(|d| &d.template)).map(|m| rule(&m.url, path))
+            })
             .collect(),
     }
 }
@@ -462,14 +631,14 @@ mod tests {
     use super::*;
 
     fn errors(source: &str) -> Vec<String> {
-        match resolve(Path::new("sidecar.toml"), source, Files::Disk) {
+        match resolve(Path::new("sidecar.toml"), source, Disk::Read) {
             Ok(_) => vec![],
             Err(e) => e.iter().map(ToString::to_string).collect(),
         }
     }
 
     #[test]
-    fn spec_example_resolves() {
+    fn example_with_rewrite_proxy_and_balancer_resolves() {
         let source = r#"
 [server]
 listen = ["127.0.0.1:8443", "[::1]:8443"]
@@ -499,6 +668,85 @@ members = [
     }
 
     #[test]
+    fn names_are_discovered_and_addresses_are_fixed() {
+        let source = |members: &str| {
+            format!("[server]\nlisten = \"127.0.0.1:1\"\n[[proxy]]\npath = \"/\"\nto = \"balancer://b/\"\n[balancer.b]\nmembers = [{members}]\n")
+        };
+        for (members, fixed, discovered) in [
+            ("\"http://127.0.0.1:3000\", \"http://[::1]:3000\"", 2, &[][..]),
+            ("\"http://localhost:3000\", \"http://app.localhost:3000\"", 2, &[][..]),
+            ("\"http://app.default.svc:3000\"", 0, &["A/AAAA app.default.svc"][..]),
+            ("\"srv+https://_https._tcp.app.test\", \"http://10.0.0.1:80\"", 1, &["SRV _https._tcp.app.test"][..]),
+            ("\"SRV+ws://_ws._tcp.App.Test\"", 0, &["SRV _ws._tcp.app.test"][..]),
+        ] {
+            let c = resolve(Path::new("sidecar.toml"), &source(members), Disk::Read)
+                .unwrap_or_else(|e| panic!("{members}: {e:?}"));
+            let b = &c.balancers[0].definition;
+            let got: Vec<String> =
+                b.discovered.iter().map(|d| format!("{} {}", d.lookup.kind(), d.lookup.name())).collect();
+            assert_eq!(
+                (b.replicas.len(), got),
+                (fixed, discovered.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+                "{members}"
+            );
+        }
+    }
+
+    #[test]
+    fn dns_and_health_check_errors_name_line_and_key() {
+        let head = "[server]\nlisten = \"127.0.0.1:1\"\n[[proxy]]\npath = \"/\"\nto = \"balancer://b/\"\n";
+        for (tail, want) in [
+            (
+                "[balancer.b]\nmembers = [\"srv+http://10.0.0.1\"]\n",
+                "sidecar.toml:7: balancer.b.members[0]: \"srv+http://10.0.0.1\": srv+ needs a DNS name",
+            ),
+            (
+                "[resolver]\nnameservers = [\"dns.example\"]\n[balancer.b]\nmembers = [\"http://a:1\"]\n",
+                "sidecar.toml:7: resolver.nameservers: \"dns.example\" is not an address",
+            ),
+            (
+                "[resolver]\nnameservers = []\n[balancer.b]\nmembers = [\"http://a:1\"]\n",
+                "sidecar.toml:6: resolver.nameservers: at least one nameserver is needed",
+            ),
+            (
+                "[resolver]\nrefresh = \"10ms\"\n[balancer.b]\nmembers = [\"http://a:1\"]\n",
+                "sidecar.toml:7: resolver.refresh: expected at least 100ms",
+            ),
+            (
+                "[resolver]\nattempts = 0\n[balancer.b]\nmembers = [\"http://a:1\"]\n",
+                "sidecar.toml:7: resolver.attempts: expected at least 1",
+            ),
+            (
+                "[balancer.b]\nmembers = [\"http://a:1\"]\nslow_start = \"soon\"\n",
+                "sidecar.toml:8: balancer.b.slow_start: invalid duration",
+            ),
+            (
+                "[balancer.b]\nmembers = [\"http://a:1\"]\n[balancer.b.health]\npath = \"healthz\"\n",
+                "sidecar.toml:9: balancer.b.health.path: expected a path starting with /",
+            ),
+            (
+                "[balancer.b]\nmembers = [\"http://a:1\"]\n[balancer.b.health]\nrise = 0\n",
+                "sidecar.toml:9: balancer.b.health.rise: expected a count from 1 to 100",
+            ),
+            (
+                "[balancer.b]\nmembers = [\"http://a:1\"]\n[balancer.b.health]\nexpect = \"2xx\"\n",
+                "sidecar.toml:9: balancer.b.health.expect: expected statuses such as",
+            ),
+            (
+                "[balancer.b]\nmembers = [\"http://a:1\"]\n[balancer.b.health]\ninterval = \"10ms\"\n",
+                "sidecar.toml:9: balancer.b.health.interval: expected at least 100ms",
+            ),
+            (
+                "[balancer.b]\nmembers = [\"http://a:1\"]\n[balancer.b.health]\nmethod = \"HEAD\"\n",
+                "sidecar.toml:9: balancer.b.health.method: unknown field",
+            ),
+        ] {
+            let got = errors(&format!("{head}{tail}"));
+            assert!(got.iter().any(|e| e.starts_with(want)), "want {want:?}, got {got:?}");
+        }
+    }
+
+    #[test]
     fn errors_name_line_and_key() {
         for (source, want) in [
             ("[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n", "sidecar.toml:3: server.bogus: unknown field `bogus`"),
@@ -519,6 +767,11 @@ members = [
                 "sidecar.toml:5: proxy[0].to: scheme followed by one slash",
             ),
             ("[server]\nlisten = \"nowhere\"\n[[proxy]]\npath = \"/\"\nto = \"http://a/\"\n", "sidecar.toml:2: server.listen: \"nowhere\" is not an address"),
+            // Loaded, it would overflow `Instant + Duration` on every request.
+            (
+                "[server]\nlisten = \"127.0.0.1:1\"\nkeepalive_timeout = \"18446744073709551615s\"\n[[proxy]]\npath = \"/\"\nto = \"http://a/\"\n",
+                "sidecar.toml:3: server.keepalive_timeout: duration \"18446744073709551615s\" is too long (at most 1 year, \"8760h\")",
+            ),
         ] {
             let got = errors(source);
             assert!(got.iter().any(|e| e.starts_with(want)), "want {want:?}, got {got:?}");

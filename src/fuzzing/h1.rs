@@ -11,7 +11,7 @@ use crate::h1::head::{
     MAX_HEADERS_LIMIT, MAX_LINE_BYTES, MAX_RESPONSE_HEAD_BYTES,
 };
 use crate::h1::headers::{write_request_head, write_response_head, ClientConnection, Forwarding, Outgoing};
-use crate::h1::scan::HeadScanner;
+use crate::h1::scan::{blank_lines, HeadScanner};
 use crate::h1::upgrade::{check_switch, classify_upgrade, Upgrade};
 use crate::route::{normalize_target, reverse_url, upstream_target, ReverseRule};
 use crate::target::is_target_byte;
@@ -43,15 +43,6 @@ fn show(b: &[u8]) -> String {
     String::from_utf8_lossy(b).escape_debug().to_string()
 }
 
-/// Drops the blank lines a client may send before a request (RFC 9112 §2.2), as the
-/// proxy's `read_head` does: whole CRLF pairs only.
-fn skip_blank_lines(mut data: &[u8]) -> &[u8] {
-    while let Some(rest) = data.strip_prefix(b"\r\n") {
-        data = rest;
-    }
-    data
-}
-
 /// Where the head at the start of `data` ends. The scanner must answer the same
 /// whether the bytes come at once or a few at a time (the proxy scans as they arrive).
 fn head_end(data: &[u8], max_bytes: usize) -> Option<usize> {
@@ -81,7 +72,8 @@ fn assert_one_head(out: &[u8]) {
 /// framing and upgrade decisions, path normalisation, the access line, and the head
 /// sidecar forwards, which must parse to the same request with the same framing.
 pub fn request_head(data: &[u8]) {
-    let data = skip_blank_lines(data);
+    // The blank lines a client may send first are skipped, as the proxy skips them.
+    let data = &data[blank_lines(data)..];
     let Some(len) = head_end(data, MAX_HEAD_BYTES) else { return };
     let Ok(head) = parse_request_head(&data[..len], MAX_HEADERS) else { return };
     assert!(head.target.bytes().all(is_target_byte), "target {:?} passed the parser", head.target);
@@ -325,7 +317,7 @@ pub fn response_head(data: &[u8]) {
     let again = match parse_response_head(&out) {
         Ok(again) => again,
         // sidecar's parser takes 100 lines from a backend; the client gets up to three more.
-        Err(HeadError::TooLarge) if res.headers.len() + 3 > MAX_HEADERS => return,
+        Err(HeadError::TooLarge) if res.headers.iter().count() + 3 > MAX_HEADERS => return,
         Err(e) => panic!("head written to the client does not parse ({e}): {:?}", show(&out)),
     };
     assert_eq!(again.status, res.status);

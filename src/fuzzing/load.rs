@@ -27,10 +27,11 @@ fn check_config_text(text: &str) {
     match config::parse_text(Path::new(FILE), text) {
         Ok(c) => {
             assert!(!c.listen.is_empty(), "a config that listens nowhere");
-            assert_eq!(c.rules.len(), c.rule_sources.len());
             assert_eq!(c.rule_lines.len(), c.rule_sources.len());
-            for (conds, rule) in &c.rule_lines {
-                assert!(conds.iter().chain([rule]).all(|l| (1..=last).contains(l)), "rule lines {conds:?} {rule}");
+            for (lines, (conds, _)) in c.rule_lines.iter().zip(&c.rule_sources) {
+                assert_eq!(lines.conds.len(), conds.len());
+                let all = lines.conds.iter().chain([&lines.rule]);
+                assert!(all.clone().all(|l| (1..=last).contains(l)), "rule lines {:?} {}", lines.conds, lines.rule);
             }
             let _ = describe(&c);
             for (line, message) in warnings(&c) {

@@ -1,6 +1,7 @@
 //! PURE. A streaming decoder for `Transfer-Encoding: chunked` (RFC 9112 §7.1) that
-//! refuses every malformed size line, extension and terminator (SECURITY S9–S12, L8),
-//! and the canonical re-encoding sidecar forwards instead of the peer's raw chunk lines.
+//! refuses every malformed size line, extension and terminator (docs/security.md,
+//! S9–S12 and L8), and the canonical re-encoding sidecar forwards instead of the peer's
+//! raw chunk lines.
 //! Extensions and trailers are read, bounded, and dropped.
 
 use std::ops::Range;
@@ -144,8 +145,8 @@ impl ChunkedDecoder {
 }
 
 /// Checks the part of a chunked body already received, so a malformed body that is in
-/// hand is refused before anything reaches a backend (SECURITY §1.1: reject, send
-/// nothing). What arrives later is checked while it streams.
+/// hand is refused before anything reaches a backend (a rejected request sends nothing
+/// anywhere). What arrives later is checked while it streams.
 /// Returns whether the bytes end inside a size line (more must be read to judge it).
 pub fn check_prefix(bytes: &[u8]) -> Result<bool, ChunkError> {
     let mut d = ChunkedDecoder::default();

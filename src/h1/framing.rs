@@ -1,7 +1,8 @@
 //! PURE. Where a message body ends (RFC 9112 §6.3). Every smuggling bug is a proxy and
 //! a backend disagreeing on this, so the rules are strict: reject, never repair
-//! (SECURITY §0.1). The forwarded message always carries framing that sidecar wrote
-//! itself, never the peer's raw header.
+//! (docs/security.md, "Principles"). The forwarded message always carries framing that
+//! sidecar wrote itself, never the peer's raw header. Ids in comments refer to
+//! docs/security.md.
 
 use super::head::{tokens, trim, Headers, RequestHead, ResponseHead, Version};
 
@@ -41,7 +42,7 @@ pub fn request_framing(head: &RequestHead) -> Result<Framing, FramingError> {
 pub struct ResponseFraming {
     pub framing: Framing,
     /// Both CL and TE were present: framed by TE (RFC 9112 §6.3), but the connection is
-    /// not trusted afterwards (SECURITY B3).
+    /// not trusted afterwards (docs/security.md, B3).
     pub reusable: bool,
 }
 

@@ -1,6 +1,7 @@
 //! PURE. HTTP/1 heads: httparse → `RequestHead` / `ResponseHead`, with every check
-//! RFC 9112 makes a MUST (SECURITY §1.1, §1.2). A head is kept as its raw bytes plus
-//! offsets, so parsing one allocates two vectors and no string per header.
+//! RFC 9112 makes a MUST (docs/security.md, S13–S19, S24, B1, B2; the ids in comments
+//! below refer to it too). A head is kept as its raw bytes plus offsets, so parsing one
+//! allocates two vectors and no string per header.
 //!
 //! Framing (Content-Length / Transfer-Encoding) is decided in `framing.rs`; this file
 //! only guarantees that every line is well-formed.
@@ -14,7 +15,7 @@ use super::scan::ScanError;
 /// buffer: one request line or header line longer than this is refused with 431.
 pub const MAX_LINE_BYTES: usize = 8 * 1024;
 /// A backend's response head may be larger than a request's, but not unbounded
-/// (SECURITY B9).
+/// (docs/security.md, B9).
 pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
 
 /// Apache's `LimitRequestFields` and HAProxy's `tune.http.maxhdr` are both about 100:
@@ -23,9 +24,10 @@ pub const MAX_HEADERS: usize = 100;
 /// The most `max_headers` may be: the parser's slots live on the stack.
 pub const MAX_HEADERS_LIMIT: usize = 256;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Version {
     Http10,
+    #[default]
     Http11,
 }
 
@@ -129,14 +131,6 @@ impl Headers {
     pub fn has_token(&self, name: &str, token: &str) -> bool {
         self.all(name).any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(token.as_bytes())))
     }
-
-    pub fn len(&self) -> usize {
-        self.lines.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-    }
 }
 
 /// The elements of a comma-separated list, trimmed, empty ones skipped.
@@ -151,7 +145,7 @@ pub fn trim(v: &[u8]) -> &[u8] {
 }
 
 /// A parsed, validated request head.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RequestHead {
     pub method: String,
     /// The request-target exactly as received (validated bytes only).
@@ -163,7 +157,22 @@ pub struct RequestHead {
 impl RequestHead {
     /// The request line as Apache's `%{THE_REQUEST}` shows it.
     pub fn request_line(&self) -> String {
-        format!("{} {} {}", self.method, self.target, self.version.as_str())
+        // Sized once: one allocation, no formatting machinery.
+        let version = self.version.as_str();
+        let mut line = String::with_capacity(self.method.len() + self.target.len() + version.len() + 2);
+        for (i, part) in [self.method.as_str(), self.target.as_str(), version].into_iter().enumerate() {
+            if i > 0 {
+                line.push(' ');
+            }
+            line.push_str(part);
+        }
+        line
+    }
+
+    /// The `Host` header. The parser accepts only a valid host (`is_valid_host`), which
+    /// is ASCII.
+    pub fn host(&self) -> Option<&str> {
+        self.headers.get("Host").and_then(|h| std::str::from_utf8(h).ok())
     }
 
     /// HTTP/1.1 keeps the connection unless `Connection: close`; 1.0 only with keep-alive.
@@ -238,7 +247,7 @@ fn check_request(head: &RequestHead) -> Result<(), HeadError> {
 
 /// `http://` or `https://` followed by a valid authority (no userinfo) — the only
 /// absolute-form sidecar accepts; it routes by the path and never connects to the
-/// host named (SECURITY O1, O2).
+/// host named (docs/security.md, O1 and O2).
 fn is_absolute_form(target: &str) -> bool {
     let lower = target.get(..8).map(str::to_ascii_lowercase).unwrap_or_default();
     let rest = if lower.starts_with("http://") {
@@ -253,7 +262,7 @@ fn is_absolute_form(target: &str) -> bool {
 }
 
 /// RFC 9110 §7.2 `uri-host [ ":" port ]`, strict: a DNS name or dotted IPv4 or a
-/// bracketed IPv6 literal; no userinfo, path, space, or second colon (SECURITY H3).
+/// bracketed IPv6 literal; no userinfo, path, space, or second colon (docs/security.md, H3).
 pub fn is_valid_host(v: &[u8]) -> bool {
     let Ok(s) = std::str::from_utf8(v) else {
         return false;
@@ -278,7 +287,7 @@ pub struct ResponseHead {
 }
 
 /// Parses a complete response head from a backend. Anything odd is the backend's
-/// fault and ends in 502 (SECURITY §1.2).
+/// fault and ends in 502 (docs/security.md, "Backend responses").
 pub fn parse_response_head(buf: &[u8]) -> Result<ResponseHead, HeadError> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut slots);

@@ -1,7 +1,8 @@
 //! PURE. The heads sidecar writes: a request to a backend and a response to a client,
-//! re-serialised from parsed heads (never the peer's raw bytes, SECURITY §0.1), with
+//! re-serialised from parsed heads, never the peer's raw bytes (a header line sidecar
+//! did not parse cannot smuggle anything past it; docs/security.md, "Principles"), with
 //! hop-by-hop headers removed, `X-Forwarded-*` and `Via` added, and ProxyPassReverse
-//! applied (SPEC §4).
+//! applied.
 
 use std::io::Write;
 

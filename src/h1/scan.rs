@@ -1,6 +1,6 @@
 //! PURE. Finding where an HTTP/1 head ends, incrementally, while refusing bare CR and
-//! bare LF before httparse ever sees the bytes (SECURITY S13/S14: httparse accepts a
-//! bare LF as a line end, a proxy must not).
+//! bare LF before httparse ever sees the bytes (docs/security.md, S13 and S14: httparse
+//! accepts a bare LF as a line end, a proxy must not).
 //!
 //! The scanner remembers how far it has looked, so a head that arrives one byte per
 //! read costs O(head) in total, not O(head²).
@@ -53,9 +53,25 @@ impl HeadScanner {
     }
 }
 
+/// How many bytes at the start of `buf` are empty lines (whole CRLF pairs), which a
+/// server ignores before a request line (RFC 9112 §2.2). A lone LF is not counted: the
+/// scanner refuses it.
+pub fn blank_lines(buf: &[u8]) -> usize {
+    buf.chunks_exact(2).take_while(|pair| *pair == b"\r\n").count() * 2
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blank_lines_are_whole_crlf_pairs() {
+        for (buf, want) in
+            [(&b""[..], 0), (b"GET", 0), (b"\r\nGET", 2), (b"\r\n\r\n\r", 4), (b"\n\r\n", 0), (b"\r\r\n", 0)]
+        {
+            assert_eq!(blank_lines(buf), want, "{buf:?}");
+        }
+    }
 
     #[test]
     fn finds_head_end_at_any_split() {

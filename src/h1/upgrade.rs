@@ -1,6 +1,7 @@
 //! PURE. Is this request a WebSocket handshake, and is the backend's 101 a real answer
-//! to it? A tunnel opens only when both are true (SPEC §4; SECURITY W1–W8, the bug
-//! class of Apache CVE-2019-17567 and Pingora CVE-2026-2833).
+//! to it? A tunnel opens only when both are true (docs/security.md, W1–W8: the bug
+//! class of Apache CVE-2019-17567 and Pingora CVE-2026-2833). Ids in comments below
+//! refer to the same page.
 
 use super::head::{trim, RequestHead, ResponseHead, Version};
 

@@ -1,117 +1,89 @@
-//! Coarse deadlines for the request path. An `async_io::Timer` costs two syscalls each
-//! time one is armed (the reactor is notified through an eventfd), and a proxy arms one
-//! for nearly every read. A worker instead keeps its pending deadlines in a thread-local
-//! table that one ticker task scans every `TICK`; arming a deadline is a table insert.
-//! Deadlines therefore fire up to one tick late, which is fine for timeouts measured in
-//! hundreds of milliseconds or more. A thread without a ticker (tests, the demo's
-//! replicas) falls back to `async_io::Timer`.
+//! Deadlines for the request path. On a worker they are entries in the runtime's
+//! deadline table (`rt`): arming one is a table write, no syscall, and the worker's
+//! `epoll_wait` ends at the earliest. A deadline is measured from the time of the
+//! current wake-up (`rt::now`), read once per wake-up. A thread without the runtime
+//! (the demo's replicas, tests) falls back to `async_io::Timer`.
 
-use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_io::Timer;
 
-/// How often the ticker looks for expired deadlines.
-pub const TICK: Duration = Duration::from_millis(25);
+use crate::rt;
 
-#[derive(Default)]
-struct Table {
-    slots: Vec<Option<(Instant, Waker)>>,
-    free: Vec<usize>,
+/// The time of the current wake-up.
+pub fn now() -> Instant {
+    rt::now()
 }
 
-thread_local! {
-    static TABLE: RefCell<Table> = RefCell::new(Table::default());
-    static TICKING: Cell<bool> = const { Cell::new(false) };
-}
-
-/// The ticker of the current thread; spawn it once on the worker's executor.
-pub async fn run_ticker() {
-    TICKING.with(|t| t.set(true));
-    let mut expired = Vec::new();
-    loop {
-        Timer::after(TICK).await;
-        let now = Instant::now();
-        TABLE.with(|t| {
-            for (deadline, waker) in t.borrow().slots.iter().flatten() {
-                if *deadline <= now {
-                    expired.push(waker.clone());
-                }
-            }
-        });
-        // Wake outside the borrow: a woken future may register again.
-        for w in expired.drain(..) {
-            w.wake();
-        }
-    }
-}
-
-/// A future that completes at `deadline`.
+/// A future that completes at its deadline.
 pub struct Sleep {
-    deadline: Instant,
+    at: Instant,
     inner: Inner,
 }
 
 enum Inner {
+    /// The runtime's table, with the slot once armed.
     Table(Option<usize>),
     Timer(Timer),
 }
 
+/// Completes `limit` after the current wake-up.
 pub fn sleep(limit: Duration) -> Sleep {
-    let deadline = Instant::now() + limit;
-    let inner = if TICKING.with(Cell::get) { Inner::Table(None) } else { Inner::Timer(Timer::at(deadline)) };
-    Sleep { deadline, inner }
+    sleep_until(rt::now() + limit)
+}
+
+/// Completes at `at`.
+pub fn sleep_until(at: Instant) -> Sleep {
+    let inner = if rt::is_running() { Inner::Table(None) } else { Inner::Timer(Timer::at(at)) };
+    Sleep { at, inner }
+}
+
+impl Sleep {
+    /// Moves the deadline (it may already have passed); the next poll arms it.
+    pub fn set_at(&mut self, at: Instant) {
+        self.at = at;
+        if let Inner::Timer(t) = &mut self.inner {
+            t.set_at(at);
+        }
+    }
 }
 
 impl Future for Sleep {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let deadline = self.deadline;
+        let at = self.at;
         match &mut self.inner {
             Inner::Timer(t) => Pin::new(t).poll(cx).map(|_| ()),
-            Inner::Table(slot) => {
-                if Instant::now() >= deadline {
+            Inner::Table(slot) => rt::with_core(|core| {
+                if core.now() >= at {
                     return Poll::Ready(());
                 }
-                TABLE.with(|t| {
-                    let mut t = t.borrow_mut();
-                    let entry = Some((deadline, cx.waker().clone()));
-                    match *slot {
-                        Some(i) => t.slots[i] = entry,
-                        None => {
-                            let i = match t.free.pop() {
-                                Some(i) => {
-                                    t.slots[i] = entry;
-                                    i
-                                }
-                                None => {
-                                    t.slots.push(entry);
-                                    t.slots.len() - 1
-                                }
-                            };
-                            *slot = Some(i);
+                let mut timers = core.timers();
+                match *slot {
+                    None => *slot = Some(timers.insert(at, cx.waker().clone())),
+                    Some(id) => {
+                        let armed = timers.waker(id).is_some_and(|(w, t)| t == at && w.will_wake(cx.waker()));
+                        if !armed {
+                            timers.arm(id, at, cx.waker().clone());
                         }
                     }
-                });
+                }
                 Poll::Pending
-            }
+            })
+            // The runtime is gone (the thread is ending): the deadline has no meaning left.
+            .unwrap_or(Poll::Ready(())),
         }
     }
 }
 
 impl Drop for Sleep {
     fn drop(&mut self) {
-        if let Inner::Table(Some(i)) = self.inner {
-            // `try_with`: a task dropped while the thread exits may outlive the table.
-            let _ = TABLE.try_with(|t| {
-                let mut t = t.borrow_mut();
-                t.slots[i] = None;
-                t.free.push(i);
-            });
+        if let Inner::Table(Some(id)) = self.inner {
+            let _ = rt::with_core(|core| core.timers().remove(id));
         }
     }
 }

@@ -10,25 +10,33 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_io::Async;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::h1::scan::{blank_lines, HeadScanner, ScanError};
+use crate::rt::Io;
 
 /// Bytes read from a socket per read call when streaming a body; also the most a
 /// `Conn` buffers beyond a head.
 pub const READ_BYTES: usize = 16 * 1024;
+/// Bytes a relay (a body copy, a tunnel direction) moves before it lets the other tasks
+/// of its worker run. Sockets on loopback or a fast LAN can stay ready for as long as a
+/// peer keeps sending, and an executor task runs until it returns `Pending`: without
+/// this, one tunnel fed faster than it drains would keep its worker from everyone else.
+/// 128 KiB is eight reads; the yield costs one readiness registration.
+pub const FAIR_SHARE_BYTES: u64 = 128 * 1024;
 /// A connection's first buffer: most request and response heads fit, and allocating it
 /// per request (buffers are released between requests) stays cheap.
 const FIRST_BUFFER_BYTES: usize = 4 * 1024;
 
 pub enum Stream {
-    Plain(Async<TcpStream>),
-    ServerTls(Box<futures_rustls::server::TlsStream<Async<TcpStream>>>),
-    ClientTls(Box<futures_rustls::client::TlsStream<Async<TcpStream>>>),
+    Plain(Io<TcpStream>),
+    ServerTls(Box<futures_rustls::server::TlsStream<Io<TcpStream>>>),
+    ClientTls(Box<futures_rustls::client::TlsStream<Io<TcpStream>>>),
 }
 
 impl Stream {
     /// The TCP socket under any TLS.
-    pub fn tcp(&self) -> &Async<TcpStream> {
+    pub fn tcp(&self) -> &Io<TcpStream> {
         match self {
             Self::Plain(s) => s,
             Self::ServerTls(s) => s.get_ref().0,
@@ -37,10 +45,42 @@ impl Stream {
     }
 
     /// A pooled connection is usable only if the peer has neither closed it nor sent
-    /// anything unasked (SECURITY B6): a non-blocking peek must find nothing to read.
+    /// anything unasked (docs/security.md, B6). The poller's flags say so without a
+    /// syscall; only a possibly stale readable flag costs a non-blocking peek.
     pub fn is_idle_and_open(&self) -> bool {
-        let mut byte = [0u8; 1];
-        matches!(self.tcp().get_ref().peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        self.tcp().is_quiet(|tcp| tcp.peek(&mut [0u8; 1]))
+    }
+
+    /// Lets the worker's other tasks run before the next read from this stream: returns
+    /// `Pending` once, with a wake-up arranged, then `Ready` on the next call (`*yielded`
+    /// remembers which). On a plain socket the wake-up is the socket's own readiness,
+    /// which comes through the reactor, so tasks waiting for I/O (an `accept`, another
+    /// client's request) are woken in the same turn. Under TLS rustls may already hold
+    /// plaintext with nothing left on the socket to signal, so the task only goes to the
+    /// back of the executor's queue.
+    pub fn poll_yield_before_read(&self, cx: &mut Context<'_>, yielded: &mut bool) -> Poll<()> {
+        if *yielded {
+            *yielded = false;
+            return Poll::Ready(());
+        }
+        *yielded = true;
+        if let Self::Plain(s) = self {
+            // A readiness left over from an earlier wake-up is consumed first; the second
+            // call registers for the next one.
+            for _ in 0..2 {
+                if s.poll_readable(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// `poll_yield_before_read` as a future.
+    pub async fn yield_before_read(&self) {
+        let mut yielded = false;
+        std::future::poll_fn(|cx| self.poll_yield_before_read(cx, &mut yielded)).await
     }
 }
 
@@ -64,12 +104,19 @@ impl AsyncWrite for Stream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         delegate!(self, s => Pin::new(s).poll_write(cx, buf))
     }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
+    }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         delegate!(self, s => Pin::new(s).poll_flush(cx))
     }
     /// Ends the write half: flush (and TLS close_notify), then a TCP `shutdown(Write)`
-    /// so the peer reads end-of-file while it may still send (half-close, SECURITY
-    /// W10). async-io's own `poll_close` only flushes.
+    /// so the peer reads end-of-file while it may still send (half-close,
+    /// docs/security.md W10). async-io's own `poll_close` only flushes.
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let flushed = match self.as_mut().get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
@@ -126,8 +173,13 @@ impl Conn {
             if self.buf.len() >= limit {
                 return Err(io::Error::new(io::ErrorKind::OutOfMemory, "read buffer full"));
             }
-            let grown = if self.buf.is_empty() { FIRST_BUFFER_BYTES } else { self.buf.len() * 2 };
-            self.buf.resize(grown.min(limit), 0);
+            if self.buf.is_empty() && limit >= FIRST_BUFFER_BYTES {
+                self.buf = spare::take();
+            }
+            if self.end == self.buf.len() {
+                let grown = if self.buf.is_empty() { FIRST_BUFFER_BYTES } else { self.buf.len() * 2 };
+                self.buf.resize(grown.min(limit), 0);
+            }
         }
         let n = futures_lite::AsyncReadExt::read(&mut self.stream, &mut self.buf[self.end..]).await?;
         self.end += n;
@@ -145,7 +197,7 @@ impl Conn {
     /// a pooled one should not hold 16 KiB).
     pub fn shrink(&mut self) {
         if self.start == self.end {
-            self.buf = Vec::new();
+            spare::give(std::mem::take(&mut self.buf));
             self.start = 0;
             self.end = 0;
         }
@@ -155,7 +207,9 @@ impl Conn {
         self.stream.write_all(bytes).await
     }
 
-    pub async fn flush(&mut self) -> io::Result<()> {
+    /// Writes `bytes` and flushes them out of any TLS buffer.
+    pub async fn write_flush(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await?;
         self.stream.flush().await
     }
 
@@ -168,10 +222,122 @@ impl Conn {
     /// Takes the read-ahead out, leaving the buffer empty and released.
     pub fn take_buffered(&mut self) -> Vec<u8> {
         let rest = self.buffered().to_vec();
-        self.buf = Vec::new();
+        spare::give(std::mem::take(&mut self.buf));
         self.start = 0;
         self.end = 0;
         rest
+    }
+}
+
+/// Released connection buffers of the first size, kept per worker thread for the next
+/// request: a keep-alive request takes one and gives it back instead of allocating,
+/// and an idle connection still holds none.
+mod spare {
+    use std::cell::RefCell;
+
+    use super::FIRST_BUFFER_BYTES;
+
+    /// At most this many buffers wait (256 KiB per worker).
+    const KEPT: usize = 64;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A buffer with its first size already zeroed, or an empty one.
+    pub fn take() -> Vec<u8> {
+        SPARE.try_with(|s| s.borrow_mut().pop()).ok().flatten().unwrap_or_default()
+    }
+
+    /// Keeps `buf` for `take` if it has the first size; frees it otherwise.
+    pub fn give(buf: Vec<u8>) {
+        if buf.len() == FIRST_BUFFER_BYTES && buf.capacity() == FIRST_BUFFER_BYTES {
+            let _ = SPARE.try_with(|s| {
+                let mut s = s.borrow_mut();
+                if s.len() < KEPT {
+                    s.push(buf);
+                }
+            });
+        }
+    }
+}
+
+impl Conn {
+    /// Completes when the peer has closed the connection (or broken it), while its
+    /// request waits for an answer. Bytes that arrive instead are not a close: they are
+    /// the next pipelined request, so the watch stops there and they stay where they
+    /// are. A plain socket is only peeked at (nothing is consumed); under TLS a
+    /// close_notify cannot be told from data without decrypting, so records are read
+    /// into this connection's buffer (at most `read_ahead` bytes) for the next request.
+    pub async fn closed(&mut self, read_ahead: usize) -> io::Error {
+        let gone = || io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the connection");
+        if let Stream::Plain(s) = &self.stream {
+            loop {
+                if let Err(e) = s.readable().await {
+                    return e;
+                }
+                let mut byte = [0u8; 1];
+                match s.peek(&mut byte) {
+                    Ok(0) => return gone(),
+                    Ok(_) => return std::future::pending().await,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return e,
+                }
+            }
+        }
+        loop {
+            match self.fill(read_ahead).await {
+                Ok(0) => return gone(),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::OutOfMemory => return std::future::pending().await,
+                Err(e) => return e,
+            }
+        }
+    }
+}
+
+/// Why `Conn::read_head` found no head.
+#[derive(Debug)]
+pub enum HeadReadError {
+    /// The peer closed before sending a byte of it.
+    Closed,
+    /// The peer closed in the middle of it.
+    ClosedInside,
+    /// Bad line endings, or more than the limit without an end.
+    Scan(ScanError),
+    Io(io::Error),
+}
+
+impl Conn {
+    /// Reads until the buffered bytes begin with one complete head of at most `max`
+    /// bytes and returns its length; the head stays buffered for the caller to parse
+    /// and consume. With `skip_blank_lines`, CRLFs before a request are dropped (RFC
+    /// 9112 §2.2). Cancel-safe: bytes read stay buffered.
+    pub async fn read_head(&mut self, max: usize, skip_blank_lines: bool) -> Result<usize, HeadReadError> {
+        let mut scanner = HeadScanner::default();
+        loop {
+            if skip_blank_lines {
+                let blank = blank_lines(self.buffered());
+                if blank > 0 {
+                    self.consume(blank);
+                    scanner = HeadScanner::default();
+                }
+            }
+            if !self.buffered().is_empty() {
+                if let Some(len) = scanner.scan(self.buffered(), max).map_err(HeadReadError::Scan)? {
+                    return Ok(len);
+                }
+            }
+            match self.fill(max).await {
+                Ok(0) if self.buffered().is_empty() => return Err(HeadReadError::Closed),
+                Ok(0) => return Err(HeadReadError::ClosedInside),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::OutOfMemory => {
+                    return Err(HeadReadError::Scan(ScanError::TooLarge))
+                }
+                Err(e) => return Err(HeadReadError::Io(e)),
+            }
+        }
     }
 }
 

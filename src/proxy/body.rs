@@ -1,15 +1,28 @@
-//! Streaming a message body from one side to the other with bounded memory (SPEC §4):
+//! Streaming a message body from one side to the other with bounded memory:
 //! decode the incoming framing, write sidecar's own framing out. Never buffers a body
 //! whole; backpressure comes from awaiting each write.
+//!
+//! Deadlines. Reads follow a `ReadPace`: a backend's body may pause up to
+//! `proxy_timeout` between reads; a client's body is held to `body_timeout` and
+//! `body_min_rate` (Apache's `RequestReadTimeout body=…,MinRate=…`, plus nginx's
+//! per-read `client_body_timeout`). Writes have a progress deadline: it moves only when
+//! the peer has taken `WRITE_PROGRESS_BYTES` since it was last set, so a peer that never
+//! reads is given up on one `proxy_timeout` after it stopped taking bytes, however its
+//! socket buffers trickle in between.
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::AsyncWriteExt;
 
 use crate::h1::chunked::{chunk_header, ChunkedDecoder, LAST_CHUNK};
 use crate::h1::framing::Framing;
-use crate::net::stream::{with_timeout, Conn, Stream, READ_BYTES};
+use crate::net::stream::{timed_out, with_timeout, Conn, Stream, FAIR_SHARE_BYTES, READ_BYTES};
+
+/// How much a peer must take before a write deadline moves: four reads' worth. A
+/// receiver that does not read still frees a few KiB now and then (the kernel
+/// compacts its queue); that is not progress.
+const WRITE_PROGRESS_BYTES: usize = 4 * READ_BYTES;
 
 /// How sidecar frames the body it writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,11 +32,36 @@ pub enum Encoding {
     Chunked,
 }
 
+/// How long reading the body may wait.
+#[derive(Clone, Copy, Debug)]
+pub enum ReadPace {
+    /// Each read may wait this long.
+    Idle(Duration),
+    /// No read waits longer than `timeout`, and all reads together wait at most
+    /// `timeout` plus one second per `min_rate` bytes received.
+    MinRate { timeout: Duration, min_rate: u64 },
+}
+
+impl ReadPace {
+    /// How long the next read may wait, after `waited` in reads that brought `received`
+    /// bytes.
+    pub fn next_wait(self, waited: Duration, received: u64) -> Duration {
+        match self {
+            Self::Idle(d) => d,
+            Self::MinRate { timeout, min_rate } => {
+                let earned =
+                    Duration::try_from_secs_f64(received as f64 / min_rate.max(1) as f64).unwrap_or(Duration::MAX);
+                timeout.min(timeout.saturating_add(earned).saturating_sub(waited))
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum CopyError {
     /// Reading the source failed (timeout included).
     Read(io::Error),
-    /// Writing the destination failed.
+    /// Writing the destination failed (timeout included).
     Write(io::Error),
     /// The source closed before the body ended.
     Truncated,
@@ -33,14 +71,58 @@ pub enum CopyError {
     TooLarge,
 }
 
+/// A write deadline that only the peer's progress moves.
+struct WriteDeadline {
+    at: Instant,
+    /// Bytes taken since `at` was last set.
+    taken: usize,
+    idle: Duration,
+}
+
+impl WriteDeadline {
+    fn new(idle: Duration) -> Self {
+        Self { at: Instant::now() + idle, taken: 0, idle }
+    }
+
+    /// Writes all of `buf`; each write waits at most until the deadline.
+    async fn write_all(&mut self, to: &mut Stream, buf: &[u8]) -> io::Result<()> {
+        let mut off = 0;
+        while off < buf.len() {
+            let left = self.at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(timed_out());
+            }
+            let n = with_timeout(left, to.write(&buf[off..])).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            off += n;
+            self.taken += n;
+            if self.taken >= WRITE_PROGRESS_BYTES {
+                self.at = Instant::now() + self.idle;
+                self.taken = 0;
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self, to: &mut Stream) -> io::Result<()> {
+        let left = self.at.saturating_duration_since(Instant::now());
+        with_timeout(left.max(Duration::from_millis(1)), to.flush()).await
+    }
+}
+
 /// Copies one body of at most `max_bytes`. `prefix` (a head written just before) goes
-/// out with the first body bytes in one write. Returns the body bytes copied.
+/// out with the first body bytes in one write. Reads wait as `read` says; writes give
+/// up `write_idle` after the peer stopped taking bytes. Returns the body bytes copied.
+#[allow(clippy::too_many_arguments)]
 pub async fn copy_body(
     from: &mut Conn,
     to: &mut Stream,
     framing: Framing,
     encoding: Encoding,
-    idle: Duration,
+    read: ReadPace,
+    write_idle: Duration,
     prefix: Vec<u8>,
     max_bytes: Option<u64>,
 ) -> Result<u64, CopyError> {
@@ -57,10 +139,23 @@ pub async fn copy_body(
         Framing::Chunked => decoder.is_done(),
         Framing::UntilClose => false,
     };
+    let mut writes = WriteDeadline::new(write_idle);
+    // What the pace is judged on: time spent waiting for the source, bytes it sent.
+    let (mut waited, mut received) = (Duration::ZERO, from.buffered().len() as u64);
+    let mut since_yield = 0u64;
     while !finished(&decoder, remaining) {
         if from.buffered().is_empty() {
+            if since_yield >= FAIR_SHARE_BYTES {
+                from.stream.yield_before_read().await;
+                since_yield = 0;
+            }
             from.reserve_read();
-            let n = with_timeout(idle, from.fill(READ_BYTES)).await.map_err(CopyError::Read)?;
+            let started = Instant::now();
+            let n =
+                with_timeout(read.next_wait(waited, received), from.fill(READ_BYTES)).await.map_err(CopyError::Read)?;
+            waited += started.elapsed();
+            received += n as u64;
+            since_yield += n as u64;
             if n == 0 {
                 if framing == Framing::UntilClose {
                     break;
@@ -96,7 +191,7 @@ pub async fn copy_body(
         }
         from.consume(consumed);
         if !out.is_empty() && (out.len() >= READ_BYTES || from.buffered().is_empty()) {
-            with_timeout(idle, to.write_all(&out)).await.map_err(CopyError::Write)?;
+            writes.write_all(to, &out).await.map_err(CopyError::Write)?;
             out.clear();
         }
     }
@@ -104,8 +199,79 @@ pub async fn copy_body(
         out.extend_from_slice(LAST_CHUNK);
     }
     if !out.is_empty() {
-        with_timeout(idle, to.write_all(&out)).await.map_err(CopyError::Write)?;
+        writes.write_all(to, &out).await.map_err(CopyError::Write)?;
     }
-    with_timeout(idle, to.flush()).await.map_err(CopyError::Write)?;
+    writes.flush(to).await.map_err(CopyError::Write)?;
     Ok(copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::io::Read;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use crate::net::test_sockets::{fill, pair};
+
+    #[test]
+    fn a_body_copy_yields_after_a_fair_share_when_the_source_stays_ready() {
+        let (from, mut from_far) = pair();
+        let (to, mut to_far) = pair();
+        let len = 512 * 1024;
+        fill(&mut from_far, &from, 1, len);
+        let mut from = Conn::new(Stream::Plain(from));
+        let mut to = Stream::Plain(to);
+        let idle = Duration::from_secs(5);
+        let mut copy = pin!(copy_body(
+            &mut from,
+            &mut to,
+            Framing::Length(len as u64),
+            Encoding::Raw,
+            ReadPace::Idle(idle),
+            idle,
+            Vec::new(),
+            None
+        ));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(copy.as_mut().poll(&mut cx).is_pending(), "512 KiB ready at once must not go in one poll");
+        let mut first = vec![0u8; len];
+        to_far.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+        let mut relayed = 0;
+        while let Ok(n) = to_far.read(&mut first[relayed..]) {
+            if n == 0 {
+                break;
+            }
+            relayed += n;
+        }
+        assert!(relayed as u64 <= FAIR_SHARE_BYTES + READ_BYTES as u64, "one poll relayed {relayed} bytes");
+        let mut done = None;
+        for _ in 0..200 {
+            if let Poll::Ready(r) = copy.as_mut().poll(&mut cx) {
+                done = Some(r);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(done.map(|r| r.ok()), Some(Some(len as u64)), "the copy completes on later polls");
+    }
+
+    #[test]
+    fn a_body_read_waits_no_longer_than_its_pace_allows() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let rate = ReadPace::MinRate { timeout: s(20), min_rate: 500 };
+        for (pace, waited, received, want) in [
+            (ReadPace::Idle(s(60)), s(500), 0, s(60)), // a backend's body: per read only
+            (rate, s(0), 0, s(20)),                    // the grace period
+            (rate, s(15), 0, s(5)),                    // what is left of it
+            (rate, s(19), 1_000, s(3)),                // 1,000 bytes earned 2 s
+            (rate, s(30), 1_000_000, s(20)),           // much earned, still 20 s per read
+            (rate, s(25), 2, ms(0)),                   // a byte now and then: cut off
+            (ReadPace::MinRate { timeout: s(1), min_rate: u64::MAX }, s(0), u64::MAX, s(1)),
+        ] {
+            assert_eq!(pace.next_wait(waited, received), want, "{pace:?} waited {waited:?} received {received}");
+        }
+    }
 }

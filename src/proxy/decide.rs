@@ -1,6 +1,6 @@
 //! Where a request goes: rewrite rules first (RewriteEngine runs before ProxyPass, as
 //! in Apache), then the `[[proxy]]` table. The result names a target from config only;
-//! nothing in the request can name a host (SECURITY §0.4).
+//! nothing in the request can name a host (no open proxy: docs/security.md, section 0).
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
@@ -8,7 +8,7 @@ use std::cell::OnceCell;
 use crate::config::Config;
 use crate::h1::head::RequestHead;
 use crate::h1::upgrade::Upgrade;
-use crate::rewrite::{Decision, RequestVars};
+use crate::rewrite::{Decision, NoTrace, RequestVars, Trace};
 use crate::route::{normalize_target, upstream_target, NormPath, PathError};
 use crate::target::Target;
 
@@ -104,12 +104,22 @@ fn path_error(e: PathError) -> ProxyError {
 }
 
 pub fn decide(config: &Config, head: &RequestHead, info: &ClientInfo, upgrade: Upgrade) -> Result<Decided, ProxyError> {
+    decide_traced(config, head, info, upgrade, &mut NoTrace)
+}
+
+/// `decide`, telling `trace` what the rewrite rules did (`sidecar check --explain`).
+pub fn decide_traced(
+    config: &Config,
+    head: &RequestHead,
+    info: &ClientInfo,
+    upgrade: Upgrade,
+    trace: &mut impl Trace,
+) -> Result<Decided, ProxyError> {
     if head.target == "*" {
         return Ok(Decided::OptionsStar);
     }
     let norm = normalize_target(&head.target).map_err(path_error)?;
-    let host = head.headers.get("Host").and_then(|h| std::str::from_utf8(h).ok());
-    let server_name = config.server_name.as_deref().or(host).unwrap_or("");
+    let server_name = config.server_name.as_deref().or(head.host()).unwrap_or("");
     let vars = Vars {
         head,
         path: &norm,
@@ -121,7 +131,7 @@ pub fn decide(config: &Config, head: &RequestHead, info: &ClientInfo, upgrade: U
     };
     let websocket = upgrade == Upgrade::WebSocket;
     let rewritten;
-    let norm = match config.rules.evaluate(&vars) {
+    let norm = match config.rules.evaluate_traced(&vars, trace) {
         Decision::Pass => &norm,
         Decision::Rewritten { path_and_query, .. } => {
             rewritten = normalize_target(&path_and_query).map_err(path_error)?;

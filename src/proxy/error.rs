@@ -1,10 +1,16 @@
 //! What can go wrong while proxying one request, whose fault it is, and what the client
-//! is told (SPEC §4 errors; STYLE §3).
+//! is told. Only a replica's fault (`Upstream`) counts against a balancer member.
+//!
+//! Sidecar's own statuses beyond the usual: `503` + `Retry-After` when sidecar itself
+//! is out of descriptors or buffers (`Shortage`), `408` for a request body that stopped
+//! progressing (`body_timeout`), and `499` in the access line (never on the wire: the
+//! client is gone) for a client that closed while its request waited, as nginx logs it.
 
 use std::fmt;
 use std::io;
 use std::time::Duration;
 
+use crate::h1::answer::Answer;
 use crate::net::connect::ConnectError;
 
 /// A backend's failure. Always the replica's fault.
@@ -17,10 +23,10 @@ pub enum UpstreamError {
     Io(io::Error),
     /// The backend closed before a complete response head.
     Closed,
-    /// The response violates HTTP or sidecar's rules (SECURITY §1.2).
+    /// The response violates HTTP or sidecar's rules (docs/security.md, section B).
     Malformed(String),
     /// A 101 that was not asked for or does not complete the handshake: both
-    /// connections close (SECURITY B7, W8).
+    /// connections close (docs/security.md, B7 and W8).
     BadSwitch(String),
 }
 
@@ -52,10 +58,8 @@ impl fmt::Display for UpstreamError {
 pub enum ProxyError {
     /// The client's request is malformed; the text says how.
     BadRequest(&'static str),
-    HeadTooLarge,
     /// Over `max_body_bytes`: 413.
     BodyTooLarge,
-    MethodNotAllowed,
     NoRoute(&'static str),
     Forbidden,
     Gone,
@@ -71,39 +75,63 @@ pub enum ProxyError {
     },
     /// The client went away or broke the connection; nobody to answer.
     ClientGone(io::Error),
+    /// The client closed its connection while its request waited for the backend's
+    /// answer; the backend request was abandoned.
+    ClientClosed,
+    /// The request body did not progress as `body_timeout` / `body_min_rate` demand.
+    BodyTimeout,
+    /// Sidecar could not open a backend connection for lack of descriptors, buffers or
+    /// memory: its own shortage, not the replica's.
+    Shortage(io::Error),
 }
+
+/// What the access line shows for a client that closed while its request waited
+/// (nginx's 499 "client closed request"); nothing is sent.
+pub const CLIENT_CLOSED_STATUS: u16 = 499;
+/// `Retry-After` when sidecar is short of descriptors: they free up as connections end.
+const SHORTAGE_RETRY_AFTER_SECS: u64 = 1;
 
 impl ProxyError {
     /// What the client is sent; `None` when the client is already gone.
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::BadRequest(_) => Some(400),
-            Self::HeadTooLarge => Some(431),
             Self::BodyTooLarge => Some(413),
-            Self::MethodNotAllowed => Some(405),
             Self::NoRoute(_) => Some(404),
             Self::Forbidden => Some(403),
             Self::Gone => Some(410),
             Self::Upstream { cause, .. } if cause.is_timeout() => Some(504),
             Self::Upstream { .. } => Some(502),
-            Self::AllReplicasDown { .. } => Some(503),
-            Self::ClientGone(_) => None,
+            Self::AllReplicasDown { .. } | Self::Shortage(_) => Some(503),
+            Self::BodyTimeout => Some(408),
+            Self::ClientGone(_) | Self::ClientClosed => None,
         }
     }
 
+    /// What sidecar answers, before the connection's keep-alive is decided; `None`
+    /// when the client is already gone.
+    pub fn answer(&self) -> Option<Answer<'static>> {
+        let answer = Answer::new(self.status()?);
+        Some(match self {
+            Self::AllReplicasDown { retry_after, .. } => answer.retry_after(retry_after.as_secs_f64().ceil() as u64),
+            Self::Shortage(_) => answer.retry_after(SHORTAGE_RETRY_AFTER_SECS),
+            _ => answer,
+        })
+    }
+
     /// Client errors close the connection: after a framing problem nothing that follows
-    /// can be trusted to be a request (SECURITY §0.1, S22).
+    /// can be trusted to be a request (docs/security.md, S22). A shortage closes it too:
+    /// that gives a descriptor back.
     pub fn closes_connection(&self) -> bool {
-        if let Self::Upstream { cause: UpstreamError::BadSwitch(_), .. } = self {
-            return true;
-        }
         matches!(
             self,
             Self::BadRequest(_)
-                | Self::HeadTooLarge
                 | Self::BodyTooLarge
-                | Self::MethodNotAllowed
+                | Self::BodyTimeout
                 | Self::ClientGone(_)
+                | Self::ClientClosed
+                | Self::Shortage(_)
+                | Self::Upstream { cause: UpstreamError::BadSwitch(_), .. }
         )
     }
 }
@@ -112,9 +140,7 @@ impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::BadRequest(why) => f.write_str(why),
-            Self::HeadTooLarge => f.write_str("request head too large"),
             Self::BodyTooLarge => f.write_str("request body over max_body_bytes"),
-            Self::MethodNotAllowed => f.write_str("CONNECT is not served"),
             Self::NoRoute(why) => f.write_str(why),
             Self::Forbidden => f.write_str("forbidden by a rewrite rule"),
             Self::Gone => f.write_str("gone by a rewrite rule"),
@@ -123,6 +149,9 @@ impl fmt::Display for ProxyError {
                 write!(f, "no usable replica in balancer {balancer:?} (next retry in {}s)", retry_after.as_secs())
             }
             Self::ClientGone(e) => write!(f, "client connection lost: {e}"),
+            Self::ClientClosed => f.write_str("client closed the connection while waiting for the answer"),
+            Self::BodyTimeout => f.write_str("request body too slow (body_timeout, body_min_rate)"),
+            Self::Shortage(e) => write!(f, "no backend connection: sidecar is short of resources ({e})"),
         }
     }
 }

@@ -2,23 +2,22 @@
 //! the request head and body written, `100 Continue` handled, the response head read
 //! within `proxy_timeout`. What went wrong is classified for the balancer.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use crate::h1::framing::Framing;
-use crate::h1::head::{parse_response_head, HeadError, RequestHead, ResponseHead, MAX_RESPONSE_HEAD_BYTES};
+use crate::h1::head::{parse_response_head, HeadError, ResponseHead, MAX_RESPONSE_HEAD_BYTES};
 use crate::h1::headers::{write_request_head, Forwarding, Outgoing, CONTINUE};
-use crate::h1::scan::HeadScanner;
-use crate::metrics::Metrics;
+use crate::h1::scan::ScanError;
 use crate::net::clock;
 use crate::net::connect::{connect, ConnectError};
-use crate::net::stream::Conn;
+use crate::net::stream::{with_timeout, Conn, HeadReadError};
 use crate::route::join_paths;
 use crate::target::Url;
 
-use super::body::{copy_body, CopyError, Encoding};
+use super::body::{copy_body, CopyError, Encoding, ReadPace};
+use super::decide::Destination;
 use super::error::{ProxyError, UpstreamError};
-use super::forward::{Exchange, Progress};
+use super::request::Request;
 
 /// How long to wait for a backend's `100 Continue` before sending the body anyway
 /// (RFC 9110 §10.1.1: a client "MAY proceed to send content" without it; curl waits 1 s).
@@ -36,47 +35,68 @@ pub(super) enum Tried {
 
 /// Connects (or reuses a pooled connection: a stale one is replaced by a fresh one
 /// once, for a request that can be replayed), sends the request, reads the head.
-pub(super) async fn attempt(x: &Exchange<'_>, client: &mut Conn, url: &Url, progress: &mut Progress) -> Tried {
-    let Exchange { w, config, info, head, framing, dest } = *x;
+pub(super) async fn attempt(req: &mut Request<'_>, dest: &Destination, client: &mut Conn, url: &Url) -> Tried {
     let target =
         if url.path == "/" { dest.upstream_target.clone() } else { join_paths(&url.path, &dest.upstream_target) };
-    let host = match (dest.preserve_host, head.headers.get("Host")) {
-        (true, Some(h)) => String::from_utf8_lossy(h).into_owned(),
+    let host = match (dest.preserve_host, req.head.host()) {
+        (true, Some(h)) => h.to_string(),
         _ => url.authority(),
     };
-    let outgoing = Outgoing { target: &target, host: &host, framing, websocket: dest.websocket };
-    let via = config.via.then(|| config.server_name.as_deref().unwrap_or("sidecar"));
-    let fwd = Forwarding { peer_ip: &info.peer_ip, proto: if info.https { "https" } else { "http" }, via };
+    let outgoing = Outgoing { target: &target, host: &host, framing: req.framing, websocket: dest.websocket };
+    let fwd = Forwarding {
+        peer_ip: &req.info.peer_ip,
+        proto: if req.info.https { "https" } else { "http" },
+        via: req.config.via_pseudonym(),
+    };
+    let mut out = Vec::with_capacity(512);
+    write_request_head(&req.head, &outgoing, &fwd, &mut out);
     let mut fresh_only = false;
     loop {
-        let pooled = if fresh_only { None } else { w.pool.take(url, Instant::now()) };
+        let pooled = if fresh_only { None } else { req.worker.pool().take(url, Instant::now()) };
         let reused = pooled.is_some();
-        let counter = if reused { &w.shared.metrics.pool_reused } else { &w.shared.metrics.pool_new };
-        counter.fetch_add(1, Relaxed);
         let mut backend = match pooled {
-            Some(c) => c,
-            None => match connect(url, &config.backend_tls, config.timeouts.connect).await {
-                Ok(c) => c,
-                Err(e) => return Tried::ConnectFailed(e),
-            },
+            Some(c) => {
+                req.counts.pooled += 1;
+                c
+            }
+            None => {
+                req.counts.fresh += 1;
+                match connect(url, &req.config.backend_tls, req.config.timeouts.connect).await {
+                    Ok(c) => c,
+                    Err(e) => return Tried::ConnectFailed(e),
+                }
+            }
         };
-        let mut out = Vec::with_capacity(512);
-        write_request_head(head, &outgoing, &fwd, &mut out);
-        match send(x, &w.shared.metrics, client, &mut backend, out, progress, url).await {
+        match send(req, client, &mut backend, &out).await {
             Ok(Sent::Response(res)) => return Tried::Response(backend, res),
             Ok(Sent::Failed(cause)) => {
                 // A pooled connection the backend closed just now says nothing about
-                // the replica: try a fresh one, if the request can be sent again.
-                if reused && progress.body_done && framing == Framing::None && !fresh_only {
+                // the replica: try a fresh one, if the request can be sent again. Only
+                // a connection that proved dead (reset, end of file) qualifies: after a
+                // timeout the backend may be working on the request.
+                if reused
+                    && proved_dead(&cause)
+                    && req.progress.body_done
+                    && req.framing == Framing::None
+                    && !fresh_only
+                {
                     log::debug!("{}: pooled connection failed ({cause}), retrying on a fresh one", url.origin());
                     fresh_only = true;
                     continue;
                 }
                 return Tried::Failed(cause);
             }
-            Err(ProxyError::Upstream { cause, .. }) => return Tried::Failed(cause),
             Err(e) => return Tried::Client(e),
         }
+    }
+}
+
+/// The backend closed or reset the connection, as a stale pooled connection does.
+fn proved_dead(cause: &UpstreamError) -> bool {
+    match cause {
+        UpstreamError::Closed => true,
+        UpstreamError::Io(e) => e.kind() != std::io::ErrorKind::TimedOut,
+        _ => false,
     }
 }
 
@@ -87,76 +107,66 @@ enum Sent {
     Failed(UpstreamError),
 }
 
-/// Writes head and body, reads the response head (relaying `100 Continue`).
-async fn send(
-    x: &Exchange<'_>,
-    metrics: &Metrics,
-    client: &mut Conn,
-    backend: &mut Conn,
-    mut out: Vec<u8>,
-    progress: &mut Progress,
-    url: &Url,
-) -> Result<Sent, ProxyError> {
-    let Exchange { config, head, framing, .. } = *x;
-    let timeouts = &config.timeouts;
+/// Writes `head` and the body, reads the response head (relaying `100 Continue`).
+/// `Err` is the client's fault; the backend's is `Sent::Failed`.
+async fn send(req: &mut Request<'_>, client: &mut Conn, backend: &mut Conn, head: &[u8]) -> Result<Sent, ProxyError> {
+    let timeouts = req.config.timeouts;
+    let expects_continue = req.head.expects_continue();
     // A small body already in hand goes out with the head, in one write.
-    if let Framing::Length(n) = framing {
-        if !head.expects_continue() && client.buffered().len() as u64 >= n {
+    let mut out = head.to_vec();
+    if let Framing::Length(n) = req.framing {
+        if !expects_continue && client.buffered().len() as u64 >= n {
             out.extend_from_slice(&client.buffered()[..n as usize]);
             client.consume(n as usize);
-            progress.body_done = true;
-            metrics.bytes_in.fetch_add(n, Relaxed);
+            req.progress.body_done = true;
+            req.counts.body_in += n;
         }
     }
-    if let Err(e) = write_flush(backend, &out).await {
+    // A backend that takes nothing (and a head too big for the socket buffers) must
+    // not hold the request past proxy_timeout: one deadline for the whole write.
+    if let Err(e) = with_timeout(timeouts.proxy, backend.write_flush(&out)).await {
         return Ok(Sent::Failed(UpstreamError::Io(e)));
     }
-    if !progress.body_done {
-        if head.expects_continue() && !progress.sent_continue {
-            let early = futures_lite::future::or(
-                async { Some(read_response_head(backend, head, timeouts.proxy).await) },
-                async {
+    if !req.progress.body_done {
+        if expects_continue && !req.progress.sent_continue {
+            let early =
+                futures_lite::future::or(async { Some(read_response_head(backend, timeouts.proxy).await) }, async {
                     clock::sleep(EXPECT_WAIT).await;
                     None
-                },
-            )
-            .await;
+                })
+                .await;
             match early {
-                Some(Ok(res)) if res.status == 100 => {
-                    client.write_all(CONTINUE).await.map_err(ProxyError::ClientGone)?;
-                    progress.sent_continue = true;
-                }
+                Some(Ok(res)) if res.status == 100 => send_continue(req, client).await?,
                 // A final answer before the body: relay it; the unread body means the
                 // client connection closes after it (`body_done` stays false).
                 Some(Ok(res)) => return Ok(Sent::Response(res)),
                 Some(Err(e)) => return Ok(Sent::Failed(e)),
-                None => {
-                    client.write_all(CONTINUE).await.map_err(ProxyError::ClientGone)?;
-                    progress.sent_continue = true;
-                }
+                None => send_continue(req, client).await?,
             }
         }
-        let encoding = if framing == Framing::Chunked { Encoding::Chunked } else { Encoding::Raw };
-        match copy_body(
+        let encoding = if req.framing == Framing::Chunked { Encoding::Chunked } else { Encoding::Raw };
+        let limits = req.config.limits;
+        let pace = ReadPace::MinRate { timeout: timeouts.body, min_rate: limits.body_min_rate };
+        let copied = copy_body(
             client,
             &mut backend.stream,
-            framing,
+            req.framing,
             encoding,
+            pace,
             timeouts.proxy,
             Vec::new(),
-            config.limits.max_body_bytes,
+            limits.max_body_bytes,
         )
-        .await
-        {
+        .await;
+        match copied {
             Ok(n) => {
-                progress.body_done = true;
-                metrics.bytes_in.fetch_add(n, Relaxed);
+                req.progress.body_done = true;
+                req.counts.body_in += n;
             }
-            Err(CopyError::Write(e)) => {
-                return Err(ProxyError::Upstream { replica: url.origin(), cause: UpstreamError::Io(e) })
-            }
+            Err(CopyError::Write(e)) => return Ok(Sent::Failed(UpstreamError::Io(e))),
             Err(CopyError::Chunk(why)) => return Err(ProxyError::BadRequest(why)),
             Err(CopyError::TooLarge) => return Err(ProxyError::BodyTooLarge),
+            Err(CopyError::Read(e)) if e.kind() == std::io::ErrorKind::TimedOut => return Err(ProxyError::BodyTimeout),
             Err(CopyError::Read(e)) => return Err(ProxyError::ClientGone(e)),
             Err(CopyError::Truncated) => {
                 return Err(ProxyError::ClientGone(std::io::Error::new(
@@ -167,62 +177,67 @@ async fn send(
         }
     }
     loop {
-        match read_response_head(backend, head, timeouts.proxy).await {
-            Ok(res) if res.status == 100 => {
-                if head.expects_continue() && !progress.sent_continue {
-                    client.write_all(CONTINUE).await.map_err(ProxyError::ClientGone)?;
-                    progress.sent_continue = true;
+        // The client may leave while its request waits: then the backend request is
+        // abandoned at once, as nginx does, instead of holding both connections until
+        // proxy_timeout. Only once the body is in (before that its bytes are the body),
+        // and not behind a pipelined request already read: that client is not gone.
+        let head = read_response_head(backend, timeouts.proxy);
+        let read_ahead = req.config.limits.max_head_bytes;
+        let waited = match req.progress.body_done && client.buffered().is_empty() {
+            true => {
+                futures_lite::future::or(async { Waited::Head(head.await) }, async {
+                    let e = client.closed(read_ahead).await;
+                    log::debug!("client closed while its request waited: {e}");
+                    Waited::ClientClosed
+                })
+                .await
+            }
+            false => Waited::Head(head.await),
+        };
+        match waited {
+            Waited::ClientClosed => return Err(ProxyError::ClientClosed),
+            Waited::Head(Ok(res)) if res.status == 100 => {
+                if expects_continue && !req.progress.sent_continue {
+                    send_continue(req, client).await?;
                 }
             }
             // 102/103 and other interim answers are dropped; the final one follows.
-            Ok(res) if res.status != 101 && res.status < 200 => {}
-            Ok(res) => return Ok(Sent::Response(res)),
-            Err(e) => return Ok(Sent::Failed(e)),
+            Waited::Head(Ok(res)) if res.status != 101 && res.status < 200 => {}
+            Waited::Head(Ok(res)) => return Ok(Sent::Response(res)),
+            Waited::Head(Err(e)) => return Ok(Sent::Failed(e)),
         }
     }
 }
 
-pub(super) async fn write_flush(conn: &mut Conn, bytes: &[u8]) -> std::io::Result<()> {
-    conn.write_all(bytes).await?;
-    conn.flush().await
+/// What came first while a request waited for its answer.
+enum Waited {
+    Head(Result<ResponseHead, UpstreamError>),
+    ClientClosed,
+}
+
+async fn send_continue(req: &mut Request<'_>, client: &mut Conn) -> Result<(), ProxyError> {
+    client.write_all(CONTINUE).await.map_err(ProxyError::ClientGone)?;
+    req.progress.sent_continue = true;
+    Ok(())
 }
 
 /// The backend's response head, within `limit`. Cancel-safe: bytes read stay in the
 /// connection's buffer.
-async fn read_response_head(
-    backend: &mut Conn,
-    head: &RequestHead,
-    limit: Duration,
-) -> Result<ResponseHead, UpstreamError> {
-    let _ = head;
-    let max = MAX_RESPONSE_HEAD_BYTES;
+async fn read_response_head(backend: &mut Conn, limit: Duration) -> Result<ResponseHead, UpstreamError> {
     let read = async {
-        let mut scanner = HeadScanner::default();
-        loop {
-            if !backend.buffered().is_empty() {
-                match scanner.scan(backend.buffered(), max) {
-                    Ok(Some(len)) => {
-                        let res = parse_response_head(&backend.buffered()[..len]).map_err(|e| match e {
-                            HeadError::TooLarge => UpstreamError::Malformed("response head too large".into()),
-                            e => UpstreamError::Malformed(e.to_string()),
-                        })?;
-                        backend.consume(len);
-                        return Ok(res);
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Err(UpstreamError::Malformed(HeadError::from(e).to_string())),
-                }
-            }
-            match backend.fill(max).await {
-                Ok(0) if backend.buffered().is_empty() => return Err(UpstreamError::Closed),
-                Ok(0) => return Err(UpstreamError::Malformed("closed inside the response head".into())),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {
-                    return Err(UpstreamError::Malformed("response head too large".into()))
-                }
-                Err(e) => return Err(UpstreamError::Io(e)),
-            }
-        }
+        let len = backend.read_head(MAX_RESPONSE_HEAD_BYTES, false).await.map_err(|e| match e {
+            HeadReadError::Closed => UpstreamError::Closed,
+            HeadReadError::ClosedInside => UpstreamError::Malformed("closed inside the response head".into()),
+            HeadReadError::Scan(ScanError::TooLarge) => UpstreamError::Malformed("response head too large".into()),
+            HeadReadError::Scan(e) => UpstreamError::Malformed(HeadError::from(e).to_string()),
+            HeadReadError::Io(e) => UpstreamError::Io(e),
+        })?;
+        let res = parse_response_head(&backend.buffered()[..len]).map_err(|e| match e {
+            HeadError::TooLarge => UpstreamError::Malformed("response head too large".into()),
+            e => UpstreamError::Malformed(e.to_string()),
+        })?;
+        backend.consume(len);
+        Ok(res)
     };
     futures_lite::future::or(read, async {
         clock::sleep(limit).await;

@@ -1,207 +1,97 @@
-//! The byte tunnel after a valid 101 (SPEC §4): both directions at once, leftover
-//! bytes first, half-close propagated, an idle deadline over both directions.
-//!
-//! Memory is the point here (SECURITY L9): an idle tunnel owns no copy buffer. Reads go
-//! into one scratch buffer per worker thread, borrowed only inside a single `poll`, and
-//! are written straight on; only what the peer cannot take right now is copied into a
-//! per-direction `Vec`, freed again once drained.
+//! A WebSocket tunnel from the backend's 101 to its access line. Set-up: the 101 is
+//! checked against the handshake (a 101 nobody asked for, or with a wrong
+//! `Sec-WebSocket-Accept`, closes both sides: docs/security.md, B7 and W8), relayed to
+//! the client, and the balancer lease becomes an open tunnel on its member. Run: bytes
+//! move in pump.rs until both sides close, the idle timeout, or the drain deadline.
+//! Tear-down: the tunnel's byte counts go to the lease, the metrics and the access line.
 
-use std::cell::RefCell;
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering::Relaxed;
 
-use async_io::Timer;
-use futures_lite::{AsyncRead, AsyncWrite};
+use crate::h1::framing::Framing;
+use crate::h1::head::{ResponseHead, Version};
+use crate::h1::headers::ClientConnection;
+use crate::h1::upgrade::check_switch;
+use crate::metrics::Metrics;
+use crate::net::stream::Conn;
+use crate::target::Url;
 
-use crate::net::stream::{Stream, READ_BYTES};
+use super::decide::Destination;
+use super::error::{ProxyError, UpstreamError};
+use super::lease::Lease;
+use super::pump::{self, TunnelEnd};
+use super::request::Request;
+use super::Next;
 
-thread_local! {
-    /// One read buffer per worker thread, shared by all its tunnels.
-    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; READ_BYTES].into_boxed_slice());
-}
-
-/// How a tunnel ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TunnelEnd {
-    /// Both sides closed their write halves.
-    Closed,
-    IdleTimeout,
-    /// A read or write failed (reset, broken pipe).
-    Error,
-    /// Closed by sidecar (drain).
-    Shutdown,
-}
-
-/// What crossed the tunnel.
-#[derive(Clone, Copy, Debug)]
-pub struct TunnelStats {
-    /// Client → backend bytes.
-    pub up: u64,
-    /// Backend → client bytes.
-    pub down: u64,
-    pub end: TunnelEnd,
-}
-
-#[derive(Default)]
-struct Direction {
-    /// Bytes read but not yet accepted by the writer.
-    pending: Vec<u8>,
-    pos: usize,
-    read_done: bool,
-    done: bool,
-    bytes: u64,
-}
-
-/// Moves bytes from `from` to `to` until `from` ends and `to` is shut down, or until
-/// the next read/write would block. Sets `*active` when bytes moved.
-fn pump(
-    from: &mut Stream,
-    to: &mut Stream,
-    d: &mut Direction,
-    active: &mut bool,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<()>> {
-    loop {
-        while d.pos < d.pending.len() {
-            match Pin::new(&mut *to).poll_write(cx, &d.pending[d.pos..]) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => {
-                    d.pos += n;
-                    *active = true;
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        if !d.pending.is_empty() {
-            d.pending = Vec::new();
-            d.pos = 0;
-        }
-        // TLS keeps written records in rustls until flushed.
-        match Pin::new(&mut *to).poll_flush(cx) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return Poll::Pending,
-        }
-        if d.read_done {
-            return match Pin::new(&mut *to).poll_close(cx) {
-                Poll::Ready(_) => {
-                    d.done = true;
-                    Poll::Ready(Ok(()))
-                }
-                Poll::Pending => Poll::Pending,
-            };
-        }
-        let step = SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let n = match Pin::new(&mut *from).poll_read(cx, &mut scratch[..]) {
-                Poll::Ready(Ok(0)) => {
-                    d.read_done = true;
-                    return Poll::Ready(Ok(()));
-                }
-                Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            };
-            d.bytes += n as u64;
-            *active = true;
-            let mut off = 0;
-            while off < n {
-                match Pin::new(&mut *to).poll_write(cx, &scratch[off..n]) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                    Poll::Ready(Ok(k)) => off += k,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {
-                        d.pending = scratch[off..n].to_vec();
-                        break;
-                    }
-                }
-            }
-            Poll::Ready(Ok(()))
-        });
-        match step {
-            Poll::Ready(Ok(())) => continue,
-            other => return other,
-        }
+/// Accepts a backend's 101 for `req`: checks it, relays it to the client and counts
+/// the tunnel on the member. The caller runs the tunnel with `run`.
+pub(super) async fn switch(
+    req: &mut Request<'_>,
+    dest: &Destination,
+    client: &mut Conn,
+    url: &Url,
+    backend: Conn,
+    res: &ResponseHead,
+) -> Result<Next, ProxyError> {
+    let bad_switch =
+        |why: &str| ProxyError::Upstream { replica: url.origin(), cause: UpstreamError::BadSwitch(why.to_string()) };
+    if !dest.websocket {
+        return Err(bad_switch("101 to a request that was not a WebSocket handshake"));
     }
+    check_switch(&req.head, res).map_err(bad_switch)?;
+    let mut out = Vec::with_capacity(256);
+    req.write_client_head(res, dest, Version::Http11, Framing::None, ClientConnection::Upgrade, &mut out);
+    client.write_flush(&out).await.map_err(ProxyError::ClientGone)?;
+    req.progress.responded = true;
+    req.lease = req.lease.take().map(Lease::into_tunnel);
+    Ok(Next::Tunnel(backend))
 }
 
-struct Tunnel<S: Future<Output = ()>> {
-    client: Stream,
-    backend: Stream,
-    up: Direction,
-    down: Direction,
-    idle: Duration,
-    last_active: Instant,
-    timer: Timer,
-    shutdown: Pin<Box<S>>,
-}
-
-impl<S: Future<Output = ()>> Future for Tunnel<S> {
-    type Output = TunnelEnd;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<TunnelEnd> {
-        let t = self.get_mut();
-        let mut active = false;
-        if !t.up.done {
-            if let Poll::Ready(Err(_)) = pump(&mut t.client, &mut t.backend, &mut t.up, &mut active, cx) {
-                return Poll::Ready(TunnelEnd::Error);
+/// Runs the tunnel of `req` until it ends, then writes its access line.
+pub(super) async fn run(mut req: Request<'_>, client: Conn, backend: Conn) {
+    // A tunnel may stay open for hours; its request head is not needed any more.
+    drop(std::mem::take(&mut req.head));
+    let open = OpenTunnel::new(req.worker.metrics());
+    let (client_stream, to_backend) = client.into_parts();
+    let (backend_stream, to_client) = backend.into_parts();
+    let timeouts = req.config.timeouts;
+    let worker = req.worker;
+    let lease = req.lease.as_ref();
+    // Draining, or the member left DNS: `drain_timeout` more, then the tunnel closes.
+    let drain_deadline = async {
+        let member_left = async {
+            match lease {
+                Some(lease) => lease.member_left().await,
+                None => std::future::pending().await,
             }
-        }
-        if !t.down.done {
-            if let Poll::Ready(Err(_)) = pump(&mut t.backend, &mut t.client, &mut t.down, &mut active, cx) {
-                return Poll::Ready(TunnelEnd::Error);
-            }
-        }
-        if t.up.done && t.down.done {
-            return Poll::Ready(TunnelEnd::Closed);
-        }
-        if t.shutdown.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(TunnelEnd::Shutdown);
-        }
-        let now = Instant::now();
-        if active {
-            t.last_active = now;
-        }
-        // The timer is re-armed only when it fires, not on every byte.
-        while Pin::new(&mut t.timer).poll(cx).is_ready() {
-            let deadline = t.last_active + t.idle;
-            if deadline <= Instant::now() {
-                return Poll::Ready(TunnelEnd::IdleTimeout);
-            }
-            t.timer.set_at(deadline);
-        }
-        Poll::Pending
-    }
-}
-
-/// Runs a tunnel. `to_backend` / `to_client` are bytes already read from the other
-/// side (frames sent right behind the handshake); they go first. `shutdown` ends the
-/// tunnel early when it completes (drain).
-pub async fn run(
-    client: Stream,
-    to_backend: Vec<u8>,
-    backend: Stream,
-    to_client: Vec<u8>,
-    idle: Duration,
-    shutdown: impl Future<Output = ()>,
-) -> TunnelStats {
-    let now = Instant::now();
-    let up = Direction { bytes: to_backend.len() as u64, pending: to_backend, ..Direction::default() };
-    let down = Direction { bytes: to_client.len() as u64, pending: to_client, ..Direction::default() };
-    let mut tunnel = Tunnel {
-        client,
-        backend,
-        up,
-        down,
-        idle,
-        last_active: now,
-        timer: Timer::at(now + idle),
-        shutdown: Box::pin(shutdown),
+        };
+        futures_lite::future::or(worker.shutdown(), member_left).await;
+        crate::net::clock::sleep(timeouts.drain).await;
     };
-    let end = (&mut tunnel).await;
-    TunnelStats { up: tunnel.up.bytes, down: tunnel.down.bytes, end }
+    let stats =
+        pump::run(client_stream, to_backend, backend_stream, to_client, timeouts.tunnel_idle, drain_deadline).await;
+    drop(open);
+    req.record.tunnel = Some((stats.up, stats.down));
+    if stats.end != TunnelEnd::Closed {
+        req.record.reason = Some(format!("tunnel ended: {:?}", stats.end));
+    }
+    if let Some(lease) = req.lease.as_mut() {
+        lease.add_bytes(stats.up + stats.down);
+    }
+    req.finish();
+}
+
+/// Counts an open tunnel in the metrics for as long as it lives, panics included.
+struct OpenTunnel<'m>(&'m Metrics);
+
+impl<'m> OpenTunnel<'m> {
+    fn new(metrics: &'m Metrics) -> Self {
+        metrics.open_tunnels.fetch_add(1, Relaxed);
+        Self(metrics)
+    }
+}
+
+impl Drop for OpenTunnel<'_> {
+    fn drop(&mut self) {
+        self.0.open_tunnels.fetch_sub(1, Relaxed);
+    }
 }

@@ -68,7 +68,7 @@ pub(crate) struct Cond {
     pub nocase: bool,
     pub or_next: bool,
     /// The regex is a plain ASCII word such as `websocket`: searched for directly,
-    /// which costs a few nanoseconds instead of a regex run (the SPEC §1 conditions).
+    /// which costs a few nanoseconds instead of a regex run (the WebSocket rule set's conditions).
     /// ASCII-only case folding, as PCRE without UTF mode does.
     literal: Option<Box<str>>,
 }

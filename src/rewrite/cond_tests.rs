@@ -17,7 +17,7 @@ fn condition_patterns_match_like_apache() {
     let ws = TestReq::get("/chat", "id=42").upgrade();
     let plain = TestReq::get("/chat", "");
     for (cond, req, want) in [
-        // The SPEC §1 conditions: unanchored regexes, NC.
+        // The WebSocket rule set's conditions: unanchored regexes, NC.
         ("%{HTTP:Upgrade} websocket [NC]", &ws, true),
         ("%{HTTP:Connection} upgrade [NC]", &ws, true), // Firefox: "keep-alive, Upgrade"
         ("%{HTTP:Connection} upgrade", &ws, false),     // case matters without NC

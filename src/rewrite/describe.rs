@@ -1,4 +1,4 @@
-//! What `sidecar check` prints for the rules (SPEC §2): one block per `[[rewrite]]`
+//! What `sidecar check` prints for the rules (on stdout): one block per `[[rewrite]]`
 //! entry, in evaluation order (the path pattern first, then the conditions, as Apache
 //! runs them), with every flag spelled out and what the rule does in words.
 
@@ -182,7 +182,7 @@ mod tests {
     use crate::rewrite::{RuleSource, Rules};
 
     #[test]
-    fn describes_the_spec_rule_set() {
+    fn describes_the_websocket_rule_set() {
         let conds = vec!["%{HTTP:Upgrade} websocket [NC]".to_string(), "%{HTTP:Connection} upgrade [NC]".to_string()];
         let more = vec!["%{REQUEST_METHOD} =POST [OR]".to_string(), "%{SERVER_PORT} !-eq443".to_string()];
         let sources = [

@@ -1,9 +1,10 @@
 //! Percent-encoding of what lands in a substitution, and percent-decoding of a rewritten
-//! path for the next rule to match. This is where the request-splitting class dies
-//! (SECURITY §1.4): Apache matches rules against the *decoded* path, so `%{REQUEST_URI}`
-//! and back-references can hold raw CR, LF and SP (CVE-2023-25690) or a `?` that was
-//! `%3F` on the wire (CVE-2024-38474). Every value is re-encoded here according to where
-//! it came from; `eval.rs` then checks the final bytes with `target::is_target_byte`.
+//! path for the next rule to match. This is where the request-splitting class dies:
+//! Apache matches rules against the *decoded* path, so `%{REQUEST_URI}` and
+//! back-references can hold raw CR, LF and SP (CVE-2023-25690) or a `?` that was `%3F`
+//! on the wire (CVE-2024-38474); both are cases in docs/security.md. Every value is
+//! re-encoded here according to where it came from; `eval.rs` then checks the final
+//! bytes with `target::is_target_byte`.
 
 use crate::target::is_target_byte;
 

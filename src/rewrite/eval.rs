@@ -4,10 +4,10 @@
 //! fails, `S=N` skips rules after one applies, `L`/`END`/`P` stop, `F`/`G` answer at
 //! once; a rewritten path is what later rules match, and `%{REQUEST_URI}` stays the
 //! original path. What the result becomes, and the byte check before it may leave
-//! (SECURITY §1.4), is `outcome.rs`.
+//! (docs/security.md, CVE-2023-25690), is `outcome.rs`.
 //!
 //! Cost: a request that no rule applies to allocates nothing as long as each condition's
-//! test string is one variable (the SPEC §1 rule set): patterns use `is_match`, captures
+//! test string is one variable (the WebSocket rule set): patterns use `is_match`, captures
 //! are only taken when a `$N`/`%N` reads them, headers are borrowed.
 //!
 //! Deliberate differences from Apache: `R` ends the rule run (Apache goes on and lets
@@ -27,7 +27,7 @@ use super::expand::{Cx, Expanded, Refs, TargetMode};
 use super::flags::{Action, EnvOp};
 use super::outcome::{is_absolute_url, join, proxy, redirect, reduce, refused, wire_problem, with_query};
 use super::rule::Rule;
-use super::{Decision, RequestVars};
+use super::{Decision, RequestVars, Trace};
 
 /// Longest URL a substitution may produce: twice Apache's `LimitRequestLine`, the limit
 /// mod_rewrite itself enforces against runaway rules.
@@ -54,7 +54,7 @@ enum Step {
     Decided(Decision),
 }
 
-pub(crate) fn evaluate(rules: &[Rule], req: &dyn RequestVars) -> Decision {
+pub(crate) fn evaluate(rules: &[Rule], req: &dyn RequestVars, trace: &mut impl Trace) -> Decision {
     let mut st = State {
         filename: None,
         wire_path: None,
@@ -64,7 +64,7 @@ pub(crate) fn evaluate(rules: &[Rule], req: &dyn RequestVars) -> Decision {
     };
     let mut i = 0;
     while let Some(rule) = rules.get(i) {
-        match apply(rule, i, req, &st) {
+        match apply(rule, i, req, &st, trace) {
             Step::NoMatch => {
                 // `C`: a rule that does not apply takes the rest of its chain with it.
                 let mut j = i;
@@ -123,9 +123,11 @@ impl<'a> Base<'a> {
     }
 }
 
-fn apply<'r>(rule: &Rule, index: usize, req: &'r dyn RequestVars, st: &'r State<'r>) -> Step {
+fn apply<'r>(rule: &Rule, index: usize, req: &'r dyn RequestVars, st: &'r State<'r>, trace: &mut impl Trace) -> Step {
     let subject = || st.filename.as_deref().unwrap_or_else(|| req.path());
-    if (rule.always || rule.pattern.is_match(subject())) == rule.negate {
+    let applies = (rule.always || rule.pattern.is_match(subject())) != rule.negate;
+    trace.pattern(index, &subject, applies);
+    if !applies {
         return Step::NoMatch;
     }
     let captures = || {
@@ -139,7 +141,9 @@ fn apply<'r>(rule: &Rule, index: usize, req: &'r dyn RequestVars, st: &'r State<
     {
         let rule_refs = rule_locs.as_ref().map_or_else(Refs::default, |l| Refs { text: subject(), locs: Some(l) });
         let base = Base { req, st, rule_refs };
-        if !conds_hold(&rule.conds, &base, rule.uses_cond_refs, &mut cond_caps) {
+        if !conds_hold(&rule.conds, &base, rule.uses_cond_refs, &mut cond_caps, &mut |i, input, held| {
+            trace.cond(index, i, input, held)
+        }) {
             return Step::NoMatch;
         }
     }
@@ -208,10 +212,11 @@ fn conds_hold<'a>(
     base: &Base<'a>,
     keep: bool,
     caps: &mut Option<(String, CaptureLocations)>,
+    trace: &mut impl FnMut(usize, &str, bool),
 ) -> bool {
     let mut i = 0;
     while let Some(c) = conds.get(i) {
-        let (ok, new_caps) = test(c, &base.cx(caps.as_ref()), keep);
+        let (ok, new_caps) = test(c, &base.cx(caps.as_ref()), keep, &mut |input, held| trace(i, input, held));
         if new_caps.is_some() {
             *caps = new_caps;
         }
@@ -233,14 +238,27 @@ fn conds_hold<'a>(
 
 /// One condition, `!` applied. Captures are taken only when something reads `%N` and
 /// the condition is a positive regex (Apache keeps no groups for `!` or comparisons).
-fn test(c: &Cond, cx: &Cx<'_>, keep: bool) -> (bool, Option<(String, CaptureLocations)>) {
+/// `trace` hears the expanded test string and the verdict.
+fn test(
+    c: &Cond,
+    cx: &Cx<'_>,
+    keep: bool,
+    trace: &mut impl FnMut(&str, bool),
+) -> (bool, Option<(String, CaptureLocations)>) {
     if !keep || c.negate || !matches!(c.test, Test::Regex(_)) {
-        return (c.test_string.with_expanded(cx, |input| c.holds(input, cx)) != c.negate, None);
+        let held = c.test_string.with_expanded(cx, |input| {
+            let held = c.holds(input, cx) != c.negate;
+            trace(input, held);
+            held
+        });
+        return (held, None);
     }
     let mut input = String::new();
     c.test_string.expand_plain(cx, &mut input);
     let mut locs = None;
-    match c.holds_capturing(&input, cx, &mut locs) {
+    let held = c.holds_capturing(&input, cx, &mut locs);
+    trace(&input, held);
+    match held {
         true => (true, locs.map(|l| (input, l))),
         false => (false, None),
     }

@@ -4,7 +4,7 @@
 //! single pass (as Apache's `do_expand`: an expanded value is never expanded again).
 //!
 //! Two ways out: `with_expanded` hands a test string to a matcher, borrowing a single
-//! variable instead of copying it (the no-allocation path, issue 3); `expand_target`
+//! variable instead of copying it (no allocation on a plain request); `expand_target`
 //! writes a substitution, re-encoding each value by where it came from (`escape.rs`).
 //!
 //! Apache differences, on purpose: an unknown `%{VAR}` or an unterminated `%{`/`${` is a

@@ -100,7 +100,7 @@ impl RuleFlags {
             "ne" | "noescape" => no_value(&mut self.noescape),
             // No subrequests and no PATH_INFO in server context: nothing to do.
             "ns" | "nosubreq" | "dpi" | "discardpath" | "discardpathinfo" => no_value(&mut false),
-            // Control characters and spaces are always escaped (SECURITY §1.4).
+            // Control characters and spaces are always escaped (docs/security.md, CVE-2023-25690).
             "bctls" => no_value(&mut false),
             "b" | "backrefescaping" => {
                 *b_seen = true;

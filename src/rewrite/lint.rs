@@ -1,4 +1,4 @@
-//! Warnings for `sidecar check` and `import-apache` (SPEC §5, SECURITY R1, R3): rules
+//! Warnings for `sidecar check` and `import-apache` (docs/security.md, R1 and R3): rules
 //! that load but do not do what their author meant — mostly the mistakes copy-paste
 //! tutorials carry. Works from the source strings, so it also runs on entries that do
 //! not load (each check needs only the arguments it looks at).
@@ -146,7 +146,7 @@ fn map_lookup_message(s: &str, in_condition: bool) -> Option<String> {
     ))
 }
 
-/// `wss:/localhost:3000/` — one slash after the scheme (SPEC §5).
+/// `wss:/localhost:3000/` — one slash after the scheme, a typo copied from tutorials.
 fn one_slash_message(sub: &str) -> Option<String> {
     let (scheme, rest) = sub.split_once(':')?;
     let is_scheme = scheme.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
@@ -194,17 +194,17 @@ fn expands(s: &str) -> Option<&str> {
     None
 }
 
-/// SECURITY R1: a `P` target whose scheme, host or port comes from the request.
+/// A `P` target whose scheme, host or port comes from the request (docs/security.md, R1).
 fn ssrf_message(sub: &str) -> Option<String> {
     let head = &sub[..authority(sub).map_or(sub.len(), |(_, end)| end)];
     let found = expands(head)?;
     Some(format!(
-        "the backend of this P rule depends on the request ({found} in the scheme, host or port): a client can make sidecar connect where it chooses (SSRF, SECURITY R1); write the backend literally"
+        "the backend of this P rule depends on the request ({found} in the scheme, host or port): a client can make sidecar connect where it chooses (SSRF, docs/security.md, R1); write the backend literally"
     ))
 }
 
 /// A `P` target with no path and nothing from the request path: every request, and every
-/// WebSocket, lands on `/` (SPEC §5).
+/// WebSocket, lands on `/` (the tutorial's `wss://localhost:3000/` mistake).
 fn dropped_path_message(sub: &str) -> Option<String> {
     let (start, end) = authority(sub)?;
     let rest = &sub[end..];

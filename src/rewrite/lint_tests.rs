@@ -1,4 +1,5 @@
-//! Tests of `lint.rs`: one line per mistake, plus the clean SPEC §1 rule set.
+//! Tests of `lint.rs`: one line per mistake, plus the WebSocket rule set (the README's
+//! first example), which must raise none.
 
 use super::*;
 
@@ -13,7 +14,7 @@ fn run(entries: &[(Vec<&str>, &str)]) -> Vec<(usize, Field, String)> {
 }
 
 #[test]
-fn the_spec_rule_set_is_clean() {
+fn the_websocket_rule_set_is_clean() {
     let got = run(&[(vec![UPGRADE, CONNECTION], ".* \"wss://localhost:3000%{REQUEST_URI}\" [P,L]")]);
     assert_eq!(got, vec![]);
 }

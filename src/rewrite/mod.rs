@@ -1,6 +1,8 @@
 //! PURE. The mod_rewrite engine: `[[rewrite]]` entries (RewriteCond / RewriteRule
 //! argument strings, exactly as Apache takes them) compiled once at load and evaluated
-//! per request. No I/O, no clock. See SPEC §3, SECURITY §1.4 and issue 3.
+//! per request. No I/O, no clock. The README says which flags and variables are
+//! supported; docs/security.md ("Rewrite back-references and SSRF") what must never
+//! leave the engine.
 //!
 //! This file owns the interface the proxy codes against (`RuleSource`, `RequestVars`,
 //! `Decision`, `Rules`) and load errors. The work is split by noun:
@@ -67,7 +69,7 @@ use std::fmt;
 
 use crate::target::Target;
 
-pub use lint::{lints, Lint};
+pub use lint::lints;
 
 use cond::Cond;
 use rule::{Rule, RuleHead};
@@ -115,7 +117,7 @@ pub enum Decision {
     Gone { rule: usize },
     /// The substitution would have put bytes on the wire that do not belong in a
     /// request-target (CR, LF, NUL, space, ...), or named a scheme that is not allowed:
-    /// the client gets 400 (SECURITY §1.4, CVE-2023-25690).
+    /// the client gets 400 (docs/security.md, CVE-2023-25690).
     Refused { rule: usize, reason: String },
 }
 
@@ -132,6 +134,45 @@ impl fmt::Display for Field {
         match self {
             Self::Cond(i) => write!(f, "cond[{i}]"),
             Self::Rule => f.write_str("rule"),
+        }
+    }
+}
+
+/// Hears what the rules do, step by step, for `sidecar check --explain`. The proxy
+/// evaluates with `NoTrace`, whose empty methods compile to nothing.
+pub trait Trace {
+    /// Rule `rule`'s pattern was tried on the path; `applies` includes its `!`.
+    fn pattern<'s>(&mut self, rule: usize, subject: &dyn Fn() -> &'s str, applies: bool) {
+        let _ = (rule, subject, applies);
+    }
+
+    /// Condition `cond` of rule `rule`: its test string as expanded, and whether it held
+    /// (its `!` included).
+    fn cond(&mut self, rule: usize, cond: usize, input: &str, held: bool) {
+        let _ = (rule, cond, input, held);
+    }
+}
+
+/// No tracing: what the proxy uses.
+pub struct NoTrace;
+
+impl Trace for NoTrace {}
+
+/// The lines of one `[[rewrite]]` entry's strings in their file (sidecar.toml, or the
+/// Apache config `import-apache` reads), so a message about a `Field` names its line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceLines {
+    /// Each condition's line.
+    pub conds: Vec<usize>,
+    pub rule: usize,
+}
+
+impl SourceLines {
+    /// The line of `field`; the rule's when the condition is unknown.
+    pub fn line(&self, field: Field) -> usize {
+        match field {
+            Field::Cond(i) => self.conds.get(i).copied().unwrap_or(self.rule),
+            Field::Rule => self.rule,
         }
     }
 }
@@ -199,23 +240,14 @@ impl Rules {
 
     /// Runs the rules over one request (see `eval.rs` for the semantics).
     pub fn evaluate(&self, req: &dyn RequestVars) -> Decision {
+        self.evaluate_traced(req, &mut NoTrace)
+    }
+
+    /// `evaluate`, telling `trace` each step (`sidecar check --explain`).
+    pub fn evaluate_traced(&self, req: &dyn RequestVars, trace: &mut impl Trace) -> Decision {
         if self.rules.is_empty() {
             return Decision::Pass;
         }
-        eval::evaluate(&self.rules, req)
-    }
-
-    /// Warnings about rules that load but probably do not do what was meant; works on
-    /// sources that do not load too. Same as [`lints`].
-    pub fn lints(sources: &[RuleSource<'_>]) -> Vec<Lint> {
-        lints(sources)
-    }
-
-    pub fn len(&self) -> usize {
-        self.rules.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        eval::evaluate(&self.rules, req, trace)
     }
 }

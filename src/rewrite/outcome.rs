@@ -1,8 +1,9 @@
 //! What a rule's expanded substitution becomes: the query string worked out as Apache's
 //! `splitout_queryargs` does, a `P` target parsed by `target::parse_target`, an `R`
 //! `Location`, Apache's self-reduction of absolute URLs naming this server — and the last
-//! gate, byte by byte, before anything leaves the engine (SECURITY §1.4): a result that
-//! still holds a byte that may not travel is `Refused` (400), never repaired.
+//! gate, byte by byte, before anything leaves the engine (docs/security.md,
+//! CVE-2023-25690): a result that still holds a byte that may not travel is `Refused`
+//! (400), never repaired.
 
 use super::expand::Expanded;
 use super::vars::host_only;
@@ -76,8 +77,9 @@ pub(crate) fn proxy(rule: usize, url: String) -> Decision {
 /// 9110 §10.2.2). Apache writes `http[s]://name[:port]/path`, taking name and port from
 /// the Host header and the local socket (UseCanonicalName Off): behind a container port
 /// mapping that port is wrong, and the Host header is the client's to forge. Only a
-/// path starting with `//`, which a browser would read as another host (SECURITY B10),
-/// is qualified as Apache does. The query goes before a `#fragment`.
+/// path starting with `//`, which a browser would read as another host
+/// (docs/security.md, B10), is qualified as Apache does. The query goes before a
+/// `#fragment`.
 pub(crate) fn redirect(
     rule: usize,
     status: u16,

@@ -39,7 +39,7 @@ impl TestReq {
         self
     }
 
-    /// The SPEC §4 WebSocket handshake headers, as Firefox sends them.
+    /// The WebSocket handshake's `Upgrade` and `Connection` headers, as Firefox sends them.
     pub fn upgrade(self) -> Self {
         self.with("Upgrade", "websocket").with("Connection", "keep-alive, Upgrade")
     }

@@ -1,16 +1,17 @@
-//! Tests of what may leave the engine (SECURITY §1.4) and what a plain request costs:
+//! Tests of what may leave the engine (docs/security.md, "Rewrite back-references and
+//! SSRF") and what a plain request costs:
 //! request splitting through back-references, results refused rather than repaired,
 //! robustness against any rule text, and a property over many hostile requests.
 
 use std::borrow::Cow;
 
 use super::test_req::TestReq;
-use super::tests::{rules, show, CONNECTION, SPEC_RULE, UPGRADE};
+use super::tests::{rules, show, CONNECTION, UPGRADE, WEBSOCKET_RULE};
 use super::*;
 
 #[test]
 fn request_splitting_through_a_back_reference_is_impossible() {
-    // SECURITY §1.4: GET /here/1%20HTTP/1.1%0d%0aHost:%20x%0d%0a%0d%0aGET%20/SMUGGLED
+    // CVE-2023-25690: GET /here/1%20HTTP/1.1%0d%0aHost:%20x%0d%0a%0d%0aGET%20/SMUGGLED
     let path = "/here/1 HTTP/1.1\r\nHost: x\r\n\r\nGET /SMUGGLED";
     for (rule, want) in [
         // `.` matches the newline, as in Apache (RegexDefaultOptions DOTALL).
@@ -55,7 +56,7 @@ fn results_that_cannot_travel_are_refused() {
     }
 }
 
-/// Forwards everything but `path()`, which the SPEC §1 rules must not need on a plain
+/// Forwards everything but `path()`, which the WebSocket rule set must not need on a plain
 /// request: the proxy decodes the path lazily and that would allocate.
 struct PathIsExpensive(TestReq);
 
@@ -91,7 +92,7 @@ impl RequestVars for PathIsExpensive {
 
 #[test]
 fn a_plain_request_does_not_ask_for_the_decoded_path() {
-    let r = rules(&[(&[UPGRADE, CONNECTION], SPEC_RULE)]);
+    let r = rules(&[(&[UPGRADE, CONNECTION], WEBSOCKET_RULE)]);
     for req in [TestReq::get("/x", "q"), TestReq::get("/x", "").with("Upgrade", "websocket")] {
         assert_eq!(r.evaluate(&PathIsExpensive(req)), Decision::Pass);
     }

@@ -1,0 +1,99 @@
+//! The way access lines reach stdout without a worker ever waiting for it: workers put
+//! finished lines in a bounded queue, one writer thread writes them out. When stdout
+//! stalls (a log shipper that stopped reading, a full pipe) the queue fills and further
+//! lines are dropped, counted in `sidecar_access_log_dropped_total`, and a warning says
+//! so, throttled. Losing log lines is the lesser harm: the alternative is every worker
+//! blocked on the stdout lock and no request served at all.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Lines held while stdout is slow: about 1 MiB at 250 bytes a line, a tenth of a
+/// second of a busy proxy's lines, long enough to ride out a reader's hiccup.
+const QUEUE_LINES: usize = 4096;
+
+enum Item {
+    Line(String),
+    /// Answered once every line queued before it is written and flushed.
+    Flush(SyncSender<()>),
+}
+
+pub struct AccessQueue {
+    tx: SyncSender<Item>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl AccessQueue {
+    /// Starts the writer thread. `dropped` counts lines that found the queue full.
+    pub fn start(dropped: Arc<AtomicU64>) -> AccessQueue {
+        let (tx, rx) = sync_channel(QUEUE_LINES);
+        let spawned = std::thread::Builder::new().name("sidecar-access-log".into()).spawn(move || write_lines(&rx));
+        if let Err(e) = spawned {
+            // Without the thread every line finds the queue full and is counted.
+            log::error!("cannot start the access log writer: {e}");
+        }
+        AccessQueue { tx, dropped }
+    }
+
+    /// Queues one line (without its newline); drops it when the queue is full.
+    pub fn push(&self, line: String) {
+        match self.tx.try_send(Item::Line(line)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Relaxed);
+                crate::throttle::warn(
+                    "access log lines dropped: stdout is not taking them (counted in sidecar_access_log_dropped_total)",
+                );
+            }
+        }
+    }
+
+    /// Waits at most `limit` for every queued line to be written (before exit).
+    pub fn flush(&self, limit: Duration) {
+        let end = Instant::now() + limit;
+        let (ack_tx, ack_rx) = sync_channel(1);
+        let mut item = Item::Flush(ack_tx);
+        loop {
+            match self.tx.try_send(item) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return,
+                Err(TrySendError::Full(back)) if Instant::now() < end => {
+                    item = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(TrySendError::Full(_)) => return,
+            }
+        }
+        let _ = ack_rx.recv_timeout(end.saturating_duration_since(Instant::now()));
+    }
+}
+
+/// The writer thread: lines in order, flushed whenever the queue runs empty.
+fn write_lines(rx: &Receiver<Item>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+    loop {
+        let item = match rx.try_recv() {
+            Ok(item) => item,
+            Err(_) => {
+                let _ = out.flush();
+                match rx.recv() {
+                    Ok(item) => item,
+                    Err(_) => return,
+                }
+            }
+        };
+        match item {
+            Item::Line(line) => {
+                let _ = out.write_all(line.as_bytes());
+                let _ = out.write_all(b"\n");
+            }
+            Item::Flush(ack) => {
+                let _ = out.flush();
+                let _ = ack.try_send(());
+            }
+        }
+    }
+}

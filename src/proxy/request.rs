@@ -1,0 +1,184 @@
+//! One request from its head to its access line: the config snapshot it is routed
+//! with, where it stands (body read, response begun), the balancer lease, the access
+//! record and the counters it adds to the metrics. Everything the request path learns
+//! is written here, and `finish` reports it all at once.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::access_log::{AccessFormat, AccessRecord};
+use crate::config::Config;
+use crate::h1::answer::Answer;
+use crate::h1::framing::Framing;
+use crate::h1::head::{RequestHead, ResponseHead, Version};
+use crate::h1::headers::{write_response_head, ClientConnection};
+use crate::net::stream::Conn;
+use crate::route::reverse_url;
+use crate::server::Worker;
+
+use super::decide::Destination;
+use super::error::{ProxyError, CLIENT_CLOSED_STATUS};
+use super::lease::Lease;
+use super::ClientInfo;
+
+/// Where the request stands, so an error is answered correctly.
+pub(crate) struct Progress {
+    /// The request body has been read completely from the client (or there was none).
+    pub body_done: bool,
+    /// Bytes of the response have reached the client: no error page can follow.
+    pub responded: bool,
+    /// A `100 Continue` went to the client.
+    pub sent_continue: bool,
+}
+
+/// Counters a request adds to the metrics when it finishes.
+#[derive(Default)]
+pub(crate) struct Counts {
+    /// Request body bytes sent to a backend.
+    pub body_in: u64,
+    pub connect_errors: u64,
+    pub pooled: u64,
+    pub fresh: u64,
+}
+
+pub(crate) struct Request<'c> {
+    pub worker: &'c Worker,
+    pub info: &'c ClientInfo,
+    /// The config the request is routed with, kept to its end even if a reload lands.
+    pub config: Arc<Config>,
+    pub head: RequestHead,
+    /// How the request body is framed; set once the head is checked.
+    pub framing: Framing,
+    /// When the request head started arriving.
+    pub started: Instant,
+    pub progress: Progress,
+    /// The member the request (or, after a 101, the tunnel) counts against.
+    pub lease: Option<Lease>,
+    pub record: AccessRecord,
+    pub counts: Counts,
+}
+
+impl<'c> Request<'c> {
+    /// `config` is the snapshot the head was read under; the request keeps it.
+    pub fn new(
+        worker: &'c Worker,
+        info: &'c ClientInfo,
+        config: Arc<Config>,
+        head: RequestHead,
+        started: Instant,
+    ) -> Self {
+        let mut record =
+            AccessRecord { peer: Some(info.peer), request_line: Some(head.request_line()), ..Default::default() };
+        if config.access_log != AccessFormat::Off {
+            let header = |name| head.headers.get(name).map(|v| String::from_utf8_lossy(v).into_owned());
+            record.referer = header("Referer");
+            record.user_agent = header("User-Agent");
+        }
+        Self {
+            worker,
+            info,
+            config,
+            head,
+            framing: Framing::None,
+            started,
+            progress: Progress { body_done: true, responded: false, sent_continue: false },
+            lease: None,
+            record,
+            counts: Counts::default(),
+        }
+    }
+
+    /// Whether the client connection must close after what is being answered now: the
+    /// client asked for it (`Connection: close`, HTTP/1.0 without keep-alive), its body
+    /// was not read to the end, a response already began, or the worker is draining.
+    pub fn must_close(&self) -> bool {
+        !self.head.wants_keep_alive()
+            || !self.progress.body_done
+            || self.progress.responded
+            || self.worker.is_draining()
+    }
+
+    /// Answers `e` to the client, if it can still be answered, and records it. Returns
+    /// whether the connection must close.
+    pub async fn answer_error(&mut self, client: &mut Conn, e: &ProxyError) -> bool {
+        self.record.reason = Some(e.to_string());
+        if let (ProxyError::ClientClosed, false) = (e, self.progress.responded) {
+            self.record.status = CLIENT_CLOSED_STATUS;
+        }
+        let close = e.closes_connection() || self.must_close();
+        if let (Some(answer), false) = (e.answer(), self.progress.responded) {
+            self.record.status = answer.status;
+            let _ = client.write_flush(&answer.close(close).to_bytes()).await;
+        }
+        close
+    }
+
+    /// Writes a response sidecar made up itself (a redirect, `OPTIONS *`). Returns
+    /// whether the connection must close.
+    pub async fn answer(&mut self, client: &mut Conn, answer: Answer<'_>) -> Result<bool, ProxyError> {
+        let close = self.must_close();
+        self.record.status = answer.status;
+        client.write_flush(&answer.close(close).to_bytes()).await.map_err(ProxyError::ClientGone)?;
+        Ok(close)
+    }
+
+    /// Writes a backend's response head as this request's client gets it: hop-by-hop
+    /// headers dropped, sidecar's framing, `Via`, and ProxyPassReverse when `dest`
+    /// asks for it.
+    pub fn write_client_head(
+        &self,
+        res: &ResponseHead,
+        dest: &Destination,
+        version: Version,
+        framing: Framing,
+        connection: ClientConnection,
+        out: &mut Vec<u8>,
+    ) {
+        let reverse = |v: &[u8]| match dest.reverse {
+            true => reverse_url(v, &self.config.reverse, &self.front_origin()),
+            false => None,
+        };
+        write_response_head(res, version, framing, connection, self.config.via_pseudonym(), &reverse, out);
+    }
+
+    /// The client-facing `scheme://host` that ProxyPassReverse writes (Apache uses the
+    /// request's Host unless `UseCanonicalName On`).
+    fn front_origin(&self) -> String {
+        let scheme = if self.info.https { "https" } else { "http" };
+        match self.head.host().or(self.config.server_name.as_deref()) {
+            Some(host) => format!("{scheme}://{host}"),
+            None => format!("{scheme}://{}", self.info.local),
+        }
+    }
+
+    /// The end of the request: its access line and its counters.
+    pub fn finish(mut self) {
+        self.record.elapsed = self.started.elapsed();
+        log_access(self.worker, &self.config, &self.record);
+        let m = self.worker.metrics();
+        let c = &self.counts;
+        let (tunnel_up, tunnel_down) = self.record.tunnel.unwrap_or((0, 0));
+        for (counter, n) in [
+            (&m.bytes_in, c.body_in + tunnel_up),
+            (&m.bytes_out, self.record.bytes.unwrap_or(0) + tunnel_down),
+            (&m.connect_errors, c.connect_errors),
+            (&m.pool_reused, c.pooled),
+            (&m.pool_new, c.fresh),
+        ] {
+            if n > 0 {
+                counter.fetch_add(n, Relaxed);
+            }
+        }
+    }
+}
+
+/// One access line and one request counted, for a request or a tunnel that ended, and
+/// for a request that never got as far as a `Request` (a bad head, a timeout).
+pub(crate) fn log_access(worker: &Worker, config: &Config, record: &AccessRecord) {
+    if let Some(line) = record.line(config.access_log, std::time::SystemTime::now()) {
+        // Never written here: a stalled stdout must not stop the worker.
+        worker.shared().access_log.push(line);
+    }
+    worker.metrics().request(record.route.as_deref().unwrap_or("-"), record.status, record.elapsed);
+}

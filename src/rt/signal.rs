@@ -1,0 +1,127 @@
+//! A one-shot signal on one thread (the worker's drain): any number of tasks wait on
+//! it without allocating once its waiter table has grown, and all wake when it fires.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+#[derive(Default)]
+pub struct Signal {
+    fired: Cell<bool>,
+    waiters: RefCell<Vec<Option<Waker>>>,
+    free: RefCell<Vec<usize>>,
+}
+
+impl Signal {
+    pub fn is_fired(&self) -> bool {
+        self.fired.get()
+    }
+
+    /// Fires the signal and wakes every waiter.
+    pub fn fire(&self) {
+        self.fired.set(true);
+        let woken: Vec<Waker> = self.waiters.borrow_mut().iter_mut().filter_map(Option::take).collect();
+        for w in woken {
+            w.wake();
+        }
+    }
+
+    /// Completes once the signal has fired.
+    pub fn wait(&self) -> Wait<'_> {
+        Wait { signal: self, slot: None }
+    }
+}
+
+pub struct Wait<'s> {
+    signal: &'s Signal,
+    slot: Option<usize>,
+}
+
+impl Future for Wait<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.signal.fired.get() {
+            return Poll::Ready(());
+        }
+        let mut waiters = self.signal.waiters.borrow_mut();
+        match self.slot {
+            Some(i) => match &mut waiters[i] {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            },
+            None => {
+                let i = match self.signal.free.borrow_mut().pop() {
+                    Some(i) => {
+                        waiters[i] = Some(cx.waker().clone());
+                        i
+                    }
+                    None => {
+                        waiters.push(Some(cx.waker().clone()));
+                        waiters.len() - 1
+                    }
+                };
+                drop(waiters);
+                self.slot = Some(i);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot {
+            if let Some(w) = self.signal.waiters.borrow_mut().get_mut(i) {
+                *w = None;
+            }
+            self.signal.free.borrow_mut().push(i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn every_waiter_wakes_once_and_slots_are_reused() {
+        let signal = Signal::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..10 {
+            let mut w = Box::pin(signal.wait());
+            assert!(w.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(signal.waiters.borrow().len(), 1, "a dropped waiter's slot is reused");
+        let mut a = Box::pin(signal.wait());
+        let mut b = Box::pin(signal.wait());
+        assert!(a.as_mut().poll(&mut cx).is_pending());
+        assert!(b.as_mut().poll(&mut cx).is_pending());
+        signal.fire();
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert!(a.as_mut().poll(&mut cx).is_ready());
+        assert!(signal.wait().poll_unpin_ready(&mut cx));
+    }
+
+    trait ReadyOnce {
+        fn poll_unpin_ready(self, cx: &mut Context<'_>) -> bool;
+    }
+    impl ReadyOnce for Wait<'_> {
+        fn poll_unpin_ready(mut self, cx: &mut Context<'_>) -> bool {
+            Pin::new(&mut self).poll(cx).is_ready()
+        }
+    }
+}

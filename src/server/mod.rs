@@ -1,0 +1,165 @@
+//! The running process: one thread per worker, each with its own runtime (`rt`: its
+//! own epoll, run queue and deadlines), its own listening sockets (SO_REUSEPORT) and
+//! its own backend pool; nothing on the request path crosses threads.
+//! Workers share the metrics (atomics) and each balancer's state (one mutex per
+//! balancer, taken briefly to pick a member and to report on it), so a dead replica is
+//! found once for the whole process and `bybusyness` sees every worker's load.
+//!
+//! worker.rs holds one thread's state, listener.rs accepts and hands connections to
+//! the proxy.
+
+mod listener;
+mod worker;
+
+pub(crate) use worker::Worker;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::net::clock;
+use crate::net::listen::bind;
+use crate::rt::{self, Io, Ready};
+use crate::shared::Shared;
+
+/// How often a worker closes pooled connections idle past their timeout.
+const POOL_PRUNE_EVERY: Duration = Duration::from_secs(5);
+
+/// The started proxy.
+pub struct Running {
+    /// Every bound address with whether it speaks TLS.
+    pub addrs: Vec<(SocketAddr, bool)>,
+    threads: Vec<JoinHandle<()>>,
+    /// Dropped to start draining (a closed channel wakes every worker).
+    shutdown: Option<async_channel::Sender<()>>,
+    reloads: Vec<async_channel::Sender<Arc<Config>>>,
+    listen: Vec<SocketAddr>,
+    workers: usize,
+    pub shared: Arc<Shared>,
+}
+
+impl Running {
+    /// Stops accepting everywhere and lets in-flight work finish: requests end, tunnels
+    /// get up to `drain_timeout`.
+    pub fn drain(&mut self) {
+        self.shutdown = None;
+    }
+
+    /// Hands a new config to every worker. Listener addresses are bound at start and
+    /// stay; a changed `listen` is reported and needs a restart.
+    pub fn reload(&mut self, config: Arc<Config>) {
+        if config.listen != self.listen || config.workers != self.workers {
+            log::warn!("reload: server.listen and server.workers changes take effect only after a restart");
+        }
+        self.shared.set_config(Arc::clone(&config));
+        for tx in &self.reloads {
+            let _ = tx.try_send(Arc::clone(&config));
+        }
+    }
+
+    /// The worker threads, for a caller that joins them itself.
+    pub fn take_threads(&mut self) -> Vec<JoinHandle<()>> {
+        std::mem::take(&mut self.threads)
+    }
+}
+
+/// Binds every listener for every worker (so a bind error is reported before anything
+/// runs) and starts the workers. The admin endpoint runs apart from them (`admin`).
+pub fn start(shared: Arc<Shared>) -> io::Result<Running> {
+    let config = shared.config();
+    let reuse_port = config.workers > 1;
+    let mut per_worker: Vec<Vec<TcpListener>> = (0..config.workers).map(|_| Vec::new()).collect();
+    let mut addrs = Vec::new();
+    for want in &config.listen {
+        let first =
+            bind(*want, reuse_port).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {want}: {e}")))?;
+        // With port 0 the first socket picks the port; the others join it.
+        let actual = first.local_addr()?;
+        per_worker[0].push(first);
+        for listeners in per_worker.iter_mut().skip(1) {
+            listeners.push(
+                bind(actual, true).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {actual}: {e}")))?,
+            );
+        }
+        let https = config.server_tls.is_some();
+        log::info!("listening on {actual} ({})", if https { "https" } else { "http" });
+        addrs.push((actual, https));
+    }
+    let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
+    let mut threads = Vec::new();
+    let mut reloads = Vec::new();
+    let workers = config.workers;
+    for (i, listeners) in per_worker.into_iter().enumerate() {
+        let shared = Arc::clone(&shared);
+        let shutdown = shutdown_rx.clone();
+        let (reload_tx, reload_rx) = async_channel::bounded(4);
+        reloads.push(reload_tx);
+        let thread = std::thread::Builder::new()
+            .name(format!("sidecar-worker-{i}"))
+            .spawn(move || run_worker(shared, listeners, shutdown, reload_rx, i == 0))?;
+        threads.push(thread);
+    }
+    let listen = config.listen.clone();
+    Ok(Running { addrs, threads, shutdown: Some(shutdown_tx), reloads, listen, workers, shared })
+}
+
+fn run_worker(
+    shared: Arc<Shared>,
+    listeners: Vec<TcpListener>,
+    shutdown: async_channel::Receiver<()>,
+    reloads: async_channel::Receiver<Arc<Config>>,
+    first: bool,
+) {
+    let worker = Rc::new(Worker::new(shared));
+    // Tells discovery (first worker only) that a reload landed; reloads in a burst
+    // coalesce into one.
+    let (reloaded_tx, reloaded_rx) = async_channel::bounded::<()>(1);
+    let main = async move {
+        if first {
+            // DNS refreshes and active health checks: a few packets a second at most.
+            rt::spawn(crate::discovery::run(Arc::clone(worker.shared()), reloaded_rx)).detach();
+        }
+        for listener in listeners {
+            match Io::new(listener, Ready::EMPTY) {
+                Ok(l) => rt::spawn(listener::accept_loop(l, Rc::clone(&worker))).detach(),
+                Err(e) => log::error!("cannot register a listener: {e}"),
+            }
+        }
+        // The main thread's messages: their wakers reach this thread through the
+        // runtime's cross-thread queue, never on the request path.
+        let w = Rc::clone(&worker);
+        rt::spawn(async move {
+            while let Ok(config) = reloads.recv().await {
+                w.set_config(config);
+                let _ = reloaded_tx.try_send(());
+            }
+        })
+        .detach();
+        let w = Rc::clone(&worker);
+        rt::spawn(async move {
+            let _ = shutdown.recv().await;
+            w.start_draining();
+        })
+        .detach();
+        let prune = async {
+            loop {
+                clock::sleep(POOL_PRUNE_EVERY).await;
+                worker.pool().prune(clock::now());
+            }
+        };
+        futures_lite::future::or(prune, worker.shutdown()).await;
+        // Draining: the listeners close themselves; wait for open connections (tunnels
+        // end by themselves at the drain timeout), with one last deadline.
+        let last = Instant::now() + worker.config().timeouts.drain + Duration::from_secs(1);
+        while worker.open_connections() > 0 && Instant::now() < last {
+            clock::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    if let Err(e) = rt::block_on(main) {
+        log::error!("worker stopped: {e}");
+    }
+}

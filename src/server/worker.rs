@@ -1,0 +1,94 @@
+//! One worker thread's state, read by every connection task on that thread: the
+//! config in force, the backend pool, the open-connection count and the drain signal.
+//! Connection tasks share it through `Rc` on the worker's single-threaded executor, so
+//! its cells need no lock. What all threads share (metrics, balancers inside the
+//! config) sits behind `Shared`.
+
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::net::pool::Pool;
+use crate::rt::{Signal, Wait};
+use crate::shared::Shared;
+
+pub(crate) struct Worker {
+    config: RefCell<Arc<Config>>,
+    shared: Arc<Shared>,
+    pool: Pool,
+    open_connections: Cell<usize>,
+    /// Fired once SIGTERM/SIGINT arrived: no new requests on kept-alive connections,
+    /// and every wait that should end then listens on it.
+    drain: Signal,
+}
+
+impl Worker {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        let config = shared.config();
+        let pool = Pool::new(config.timeouts.pool_idle);
+        Self { config: RefCell::new(config), shared, pool, open_connections: Cell::new(0), drain: Signal::default() }
+    }
+
+    /// The config in force now. A request takes it once and keeps it to its end.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.borrow())
+    }
+
+    /// SIGHUP: new connections and requests use `config` from now on.
+    pub fn set_config(&self, config: Arc<Config>) {
+        *self.config.borrow_mut() = config;
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.drain.is_fired()
+    }
+
+    /// Completes when draining starts. Waiting allocates nothing (it is on every
+    /// keep-alive wait).
+    pub fn shutdown(&self) -> Wait<'_> {
+        self.drain.wait()
+    }
+
+    /// Starts draining: every `shutdown` wait completes.
+    pub fn start_draining(&self) {
+        self.drain.fire();
+    }
+
+    /// Client connections open on this worker.
+    pub fn open_connections(&self) -> usize {
+        self.open_connections.get()
+    }
+
+    /// Counts a client connection as open for as long as the guard lives, panics
+    /// included.
+    pub fn connection_opened(self: &std::rc::Rc<Self>) -> OpenConnection {
+        self.open_connections.set(self.open_connections.get() + 1);
+        self.metrics().open_connections.fetch_add(1, Relaxed);
+        OpenConnection(std::rc::Rc::clone(self))
+    }
+}
+
+/// One open client connection, counted until dropped.
+pub(crate) struct OpenConnection(std::rc::Rc<Worker>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        let w = &self.0;
+        w.open_connections.set(w.open_connections.get() - 1);
+        w.metrics().open_connections.fetch_sub(1, Relaxed);
+    }
+}

@@ -1,0 +1,197 @@
+//! Heap allocations per proxied request, counted: sidecar runs in this process (its
+//! `run` entry point on a thread) behind a counting global allocator, between a
+//! backend and a client that allocate nothing in their loops (fixed buffers, blocking
+//! std sockets). Every allocation counted while they exchange N requests is therefore
+//! sidecar's. Prints the counts (`--nocapture`) and fails when they grow past the
+//! ceilings below: a regression guard, not a timing test.
+//!
+//! The counting allocator needs `unsafe impl GlobalAlloc`: this file is the only
+//! place the crate allows unsafe code (the lint is `deny`, overridden here; the
+//! library and the binary keep `#![forbid(unsafe_code)]`).
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the counter is
+// an atomic and allocates nothing.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Requests (or messages) measured, after as many to warm up.
+const ROUNDS: u64 = 2000;
+/// Ceilings: the counts measured when this test was written, so growth fails it. The
+/// count is process-wide, so the worker's periodic background work (discovery's config
+/// poll) adds a few allocations per run: a message's ceiling is a hundredth, not 0.
+const MAX_PER_GET: f64 = 34.0;
+const MAX_PER_MESSAGE: f64 = 0.01;
+
+const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nContent-Type: text/plain\r\n\r\nhello, world\n";
+const UPGRADE_RESPONSE: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+
+/// Reads until `buf[..n]` holds a whole head; returns its length. No allocation.
+fn read_head(s: &mut TcpStream, buf: &mut [u8], n: &mut usize) -> usize {
+    loop {
+        if let Some(i) = buf[..*n].windows(4).position(|w| w == b"\r\n\r\n") {
+            return i + 4;
+        }
+        let k = s.read(&mut buf[*n..]).expect("read");
+        assert!(k > 0, "closed inside a head");
+        *n += k;
+    }
+}
+
+fn consume(buf: &mut [u8], n: &mut usize, len: usize) {
+    buf.copy_within(len..*n, 0);
+    *n -= len;
+}
+
+/// The backend: answers every request on a connection with `RESPONSE`; a WebSocket
+/// upgrade gets a 101 and then every byte echoed back.
+fn backend(listener: TcpListener) {
+    for conn in listener.incoming() {
+        let Ok(mut s) = conn else { return };
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            let mut n = 0;
+            loop {
+                let len = read_head(&mut s, &mut buf, &mut n);
+                let upgrade = buf[..len].windows(9).any(|w| w.eq_ignore_ascii_case(b"websocket"));
+                consume(&mut buf, &mut n, len);
+                if upgrade {
+                    s.write_all(UPGRADE_RESPONSE).expect("101");
+                    s.write_all(&buf[..n]).expect("echo");
+                    loop {
+                        let k = s.read(&mut buf).expect("read");
+                        if k == 0 {
+                            return;
+                        }
+                        s.write_all(&buf[..k]).expect("echo");
+                    }
+                }
+                if s.write_all(RESPONSE).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Reads one response with a Content-Length body; no allocation.
+fn read_response(s: &mut TcpStream, buf: &mut [u8], n: &mut usize) {
+    let len = read_head(s, buf, n);
+    let head = &buf[..len];
+    let cl = head
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"content-length: ").or_else(|| l.strip_prefix(b"Content-Length: ")))
+        .map(|v| v.iter().take_while(|b| b.is_ascii_digit()).fold(0usize, |a, b| a * 10 + (b - b'0') as usize))
+        .expect("a Content-Length");
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(head));
+    while *n < len + cl {
+        let k = s.read(&mut buf[*n..]).expect("read body");
+        assert!(k > 0);
+        *n += k;
+    }
+    consume(buf, n, len + cl);
+}
+
+fn start_sidecar(backend: SocketAddr) -> SocketAddr {
+    let dir = std::env::temp_dir().join(format!("sidecar-alloc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    // A free port, taken for a moment: sidecar binds it right after.
+    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let front: SocketAddr = ([127, 0, 0, 1], port).into();
+    let config = dir.join("sidecar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"{front}\"\nworkers = 1\naccess_log = \"off\"\n\n[[proxy]]\npath = \"/\"\nto = \"http://{backend}/\"\n"
+        ),
+    )
+    .expect("config");
+    std::thread::spawn(move || sidecar::cmd::run::run(&config));
+    let end = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(front).is_err() {
+        assert!(Instant::now() < end, "sidecar did not start listening");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    front
+}
+
+fn per_round(f: &mut impl FnMut()) -> f64 {
+    for _ in 0..ROUNDS {
+        f();
+    }
+    let before = ALLOCS.load(Relaxed);
+    for _ in 0..ROUNDS {
+        f();
+    }
+    (ALLOCS.load(Relaxed) - before) as f64 / ROUNDS as f64
+}
+
+#[test]
+fn allocations_per_keep_alive_get_and_per_tunnelled_message() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+    let backend_addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || backend(listener));
+    let front = start_sidecar(backend_addr);
+
+    let mut client = TcpStream::connect(front).expect("connect");
+    client.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut buf = [0u8; 8192];
+    let mut n = 0;
+    let mut get = || {
+        client.write_all(b"GET /x HTTP/1.1\r\nHost: app\r\nUser-Agent: count\r\n\r\n").expect("send");
+        read_response(&mut client, &mut buf, &mut n);
+    };
+    let per_get = per_round(&mut get);
+
+    let mut ws = TcpStream::connect(front).expect("connect");
+    ws.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    ws.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: app\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .expect("upgrade");
+    let mut n = 0;
+    let len = read_head(&mut ws, &mut buf, &mut n);
+    assert!(buf.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&buf[..len]));
+    // A masked 64-byte binary frame; the backend echoes the bytes as they are.
+    let mut frame = [0u8; 70];
+    frame[0] = 0x82;
+    frame[1] = 0x80 | 64;
+    let mut message = || {
+        ws.write_all(&frame).expect("send frame");
+        ws.read_exact(&mut buf[..frame.len()]).expect("echo");
+    };
+    let per_message = per_round(&mut message);
+
+    println!("heap allocations per proxied keep-alive GET: {per_get:.2}");
+    println!("heap allocations per tunnelled 64-byte WebSocket message (both ways): {per_message:.2}");
+    assert!(per_get <= MAX_PER_GET, "{per_get} allocations per GET (ceiling {MAX_PER_GET})");
+    assert!(per_message <= MAX_PER_MESSAGE, "{per_message} allocations per message (ceiling {MAX_PER_MESSAGE})");
+}
