@@ -814,23 +814,39 @@ fn repeated_connect_failures_are_logged_once_with_a_count() {
     settled(&p);
 }
 
-/// Opens client connections until sidecar holds every descriptor it may have; returns
-/// them (and whether the limit was reached).
+/// Opens client connections until sidecar's `accept` fails for lack of descriptors (its
+/// own log line says so), then `extra_pending` more that wait in the kernel's queue.
+/// Returns them and whether the limit was reached. The log line, not a count of
+/// `/proc/PID/fd`, decides: descriptors the process inherited or holds for itself make
+/// any count a guess.
 fn exhaust_descriptors(p: &Sidecar, limit: usize, extra_pending: usize) -> (Vec<Conn>, bool) {
+    const AT_LIMIT: &str = "accept failed: Too many open files";
+    let at_limit = || p.logs().iter().any(|l| l.contains(AT_LIMIT));
     let mut held = Vec::new();
     for _ in 0..limit + 16 {
-        let before = open_fds(p.pid());
-        if before >= limit {
+        if at_limit() {
             break;
         }
+        let before = open_fds(p.pid());
         held.push(p.conn());
-        wait_until(Duration::from_millis(500), || open_fds(p.pid()) > before);
+        wait_until(Duration::from_millis(500), || at_limit() || open_fds(p.pid()) > before);
     }
-    let reached = open_fds(p.pid()) >= limit;
+    let reached = at_limit();
     for _ in 0..extra_pending {
         held.push(p.conn());
     }
     (held, reached)
+}
+
+/// What the failure message of a test that could not exhaust descriptors shows.
+fn descriptor_state(pid: u32) -> String {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let limit = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or("no limits line");
+    let mut fds: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    fds.sort_unstable();
+    format!("{} open: {fds:?}; {limit}", fds.len())
 }
 
 #[test]
@@ -848,7 +864,7 @@ fn descriptor_exhaustion_on_connect_answers_503_and_leaves_members_healthy() {
     let p = Sidecar::launch(TempDir::new(), &config, &[], launch);
     let admin = p.admin_addr();
     let (mut held, reached) = exhaust_descriptors(&p, 64, 0);
-    assert!(reached, "could not bring sidecar to its descriptor limit ({} open)", open_fds(p.pid()));
+    assert!(reached, "could not bring sidecar to its descriptor limit ({})", descriptor_state(p.pid()));
     for c in held.iter_mut().take(8) {
         c.send("GET /x HTTP/1.1\r\nHost: a\r\n\r\n").expect("send");
     }
@@ -886,7 +902,7 @@ fn admin_answers_while_the_proxy_is_out_of_descriptors() {
     let p = Sidecar::launch(TempDir::new(), &config(b.addr, &b, ""), &[], launch);
     let admin = p.admin_addr();
     let (held, reached) = exhaust_descriptors(&p, 64, 4);
-    assert!(reached, "could not bring sidecar to its descriptor limit ({} open)", open_fds(p.pid()));
+    assert!(reached, "could not bring sidecar to its descriptor limit ({})", descriptor_state(p.pid()));
     for path in ["/healthz", "/metrics", "/healthz"] {
         let mut c = Conn::open(admin);
         c.send(format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n")).expect("send");
