@@ -85,7 +85,7 @@ pub fn resolve(
             if self_signed && !has_cert && !has_key {
                 let mut errors = Vec::new();
                 for (v, p, name) in [(cert, &cert_path, "cert"), (key, &key_path, "key")] {
-                    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty() && !(readable && d.is_dir())) {
+                    if let Some(dir) = p.parent().filter(|d| !(d.as_os_str().is_empty() || (readable && d.is_dir()))) {
                         errors.push(lines.at(
                             at(v),
                             format!("server.tls.{name}"),
