@@ -79,6 +79,8 @@ mod slow_start;
 mod spec;
 
 #[cfg(test)]
+mod byhash_tests;
+#[cfg(test)]
 mod property;
 #[cfg(test)]
 mod tests;
