@@ -767,6 +767,56 @@ members = [
     }
 
     #[test]
+    fn byhash_keys_are_checked() {
+        let head = "[server]\nlisten = \"127.0.0.1:1\"\n[[proxy]]\npath = \"/\"\nto = \"balancer://b/\"\n[balancer.b]\nmembers = [\"http://a:1\"]\n";
+        for (tail, want) in [
+            (
+                "method = \"byhash\"\n",
+                "sidecar.toml:8: balancer.b.hash: method \"byhash\" needs `hash`, the key to hash (expected \"query:NAME\", \"cookie:NAME\", \"header:NAME\" or \"client_ip\")",
+            ),
+            (
+                "method = \"byhash\"\nhash = \"arg:sid\"\n",
+                "sidecar.toml:9: balancer.b.hash: unknown hash source \"arg:sid\" (expected \"query:NAME\"",
+            ),
+            (
+                "method = \"byhash\"\nhash = \"header:X Session\"\n",
+                "sidecar.toml:9: balancer.b.hash: \"header:X Session\": expected a header name after \"header:\"",
+            ),
+            (
+                "hash = \"query:sid\"\n",
+                "sidecar.toml:8: balancer.b.hash: only used with method = \"byhash\" (this balancer's method is bybusyness)",
+            ),
+            (
+                "method = \"byrequests\"\nhash_fallback = \"bytraffic\"\n",
+                "sidecar.toml:9: balancer.b.hash_fallback: only used with method = \"byhash\" (this balancer's method is byrequests)",
+            ),
+            (
+                "method = \"byhash\"\nhash = \"client_ip\"\nhash_fallback = \"byhash\"\n",
+                "sidecar.toml:10: balancer.b.hash_fallback: unknown method \"byhash\" (expected byrequests, bybusyness or bytraffic)",
+            ),
+            (
+                "method = \"bycookie\"\n",
+                "sidecar.toml:8: balancer.b.method: unknown method \"bycookie\" (expected byrequests, bybusyness, bytraffic or byhash)",
+            ),
+        ] {
+            let got = errors(&format!("{head}{tail}"));
+            assert!(got.iter().any(|e| e.starts_with(want)), "{tail:?}: want {want:?}, got {got:?}");
+        }
+        for (tail, source, fallback) in [
+            ("hash = \"query:sid\"\n", HashSource::Query("sid".into()), Method::ByBusyness),
+            ("hash = \"cookie:io\"\nhash_fallback = \"byrequests\"\n", HashSource::Cookie("io".into()), Method::ByRequests),
+            ("hash = \"client_ip\"\n", HashSource::ClientIp, Method::ByBusyness),
+        ] {
+            let source_text = format!("{head}method = \"byhash\"\n{tail}");
+            let c = resolve(Path::new("sidecar.toml"), &source_text).unwrap_or_else(|e| panic!("{tail}: {e:?}"));
+            let spec = &c.balancers[0].definition;
+            assert_eq!(spec.method, Method::ByHash);
+            assert_eq!(spec.hash, Some(Hashing { source, fallback }), "{tail}");
+            assert_eq!(spec.unkeyed_method(), fallback);
+        }
+    }
+
+    #[test]
     fn errors_name_line_and_key() {
         for (source, want) in [
             ("[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n", "sidecar.toml:3: server.bogus: unknown field `bogus`"),
