@@ -9,7 +9,7 @@
 use std::fmt::Write;
 use std::time::Instant;
 
-use crate::balance::{key_hash, Affinity, Balancer, HashSource, Method, Pick, Status};
+use crate::balance::{key_hash, Affinity, Balancer, Method, Pick, Status};
 use crate::config::Config;
 use crate::h1::framing::request_framing;
 use crate::h1::head::{parse_request_head, RequestHead, MAX_HEADERS_LIMIT};
@@ -143,14 +143,19 @@ pub fn explain(config: &Config, head: &RequestHead) -> String {
         );
     }
     let route = sticky.as_deref().and_then(|cookie| sticky_route(head, cookie));
-    let key = hashing.as_ref().map(|h| (&h.source, hash_key(head, &h.source, &info.peer_ip)));
-    let hashed = key.and_then(|(source, k)| Some((source, k?)));
-    let ranking = hashed.map(|(_, k)| balancer.hash_ranking(key_hash(k))).unwrap_or_default();
-    if let Some((source, k)) = hashed {
-        let order: Vec<String> = ranking.iter().map(|&i| balancer.spec().replicas[i].url.replica()).collect();
-        let _ = writeln!(out, "byhash: {source} = {:?}; the key ranks {}", String::from_utf8_lossy(k), order.join(", "));
+    let key = hashing.as_ref().map(|h| hash_key(head, &h.source, &info.peer_ip));
+    let ranking = key.flatten().map(|k| balancer.hash_ranking(key_hash(k))).unwrap_or_default();
+    if let Some(h) = &hashing {
+        let _ = match key.flatten() {
+            Some(k) => {
+                let order: Vec<String> = ranking.iter().map(|&i| balancer.spec().replicas[i].url.replica()).collect();
+                let value = String::from_utf8_lossy(k);
+                writeln!(out, "byhash: key {} = {value:?} ranks {}", h.source, order.join(", "))
+            }
+            None => writeln!(out, "byhash: key {} absent \u{2192} fallback {}", h.source, h.fallback),
+        };
     }
-    let affinity = Affinity { sticky_route: route.as_deref(), hash_key: hashed.map(|(_, k)| key_hash(k)) };
+    let affinity = Affinity { sticky_route: route.as_deref(), hash_key: key.flatten().map(key_hash) };
     match balancer.pick_with(now, &[], affinity) {
         Pick::Replica(attempt) => {
             let url = balancer.spec().replicas[attempt.replica].url.origin();
@@ -159,13 +164,8 @@ pub fn explain(config: &Config, head: &RequestHead) -> String {
                 (Some(r), false) if balancer.spec().replicas[attempt.replica].route.as_deref() == Some(r) => {
                     format!("the sticky cookie names route {r:?}")
                 }
-                _ => match (key, hashed) {
-                    (_, Some((source, _))) => hash_reason(&balancer, source, &ranking, attempt.replica, now),
-                    (Some((source, None)), _) => {
-                        format!("{source} absent \u{2192} fallback: {}'s choice now", balancer.spec().unkeyed_method())
-                    }
-                    _ => format!("{method}'s choice now"),
-                },
+                _ if !ranking.is_empty() => hash_reason(&balancer, &ranking, attempt.replica, now),
+                _ => format!("{}'s choice now", balancer.spec().unkeyed_method()),
             };
             let _ = writeln!(out, "pick: {url} ({why})");
         }
@@ -188,21 +188,21 @@ fn method_rule(method: Method) -> &'static str {
 
 /// Why `byhash` picked `chosen`: its place in the key's order, and why the members
 /// ranked above it could not be picked.
-fn hash_reason(balancer: &Balancer, source: &HashSource, ranking: &[usize], chosen: usize, now: Instant) -> String {
+fn hash_reason(balancer: &Balancer, ranking: &[usize], chosen: usize, now: Instant) -> String {
     let place = ranking.iter().position(|&i| i == chosen).unwrap_or(0);
     if place == 0 {
-        return format!("{source} ranks it first");
+        return "the key ranks it first".to_string();
     }
     let members = balancer.snapshot(now);
     let skipped: Vec<String> = ranking[..place]
         .iter()
         .map(|&i| {
             let m = &members[i];
-            let why = if m.status.in_service() && m.status != Status::HotStandby { m.state.to_string() } else { m.status.to_string() };
+            let why = if m.status == Status::Normal { m.state.to_string() } else { m.status.to_string() };
             format!("{} is {why}", m.url.replica())
         })
         .collect();
-    format!("{source} ranks it #{}: {}", place + 1, skipped.join(", "))
+    format!("the key ranks it #{}; {}", place + 1, skipped.join(", "))
 }
 
 #[cfg(test)]
