@@ -202,7 +202,10 @@ fn without_a_key_the_fallback_method_picks() {
         assert_eq!(got, want, "{fallback} {weights:?}");
     }
     // A key given to a balancer that does not hash is ignored: its method picks.
-    let mut plain = Balancer::new(BalancerSpec { method: Method::ByRequests, hash: None, ..spec(&normal(&["a", "b"]), Method::ByRequests) }, 7);
+    let mut plain = Balancer::new(
+        BalancerSpec { method: Method::ByRequests, hash: None, ..spec(&normal(&["a", "b"]), Method::ByRequests) },
+        7,
+    );
     let key = Some(key_hash(b"session-1"));
     let got: Vec<usize> = (0..4)
         .map(|_| match plain.pick_with(t0, &[], Affinity { sticky_route: None, hash_key: key }) {

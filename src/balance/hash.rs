@@ -67,7 +67,9 @@ impl HashSource {
         let token = !name.is_empty() && name.bytes().all(is_token_byte);
         match kind {
             "query" if !name.is_empty() && name.bytes().all(is_query_name_byte) => Ok(Self::Query(name.to_string())),
-            "query" => Err(format!("{s:?}: expected a query parameter name after \"query:\" (no '&', '=', '#' or spaces)")),
+            "query" => {
+                Err(format!("{s:?}: expected a query parameter name after \"query:\" (no '&', '=', '#' or spaces)"))
+            }
             "cookie" if token => Ok(Self::Cookie(name.to_string())),
             "header" if token => Ok(Self::Header(name.to_string())),
             "cookie" | "header" => {
@@ -211,7 +213,8 @@ mod tests {
     #[test]
     fn the_hash_is_pinned() {
         // FNV-1a 64 reference values: a change here moves every key of every user.
-        for (input, want) in [("", 0xcbf2_9ce4_8422_2325), ("a", 0xaf63_dc4c_8601_ec8c), ("foobar", 0x8594_4171_f739_67e8)]
+        for (input, want) in
+            [("", 0xcbf2_9ce4_8422_2325), ("a", 0xaf63_dc4c_8601_ec8c), ("foobar", 0x8594_4171_f739_67e8)]
         {
             assert_eq!(fnv1a64(input.as_bytes()), want, "{input:?}");
         }
@@ -226,7 +229,9 @@ mod tests {
     #[test]
     fn removing_a_member_moves_exactly_its_own_keys() {
         let keys = keys(1000);
-        for (weights, removed) in [(&[1, 1, 1, 1][..], 2), (&[1, 1, 1][..], 0), (&[3, 1, 2, 1, 1][..], 4), (&[5, 1][..], 0)] {
+        for (weights, removed) in
+            [(&[1, 1, 1, 1][..], 2), (&[1, 1, 1][..], 0), (&[3, 1, 2, 1, 1][..], 4), (&[5, 1][..], 0)]
+        {
             let all = members(weights);
             let rest: Vec<_> = all.iter().copied().filter(|&(i, _, _)| i != removed).collect();
             let mut owned = 0;

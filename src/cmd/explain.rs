@@ -125,7 +125,9 @@ pub fn explain(config: &Config, head: &RequestHead) -> String {
     let sticky = spec.sticky_session.clone();
     let hashing = spec.hash.clone();
     let rule = match &hashing {
-        Some(h) => format!("weighted rendezvous hash of {}; without it {}: {}", h.source, h.fallback, method_rule(h.fallback)),
+        Some(h) => {
+            format!("weighted rendezvous hash of {}; without it {}: {}", h.source, h.fallback, method_rule(h.fallback))
+        }
         None => method_rule(method).to_string(),
     };
     let _ = writeln!(out, "balancer {name}: method {method} ({rule})");

@@ -16,8 +16,7 @@ use super::{Config, Limits, SharedBalancer, Timeouts};
 use crate::access_log::AccessFormat;
 use crate::balance::{
     BalancerSpec, Discovery, HashSource, Hashing, Health, HealthCheck, Lookup, Method, ReplicaSpec, Status,
-    StatusRanges, HASH_SOURCES,
-    RECOMMENDED_MAX_EJECTED_PERCENT,
+    StatusRanges, HASH_SOURCES, RECOMMENDED_MAX_EJECTED_PERCENT,
 };
 use crate::dns::resolv_conf::{parse_hosts, parse_nameserver, parse_resolv_conf};
 use crate::dns::ResolverConfig;
@@ -487,7 +486,8 @@ impl Cx<'_> {
             Some(f) => match Method::parse(f.get_ref()) {
                 Some(m) if m != Method::ByHash => m,
                 _ => {
-                    let msg = format!("unknown method {:?} (expected byrequests, bybusyness or bytraffic)", f.get_ref());
+                    let msg =
+                        format!("unknown method {:?} (expected byrequests, bybusyness or bytraffic)", f.get_ref());
                     self.err(f, format!("{key}.hash_fallback"), msg);
                     Method::default_for_config()
                 }
@@ -804,7 +804,11 @@ members = [
         }
         for (tail, source, fallback) in [
             ("hash = \"query:sid\"\n", HashSource::Query("sid".into()), Method::ByBusyness),
-            ("hash = \"cookie:io\"\nhash_fallback = \"byrequests\"\n", HashSource::Cookie("io".into()), Method::ByRequests),
+            (
+                "hash = \"cookie:io\"\nhash_fallback = \"byrequests\"\n",
+                HashSource::Cookie("io".into()),
+                Method::ByRequests,
+            ),
             ("hash = \"client_ip\"\n", HashSource::ClientIp, Method::ByBusyness),
         ] {
             let source_text = format!("{head}method = \"byhash\"\n{tail}");

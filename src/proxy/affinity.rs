@@ -66,8 +66,8 @@ mod tests {
             ("/socket.io/?EIO=4&transport=polling&sid=abc", &[][..], q("sid"), "10.0.0.7", Some("abc")),
             ("/socket.io/?sid=abc&sid=def", &[], q("sid"), "10.0.0.7", Some("abc")), // the first one
             ("/socket.io/?EIO=4&transport=polling", &[], q("sid"), "10.0.0.7", None), // a handshake
-            ("/x?sids=abc&xsid=d", &[], q("sid"), "10.0.0.7", None),                  // names match whole
-            ("/x?sid=", &[], q("sid"), "10.0.0.7", None),                             // empty is absent
+            ("/x?sids=abc&xsid=d", &[], q("sid"), "10.0.0.7", None),                 // names match whole
+            ("/x?sid=", &[], q("sid"), "10.0.0.7", None),                            // empty is absent
             ("/x?sid", &[], q("sid"), "10.0.0.7", None),
             ("/x?sid=a%2Fb", &[], q("sid"), "10.0.0.7", Some("a%2Fb")), // as sent
             ("/x?a=1&sid=k=v", &[], q("sid"), "10.0.0.7", Some("k=v")),

@@ -129,14 +129,18 @@ async fn forward(req: &mut Request<'_>, dest: &Destination, client: &mut Conn) -
     for _ in 0..max_attempts {
         let url = match &upstream {
             Upstream::Direct(url) => url.clone(),
-            Upstream::Balanced(b) => match Lease::pick(b, &tried, Affinity { sticky_route: sticky.as_deref(), hash_key }) {
-                Ok((lease, url)) => {
-                    tried.push(lease.member());
-                    req.lease = Some(lease);
-                    url
+            Upstream::Balanced(b) => {
+                match Lease::pick(b, &tried, Affinity { sticky_route: sticky.as_deref(), hash_key }) {
+                    Ok((lease, url)) => {
+                        tried.push(lease.member());
+                        req.lease = Some(lease);
+                        url
+                    }
+                    Err(retry_after) => {
+                        return Err(ProxyError::AllReplicasDown { balancer: b.name.clone(), retry_after })
+                    }
                 }
-                Err(retry_after) => return Err(ProxyError::AllReplicasDown { balancer: b.name.clone(), retry_after }),
-            },
+            }
         };
         req.record.tries += 1;
         req.record.replica = Some(url.origin());

@@ -143,7 +143,11 @@ fn engine_io(name: &'static str) -> Backend {
             None => {
                 let sid = format!("{name}{}", issued.fetch_add(1, Ordering::SeqCst));
                 sessions.insert(sid.clone());
-                Reply::Send(response(200, &[], format!("0{{\"sid\":\"{sid}\",\"upgrades\":[\"websocket\"]}}").as_bytes()))
+                Reply::Send(response(
+                    200,
+                    &[],
+                    format!("0{{\"sid\":\"{sid}\",\"upgrades\":[\"websocket\"]}}").as_bytes(),
+                ))
             }
             Some(sid) if !sessions.contains(sid) => {
                 Reply::Send(response(400, &[], b"{\"code\":1,\"message\":\"Session ID unknown\"}"))
