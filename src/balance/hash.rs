@@ -31,6 +31,8 @@
 //! nor a seeded one will do. FNV-1a (64-bit) reads the bytes; MurmurHash3's 64-bit
 //! finaliser then mixes key and member, because FNV-1a alone leaves keys that differ in
 //! their last byte close together. Both are a few published constants, pinned in a test.
+//! The score's `ln` comes from the platform's maths library; two machines could differ
+//! only for a key whose two best scores agree to the last bit of a double.
 //! An identity is the member's URL as `/status` names it, with the address for a member
 //! found through DNS (`http://app:3000 (10.0.0.7:3000)`).
 

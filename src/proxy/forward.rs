@@ -108,7 +108,7 @@ async fn forward(req: &mut Request<'_>, dest: &Destination, client: &mut Conn) -
             Upstream::Balanced(Arc::clone(req.config.balancer(name).ok_or(ProxyError::NoRoute("unknown balancer"))?))
         }
     };
-    let (max_attempts, sticky, hash_key) = match &upstream {
+    let (max_attempts, sticky, key) = match &upstream {
         Upstream::Direct(_) => (1, None, None),
         Upstream::Balanced(b) => {
             let b = b.lock();
@@ -130,7 +130,7 @@ async fn forward(req: &mut Request<'_>, dest: &Destination, client: &mut Conn) -
         let url = match &upstream {
             Upstream::Direct(url) => url.clone(),
             Upstream::Balanced(b) => {
-                match Lease::pick(b, &tried, Affinity { sticky_route: sticky.as_deref(), hash_key }) {
+                match Lease::pick(b, &tried, Affinity { sticky_route: sticky.as_deref(), hash_key: key }) {
                     Ok((lease, url)) => {
                         tried.push(lease.member());
                         req.lease = Some(lease);
