@@ -93,6 +93,10 @@ fn byhash_sends_every_request_of_one_sid_to_one_replica_websocket_upgrade_includ
         used.insert(i);
     }
     assert!(used.len() >= 2, "24 sids spread over more than one replica: {used:?}");
+    let status = json::parse(&admin_get(p.admin_addr(), "/status").body_str()).expect("/status is JSON");
+    let app = &status["balancers"][0];
+    let shown = [&app["method"], &app["hash"], &app["hash_fallback"]].map(|v| v.as_str().unwrap_or("-").to_string());
+    assert_eq!(shown, ["byhash", "query:sid", "bybusyness"], "/status: {app}");
 }
 
 #[test]

@@ -112,6 +112,17 @@ fn check_rejects_a_bad_duration_naming_file_line_and_key() {
 }
 
 #[test]
+fn check_rejects_a_bad_hash_and_a_hash_without_byhash_naming_file_line_and_key() {
+    let head = "[server]\nlisten = \"127.0.0.1:0\"\n[[proxy]]\npath = \"/\"\nto = \"balancer://app/\"\n[balancer.app]\nmembers = [\"http://127.0.0.1:1\"]\n";
+    let ran = check(&format!("{head}method = \"byhash\"\nhash = \"param:sid\"\n"), &[]);
+    assert_diagnostic(&ran, 9, &["balancer.app.hash", "unknown hash source \"param:sid\"", "\"query:NAME\""]);
+    let ran = check(&format!("{head}method = \"bybusyness\"\nhash = \"query:sid\"\n"), &[]);
+    assert_diagnostic(&ran, 9, &["balancer.app.hash", "only used with method = \"byhash\""]);
+    let ran = check(&format!("{head}method = \"byhash\"\n"), &[]);
+    assert_diagnostic(&ran, 8, &["balancer.app.hash", "method \"byhash\" needs `hash`"]);
+}
+
+#[test]
 fn check_on_a_missing_config_file_exits_1() {
     let dir = TempDir::new();
     let ran = run_binary(dir.path(), &["check", "--config", "nope.toml"]);
