@@ -58,7 +58,10 @@ fn secs(d: Duration) -> f64 {
 fn frame_codec_matches_the_rfc_6455_examples_and_round_trips_every_length_form() {
     // RFC 6455 §5.7 and §1.3.
     assert_eq!(server_frame(true, OP_TEXT, b"Hello"), b"\x81\x05Hello");
-    assert_eq!(client_frame(true, OP_TEXT, b"Hello"), [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+    assert_eq!(
+        client_frame(true, OP_TEXT, b"Hello"),
+        [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+    );
     assert_eq!(server_frame(true, OP_BINARY, &[0; 256])[..4], [0x82, 0x7e, 0x01, 0x00]);
     assert_eq!(server_frame(true, OP_BINARY, &[0; 65536])[..10], [0x82, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0]);
     assert_eq!(accept_for("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
@@ -157,10 +160,7 @@ fn sigterm_closes_100_tunnels_with_1001_spread_over_drain_spread_and_exits_0() {
     let busiest = bins.iter().copied().max().unwrap_or(0);
     assert!(busiest <= N / 4, "at most a quarter of the closes in any tenth of drain_spread; per tenth: {bins:?}");
 
-    assert!(
-        b.wait_for(DEADLINE, |cs| cs.iter().all(|c| !c.closes().is_empty())),
-        "every backend tunnel gets a Close"
-    );
+    assert!(b.wait_for(DEADLINE, |cs| cs.iter().all(|c| !c.closes().is_empty())), "every backend tunnel gets a Close");
     for c in b.conns() {
         assert_close_to_backend(&c, 1001, &format!("backend tunnel {}", c.target));
     }
@@ -197,7 +197,9 @@ fn client_that_never_answers_the_close_keeps_its_connection_until_drain_timeout(
 
 #[test]
 fn sigterm_while_a_4mib_frame_is_in_flight_delivers_it_whole_then_1001() {
-    let b = FrameBackend::start(Script::SILENT);
+    // The test writes every byte the backend sends on this tunnel: the frame, then the
+    // backend's answer to sidecar's Close (its own thread must not write in between).
+    let b = FrameBackend::start(Script { answer_close: false, ..Script::SILENT });
     let mut p = Sidecar::start(&ws_config(b.addr, "drain_timeout = \"6s\"\ndrain_spread = \"200ms\"", ""));
     // A small receive window: the client pushes back at once and sidecar holds the
     // frame's tail.
@@ -219,6 +221,8 @@ fn sigterm_while_a_4mib_frame_is_in_flight_delivers_it_whole_then_1001() {
             wr.fetch_add(chunk.len(), Ordering::SeqCst);
         }
         dn.store(true, Ordering::SeqCst);
+        let _ = w.write_all(&server_frame(true, OP_CLOSE, &1001u16.to_be_bytes()));
+        let _ = w.shutdown(std::net::Shutdown::Write);
     });
     assert!(wait_until(DEADLINE, || written.load(Ordering::SeqCst) >= 64 * 1024), "the backend started the frame");
     std::thread::sleep(Duration::from_millis(300));
@@ -246,6 +250,8 @@ fn sigterm_while_a_4mib_frame_is_in_flight_delivers_it_whole_then_1001() {
     assert!(after.is_empty() && eof, "closed after the Close handshake, got\n{}", describe_all(&after));
     let _ = writer.join();
     assert!(done.load(Ordering::SeqCst), "the backend's whole frame was taken");
+    let bc = b.wait_conn("/big", DEADLINE, |bc| bc.closed_at.is_some()).expect("the backend tunnel ends");
+    assert_close_to_backend(&bc, 1001, "the backend");
     assert_eq!(p.wait_exit(DEADLINE), Some(0), "{}", p.logs().join("\n"));
 }
 
@@ -273,7 +279,9 @@ fn reload_ends_the_tunnels_of_member_a_with_1012(after: impl Fn(SocketAddr, Sock
         .collect();
     let (on_a, on_b): (Vec<_>, Vec<_>) = clients.iter_mut().partition(|(path, _)| a.conn_for(path).is_some());
     assert!(
-        !on_a.is_empty() && !on_b.is_empty() && on_a.iter().chain(&on_b).all(|(path, _)| a.conn_for(path).is_some() != bb.conn_for(path).is_some()),
+        !on_a.is_empty()
+            && !on_b.is_empty()
+            && on_a.iter().chain(&on_b).all(|(path, _)| a.conn_for(path).is_some() != bb.conn_for(path).is_some()),
         "byrequests puts tunnels on both members: A {} B {}",
         a.connections(),
         bb.connections()
@@ -299,7 +307,11 @@ fn reload_ends_the_tunnels_of_member_a_with_1012(after: impl Fn(SocketAddr, Sock
         }
         c.round_trip("after the reload");
         let bc = bb.conn_for(path).expect("the tunnel on B");
-        assert!(bc.closes().is_empty() && bc.closed_at.is_none(), "{path}: B's tunnel untouched:\n{}", describe_all(&bc.frames));
+        assert!(
+            bc.closes().is_empty() && bc.closed_at.is_none(),
+            "{path}: B's tunnel untouched:\n{}",
+            describe_all(&bc.frames)
+        );
     }
 }
 
@@ -310,7 +322,9 @@ fn member_removed_by_sighup_gets_1012_and_the_other_members_tunnels_keep_echoing
 
 #[test]
 fn member_set_draining_by_sighup_gets_1012_and_the_other_members_tunnels_keep_echoing() {
-    reload_ends_the_tunnels_of_member_a_with_1012(|a, b| format!("{{ url = \"ws://{a}\", status = \"+N\" }}, \"ws://{b}\""));
+    reload_ends_the_tunnels_of_member_a_with_1012(|a, b| {
+        format!("{{ url = \"ws://{a}\", status = \"+N\" }}, \"ws://{b}\"")
+    });
 }
 
 // ---- keepalive pings --------------------------------------------------------------------------
@@ -364,7 +378,11 @@ fn silent_client_is_pinged_and_its_pong_never_reaches_the_backend() {
     c.round_trip("and still here");
     std::thread::sleep(Duration::from_millis(100));
     let bc = b.conn_for("/quiet").expect("the backend tunnel");
-    assert!(!bc.has_opcode(OP_PONG), "the Pongs answering sidecar's Pings reached the backend:\n{}", describe_all(&bc.frames));
+    assert!(
+        !bc.has_opcode(OP_PONG),
+        "the Pongs answering sidecar's Pings reached the backend:\n{}",
+        describe_all(&bc.frames)
+    );
     assert!(!bc.has_opcode(OP_PING), "no Pings to the backend without ws_ping_backend:\n{}", describe_all(&bc.frames));
     let texts: Vec<&[u8]> = bc.frames.iter().map(|f| f.payload.as_slice()).collect();
     assert_eq!(texts, [&b"still here"[..], b"and still here"], "the backend got the two messages only");
@@ -519,7 +537,12 @@ fn frames_of_every_length_form_pass_both_ways_byte_for_byte() {
         sent.push(frame);
     }
     let bc = b.conn_for("/lengths").expect("the backend tunnel");
-    assert!(bc.raw == sent.concat(), "the backend got the client's bytes exactly ({} vs {} bytes)", bc.raw.len(), sent.concat().len());
+    assert!(
+        bc.raw == sent.concat(),
+        "the backend got the client's bytes exactly ({} vs {} bytes)",
+        bc.raw.len(),
+        sent.concat().len()
+    );
 }
 
 /// A stream that breaks RFC 6455 on the client's side: `prefix` is valid, `bad` is not.
@@ -552,8 +575,16 @@ fn violations() -> Vec<Violation> {
             vec![client_frame(true, OP_TEXT, b"whole")],
             encode(true, 0, OP_CONT, BAD_KEY, b"late-continuation"),
         ),
-        v("a text frame inside a fragmented message", vec![text_start()], encode(true, 0, OP_TEXT, BAD_KEY, b"interloper")),
-        v("a binary frame inside a fragmented message", vec![text_start()], encode(false, 0, OP_BINARY, BAD_KEY, b"interloper")),
+        v(
+            "a text frame inside a fragmented message",
+            vec![text_start()],
+            encode(true, 0, OP_TEXT, BAD_KEY, b"interloper"),
+        ),
+        v(
+            "a binary frame inside a fragmented message",
+            vec![text_start()],
+            encode(false, 0, OP_BINARY, BAD_KEY, b"interloper"),
+        ),
         v("RSV1 without a negotiated extension", vec![], encode(true, 0b100, OP_TEXT, BAD_KEY, b"rsv1-set")),
         v("RSV2", vec![], encode(true, 0b010, OP_TEXT, BAD_KEY, b"rsv2-set")),
         v("RSV3", vec![], encode(true, 0b001, OP_BINARY, BAD_KEY, b"rsv3-set")),
@@ -574,13 +605,20 @@ fn framing_violations_from_the_client_close_both_sides_with_1002() {
         }
         // The valid prefix reaches the backend first, so what follows is judged in order.
         let prefix_len: usize = case.prefix.iter().map(Vec::len).sum();
-        assert!(b.wait_conn(&path, DEADLINE, |bc| bc.raw.len() >= prefix_len).is_some(), "{what}: the valid prefix passes");
+        assert!(
+            b.wait_conn(&path, DEADLINE, |bc| bc.raw.len() >= prefix_len).is_some(),
+            "{what}: the valid prefix passes"
+        );
         c.send_lossy(&case.bad);
         let (frames, eof) = c.frames_until_eof(DEADLINE);
         let closes: Vec<&Frame> = frames.iter().filter(|f| f.is_close()).collect();
         assert_eq!(closes.len(), 1, "{what}: one Close to the client, got\n{}", describe_all(&frames));
         assert_close_to_client(closes[0], 1002, what);
-        assert!(frames.last().is_some_and(Frame::is_close), "{what}: nothing after the Close:\n{}", describe_all(&frames));
+        assert!(
+            frames.last().is_some_and(Frame::is_close),
+            "{what}: nothing after the Close:\n{}",
+            describe_all(&frames)
+        );
         assert!(
             frames.iter().all(|f| f.is_close() || (f.opcode != OP_PING && f.opcode != OP_PONG)),
             "{what}: only echoes of the valid prefix besides the Close:\n{}",
@@ -610,7 +648,8 @@ fn framing_violations_from_the_client_close_both_sides_with_1002() {
 fn rsv1_frames_pass_when_the_101_negotiated_permessage_deflate() {
     let b = FrameBackend::start(Script { extensions: Some("permessage-deflate"), ..Script::ECHO });
     let p = Sidecar::start(&ws_config(b.addr, "", ""));
-    let mut c = FrameClient::connect_with(p.addr(), "/deflate", "Sec-WebSocket-Extensions: permessage-deflate\r\n", None);
+    let mut c =
+        FrameClient::connect_with(p.addr(), "/deflate", "Sec-WebSocket-Extensions: permessage-deflate\r\n", None);
     assert!(
         c.response_head.to_ascii_lowercase().contains("sec-websocket-extensions: permessage-deflate"),
         "the 101 relays the extension:\n{}",

@@ -74,10 +74,7 @@ impl Frame {
         } else {
             format!("[{}]", show(&self.payload))
         };
-        format!(
-            "fin={} rsv={:03b} op={:#x} masked={} payload={payload}",
-            self.fin, self.rsv, self.opcode, self.masked
-        )
+        format!("fin={} rsv={:03b} op={:#x} masked={} payload={payload}", self.fin, self.rsv, self.opcode, self.masked)
     }
 }
 
@@ -566,7 +563,9 @@ fn serve(stream: TcpStream, script: Script, state: Arc<Mutex<State>>, stop: Arc<
                     Some(encode(frame.fin, frame.rsv, frame.opcode, None, &frame.payload))
                 }
                 OP_PING if script.answer_ping => Some(server_frame(true, OP_PONG, &frame.payload)),
-                OP_CLOSE if script.answer_close => Some(server_frame(true, OP_CLOSE, &frame.payload[..frame.payload.len().min(2)])),
+                OP_CLOSE if script.answer_close => {
+                    Some(server_frame(true, OP_CLOSE, &frame.payload[..frame.payload.len().min(2)]))
+                }
                 _ => None,
             };
             let is_close = frame.is_close();
