@@ -196,7 +196,7 @@ fn client_that_never_answers_the_close_keeps_its_connection_until_drain_timeout(
 }
 
 #[test]
-fn sigterm_while_a_4mib_frame_is_in_flight_delivers_it_whole_then_1001() {
+fn sigterm_while_a_16mib_frame_is_in_flight_delivers_it_whole_then_1001() {
     // The test writes every byte the backend sends on this tunnel: the frame, then the
     // backend's answer to sidecar's Close (its own thread must not write in between).
     let b = FrameBackend::start(Script { answer_close: false, ..Script::SILENT });
@@ -205,7 +205,9 @@ fn sigterm_while_a_4mib_frame_is_in_flight_delivers_it_whole_then_1001() {
     // frame's tail.
     let mut c = FrameClient::connect_with(p.addr(), "/big", "", Some(16 * 1024));
     assert!(b.wait_for(DEADLINE, |cs| cs.len() == 1), "the backend tunnel");
-    let payload = noise(4 << 20, 11);
+    // 16 MiB: more than the kernel holds between the backend and a stalled client on
+    // loopback (a 64 KiB MSS lets a send buffer grow to `tcp_wmem`'s 4 MiB maximum).
+    let payload = noise(16 << 20, 11);
     let frame = server_frame(true, OP_BINARY, &payload);
     let mut w = b.writer("/big");
     socket2::SockRef::from(&w).set_send_buffer_size(16 * 1024).expect("SO_SNDBUF");
@@ -228,7 +230,7 @@ fn sigterm_while_a_4mib_frame_is_in_flight_delivers_it_whole_then_1001() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         !done.load(Ordering::SeqCst),
-        "the whole 4 MiB frame left the backend before SIGTERM ({} bytes): the test needs it in flight",
+        "the whole 16 MiB frame left the backend before SIGTERM ({} bytes): the test needs it in flight",
         written.load(Ordering::SeqCst)
     );
     p.signal("TERM");
@@ -236,13 +238,13 @@ fn sigterm_while_a_4mib_frame_is_in_flight_delivers_it_whole_then_1001() {
     let at_signal = written.load(Ordering::SeqCst);
     assert!(at_signal < payload.len(), "still mid-frame when the Close was due ({at_signal} bytes written)");
 
-    let big = c.expect_frame(Duration::from_secs(5), "the 4 MiB frame");
+    let big = c.expect_frame(Duration::from_secs(5), "the 16 MiB frame");
     assert!(
         big.opcode == OP_BINARY && big.fin && !big.masked && big.payload.len() == payload.len(),
         "the frame in flight arrives whole first, got {}",
         big.describe()
     );
-    assert_eq!(digest(&big.payload), digest(&payload), "the 4 MiB payload arrives intact");
+    assert_eq!(digest(&big.payload), digest(&payload), "the 16 MiB payload arrives intact");
     let close = c.expect_frame(DEADLINE, "Close 1001 after the frame");
     assert_close_to_client(&close, 1001, "after the big frame");
     c.send_lossy(&close_reply(&close));
