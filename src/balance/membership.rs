@@ -143,6 +143,14 @@ impl Balancer {
         &self.names
     }
 
+    /// `replica` leaves this balancer (a reload dropped it): nothing new goes to it and
+    /// its tunnels are to be closed, as when it leaves its name's answer.
+    pub fn retire(&mut self, replica: usize) {
+        if let Some(r) = self.spec.replicas.get_mut(replica) {
+            r.status = Status::Removed;
+        }
+    }
+
     /// Whether `replica` has left its name's answer (its tunnels are to be closed).
     pub fn is_removed(&self, replica: usize) -> bool {
         self.spec.replicas.get(replica).is_some_and(|r| r.status == Status::Removed)

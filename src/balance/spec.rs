@@ -168,9 +168,10 @@ pub enum Status {
     Draining,
     /// `+D`: never picked.
     Disabled,
-    /// Not an Apache letter: the address left its name's DNS answer. Like `+N`, what
-    /// it has runs to its end and nothing new is sent; its tunnels are closed after
-    /// `drain_timeout`. Never parsed from config.
+    /// Not an Apache letter: the address left its name's DNS answer, or a reload
+    /// dropped (or drained) the member. Like `+N`, nothing new is sent; requests in
+    /// flight run to their end and its tunnels get a Close (1012). Never parsed from
+    /// config.
     Removed,
 }
 

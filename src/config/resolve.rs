@@ -24,6 +24,7 @@ use crate::h1::head::{MAX_HEADERS, MAX_HEADERS_LIMIT};
 use crate::rewrite::{RuleSource, Rules, SourceLines};
 use crate::route::{normalize_target, ReverseRule, Route, Routes};
 use crate::target::{parse_target, Scheme, Target, Url};
+use crate::websocket::Keepalive;
 
 /// Apache's `ProxyTimeout` defaults to `Timeout`, 60 s.
 const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -109,6 +110,42 @@ impl Cx<'_> {
         }
     }
 
+    /// Keepalive Pings from `ws_ping_interval` / `ws_pong_timeout` / `ws_ping_backend`
+    /// under `table`; each key not given comes from `inherit` (the server's), else its
+    /// default. `None` when none of the keys is given.
+    fn keepalive(
+        &mut self,
+        table: &str,
+        interval: &Option<Spanned<String>>,
+        pong_timeout: &Option<Spanned<String>>,
+        backend: Option<bool>,
+        inherit: Option<Keepalive>,
+    ) -> Option<Keepalive> {
+        if interval.is_none() && pong_timeout.is_none() && backend.is_none() {
+            return None;
+        }
+        let base = inherit.unwrap_or_default();
+        let interval = match interval {
+            None => base.interval,
+            Some(v) => Some(self.duration(&Some(v.clone()), &format!("{table}.ws_ping_interval"), Duration::ZERO))
+                .filter(|d| !d.is_zero()),
+        };
+        let pong_timeout = match pong_timeout {
+            None => base.pong_timeout,
+            Some(v) => {
+                let key = format!("{table}.ws_pong_timeout");
+                let d = self.duration(&Some(v.clone()), &key, base.pong_timeout);
+                if d.is_zero() {
+                    self.err(v, key, "expected a duration above zero");
+                    base.pong_timeout
+                } else {
+                    d
+                }
+            }
+        };
+        Some(Keepalive { interval, pong_timeout, backend: backend.unwrap_or(base.backend) })
+    }
+
     fn file_path(&mut self, v: &Spanned<String>, key: &str) -> PathBuf {
         let p = self.base.join(v.get_ref());
         if !p.is_file() {
@@ -144,9 +181,26 @@ impl Cx<'_> {
                 DEFAULT_TUNNEL_IDLE_TIMEOUT,
             ),
             drain: self.duration(&server.drain_timeout, "server.drain_timeout", DEFAULT_DRAIN_TIMEOUT),
+            drain_spread: Duration::ZERO,
             pool_idle: self.duration(&server.pool_idle_timeout, "server.pool_idle_timeout", DEFAULT_POOL_IDLE_TIMEOUT),
             body: self.duration(&server.body_timeout, "server.body_timeout", DEFAULT_BODY_TIMEOUT),
         };
+        let mut timeouts = timeouts;
+        timeouts.drain_spread = match &server.drain_spread {
+            None => timeouts.drain / 2,
+            Some(v) => {
+                let spread = self.duration(&server.drain_spread, "server.drain_spread", timeouts.drain / 2);
+                if spread > timeouts.drain {
+                    self.err(v, "server.drain_spread", "must not be longer than drain_timeout");
+                    timeouts.drain / 2
+                } else {
+                    spread
+                }
+            }
+        };
+        let ws_keepalive = self
+            .keepalive("server", &server.ws_ping_interval, &server.ws_pong_timeout, server.ws_ping_backend, None)
+            .unwrap_or_default();
         let body_min_rate = match &server.body_min_rate {
             Some(v) if *v.get_ref() == 0 => {
                 self.err(v, "server.body_min_rate", "expected at least 1 (bytes per second)");
@@ -252,7 +306,7 @@ impl Cx<'_> {
             })
             .collect();
         let rules = self.rules(&rule_lines, &rule_sources);
-        let (routes, reverse) = self.routes(&file.proxy, &balancer_names, &balancers);
+        let (routes, reverse) = self.routes(&file.proxy, &balancer_names, &balancers, ws_keepalive);
         if file.proxy.is_empty() && file.rewrite.is_empty() {
             self.err(&file.server, "proxy", "no [[proxy]] or [[rewrite]] entry: nothing would be served");
         }
@@ -264,6 +318,7 @@ impl Cx<'_> {
             server_name: server.server_name.as_ref().map(|s| s.get_ref().clone()),
             workers,
             timeouts,
+            ws_keepalive,
             limits: Limits {
                 max_head_bytes: max_head_bytes as usize,
                 max_headers,
@@ -305,6 +360,7 @@ impl Cx<'_> {
         entries: &[Spanned<file::Proxy>],
         balancer_names: &[&str],
         balancers: &[BalancerSpec],
+        server_keepalive: Keepalive,
     ) -> (Routes, Vec<ReverseRule>) {
         let mut routes = Vec::new();
         let mut reverse = Vec::new();
@@ -356,6 +412,13 @@ impl Cx<'_> {
                 reverse: p.reverse.unwrap_or(true),
                 preserve_host: p.preserve_host.unwrap_or(false),
                 upgrade: p.upgrade.unwrap_or(true),
+                keepalive: self.keepalive(
+                    &key,
+                    &p.ws_ping_interval,
+                    &p.ws_pong_timeout,
+                    p.ws_ping_backend,
+                    Some(server_keepalive),
+                ),
             };
             if route.reverse {
                 reverse.extend(reverse_rules(&route, balancers));

@@ -150,7 +150,7 @@ async fn forward(req: &mut Request<'_>, dest: &Destination, client: &mut Conn) -
                     });
                     lease.add_bytes(req.record.bytes.unwrap_or(0));
                 }
-                if let Ok(Next::Tunnel(_)) = &result {
+                if let Ok(Next::Tunnel(..)) = &result {
                     req.lease = req.lease.take().map(Lease::into_tunnel);
                 }
                 return result;

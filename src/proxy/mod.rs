@@ -55,7 +55,7 @@ pub(crate) enum Next {
     KeepAlive,
     Close,
     /// Tunnel to this backend; the 101 has been written.
-    Tunnel(Conn),
+    Tunnel(Conn, pump::Session),
 }
 
 /// Serves one client connection until it closes.
@@ -122,8 +122,8 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) 
                 let _ = futures_lite::AsyncWriteExt::close(&mut client.stream).await;
                 return;
             }
-            Next::Tunnel(backend) => {
-                Box::pin(tunnel::run(*req, client, backend)).await;
+            Next::Tunnel(backend, session) => {
+                Box::pin(tunnel::run(*req, client, backend, session)).await;
                 return;
             }
         }
