@@ -359,7 +359,14 @@ struct Pump<L: Future<Output = Leave>> {
 }
 
 impl<L: Future<Output = Leave>> Pump<L> {
-    fn new(client: Stream, to_backend: Vec<u8>, backend: Stream, to_client: Vec<u8>, session: Session, leave: L) -> Self {
+    fn new(
+        client: Stream,
+        to_backend: Vec<u8>,
+        backend: Stream,
+        to_client: Vec<u8>,
+        session: Session,
+        leave: L,
+    ) -> Self {
         let now = clock::now();
         let mut pump = Pump {
             client,
@@ -681,8 +688,7 @@ mod tests {
         header.extend_from_slice(&[0; 4]);
         client_far.write_all(&header).expect("frame header");
         fill(&mut client_far, &client, 7, waiting - header.len());
-        let session =
-            Session { idle: Duration::from_secs(60), keepalive: Keepalive::default(), extensions: false };
+        let session = Session { idle: Duration::from_secs(60), keepalive: Keepalive::default(), extensions: false };
         let mut pump = Pump::new(
             Stream::Plain(client),
             Vec::new(),

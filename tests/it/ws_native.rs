@@ -188,7 +188,8 @@ fn client_that_never_answers_the_close_keeps_its_connection_until_drain_timeout(
     assert!(eof, "the connection is closed at drain_timeout");
     assert!(
         ended >= Duration::from_millis(1800) && ended < Duration::from_millis(3500),
-        "the unanswered tunnel lives until drain_timeout (2s), closed after {ended:?}"
+        "the unanswered tunnel lives until drain_timeout (2s); the client's connection ended (read EOF) \
+         after {ended:?} (the backend answered sidecar's Close and then shut its write side)"
     );
     assert_eq!(p.wait_exit(Duration::from_secs(2)), Some(0), "{}", p.logs().join("\n"));
     let bc = b.conn_for("/mute").expect("the backend tunnel");
@@ -351,6 +352,25 @@ fn answer_pings_until(c: &mut FrameClient, until: Instant, what: &str) -> Vec<Fr
     }
 }
 
+/// Sends `text` and expects its echo, answering any of sidecar's Pings that come first.
+fn round_trip_answering_pings(c: &mut FrameClient, text: &str) {
+    c.send_text(text);
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let f = c.expect_frame(until.saturating_duration_since(Instant::now()), &format!("the echo of {text:?}"));
+        if f.opcode == OP_PING && !f.masked {
+            c.send(&client_frame(true, OP_PONG, &f.payload));
+            continue;
+        }
+        assert!(
+            f.opcode == OP_TEXT && f.fin && !f.masked && f.payload == text.as_bytes(),
+            "expected the echo of {text:?}, got {}",
+            f.describe()
+        );
+        return;
+    }
+}
+
 /// Asserts `f` is a Ping from sidecar that arrived 0.8–2.5 s after `since`.
 fn assert_ping_after_about_1s(f: &Frame, since: Instant, masked: bool, what: &str) {
     assert!(f.opcode == OP_PING && f.fin, "{what}: expected a Ping, got {}", f.describe());
@@ -372,12 +392,12 @@ fn silent_client_is_pinged_and_its_pong_never_reaches_the_backend() {
     assert_ping_after_about_1s(&ping, opened, false, "to the client");
     assert!(ping.payload.len() <= 125);
     c.send(&client_frame(true, OP_PONG, &ping.payload));
-    c.round_trip("still here");
+    round_trip_answering_pings(&mut c, "still here");
     // Answered pings keep it open past interval + timeout, several times over.
     let more = answer_pings_until(&mut c, Instant::now() + Duration::from_millis(2600), "the answering client");
     assert!(more.iter().all(|f| f.opcode == OP_PING && !f.masked), "only Pings:\n{}", describe_all(&more));
     assert!(!more.is_empty(), "a silent client keeps being pinged");
-    c.round_trip("and still here");
+    round_trip_answering_pings(&mut c, "and still here");
     std::thread::sleep(Duration::from_millis(100));
     let bc = b.conn_for("/quiet").expect("the backend tunnel");
     assert!(
@@ -477,7 +497,7 @@ fn a_routes_ws_ping_interval_overrides_the_servers() {
         Err(End::Timeout(rest)) if rest.is_empty() => {}
         other => panic!("the route on the server's 30s interval is not pinged yet, got {other:?}"),
     }
-    fast.round_trip("fast");
+    round_trip_answering_pings(&mut fast, "fast");
     slow.round_trip("slow");
     assert_eq!(fast_b.connections(), 1);
     assert_eq!(slow_b.connections(), 1);
