@@ -122,6 +122,8 @@ pub struct Proxy {
 #[serde(deny_unknown_fields)]
 pub struct Balancer {
     pub method: Option<Spanned<String>>,
+    pub hash: Option<Spanned<String>>,
+    pub hash_fallback: Option<Spanned<String>>,
     pub retry: Option<Spanned<String>>,
     pub retry_max: Option<Spanned<String>>,
     pub failonstatus: Option<Vec<u16>>,

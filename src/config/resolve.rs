@@ -15,8 +15,8 @@ use super::server_tls;
 use super::{Config, Limits, SharedBalancer, Timeouts};
 use crate::access_log::AccessFormat;
 use crate::balance::{
-    BalancerSpec, Discovery, Health, HealthCheck, Lookup, Method, ReplicaSpec, Status, StatusRanges,
-    RECOMMENDED_MAX_EJECTED_PERCENT,
+    BalancerSpec, Discovery, HashSource, Hashing, Health, HealthCheck, Lookup, Method, ReplicaSpec, Status,
+    StatusRanges, HASH_SOURCES, RECOMMENDED_MAX_EJECTED_PERCENT,
 };
 use crate::dns::resolv_conf::{parse_hosts, parse_nameserver, parse_resolv_conf};
 use crate::dns::ResolverConfig;
@@ -436,12 +436,13 @@ impl Cx<'_> {
                 self.err(
                     m,
                     format!("{key}.method"),
-                    format!("unknown method {:?} (expected byrequests, bybusyness or bytraffic)", m.get_ref()),
+                    format!("unknown method {:?} (expected byrequests, bybusyness, bytraffic or byhash)", m.get_ref()),
                 );
                 Method::default_for_config()
             }),
             None => Method::default_for_config(),
         };
+        let hash = self.hashing(spec, &key, method);
         let retry = self.duration(&spec.retry, &format!("{key}.retry"), DEFAULT_RETRY);
         let retry_max = self.duration(&spec.retry_max, &format!("{key}.retry_max"), DEFAULT_RETRY_MAX).max(retry);
         let fail_on_status = spec.failonstatus.clone().unwrap_or_default();
@@ -522,6 +523,7 @@ impl Cx<'_> {
         BalancerSpec {
             name: name.get_ref().clone(),
             method,
+            hash,
             replicas,
             sticky_session: spec.stickysession.clone(),
             max_attempts: spec.maxattempts.as_ref().map_or(DEFAULT_MAX_ATTEMPTS, |m| *m.get_ref()).max(1),
@@ -530,6 +532,49 @@ impl Cx<'_> {
             slow_start: self.duration(&spec.slow_start, &format!("{key}.slow_start"), Duration::ZERO),
             check: spec.health.as_ref().map(|h| self.health_check(h, &format!("{key}.health"))),
         }
+    }
+
+    /// `hash` and `hash_fallback`: required and allowed only with `method = "byhash"`.
+    fn hashing(&mut self, spec: &file::Balancer, key: &str, method: Method) -> Option<Hashing> {
+        if method != Method::ByHash {
+            for (v, name) in [(&spec.hash, "hash"), (&spec.hash_fallback, "hash_fallback")] {
+                if let Some(v) = v {
+                    let msg = format!("only used with method = \"byhash\" (this balancer's method is {method})");
+                    self.err(v, format!("{key}.{name}"), msg);
+                }
+            }
+            return None;
+        }
+        let fallback = match &spec.hash_fallback {
+            Some(f) => match Method::parse(f.get_ref()) {
+                Some(m) if m != Method::ByHash => m,
+                _ => {
+                    let msg =
+                        format!("unknown method {:?} (expected byrequests, bybusyness or bytraffic)", f.get_ref());
+                    self.err(f, format!("{key}.hash_fallback"), msg);
+                    Method::default_for_config()
+                }
+            },
+            None => Method::default_for_config(),
+        };
+        let source = match &spec.hash {
+            Some(h) => match HashSource::parse(h.get_ref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.err(h, format!("{key}.hash"), e);
+                    return None;
+                }
+            },
+            None => {
+                let msg = format!("method \"byhash\" needs `hash`, the key to hash (expected {HASH_SOURCES})");
+                // `method` is there: `byhash` is never the default.
+                if let Some(m) = &spec.method {
+                    self.err(m, format!("{key}.hash"), msg);
+                }
+                return None;
+            }
+        };
+        Some(Hashing { source, fallback })
     }
 
     fn health_check(&mut self, h: &Spanned<file::HealthCheck>, key: &str) -> HealthCheck {
@@ -781,6 +826,60 @@ members = [
         ] {
             let got = errors(&format!("{head}{tail}"));
             assert!(got.iter().any(|e| e.starts_with(want)), "want {want:?}, got {got:?}");
+        }
+    }
+
+    #[test]
+    fn byhash_keys_are_checked() {
+        let head = "[server]\nlisten = \"127.0.0.1:1\"\n[[proxy]]\npath = \"/\"\nto = \"balancer://b/\"\n[balancer.b]\nmembers = [\"http://a:1\"]\n";
+        for (tail, want) in [
+            (
+                "method = \"byhash\"\n",
+                "sidecar.toml:8: balancer.b.hash: method \"byhash\" needs `hash`, the key to hash (expected \"query:NAME\", \"cookie:NAME\", \"header:NAME\" or \"client_ip\")",
+            ),
+            (
+                "method = \"byhash\"\nhash = \"arg:sid\"\n",
+                "sidecar.toml:9: balancer.b.hash: unknown hash source \"arg:sid\" (expected \"query:NAME\"",
+            ),
+            (
+                "method = \"byhash\"\nhash = \"header:X Session\"\n",
+                "sidecar.toml:9: balancer.b.hash: \"header:X Session\": expected a header name after \"header:\"",
+            ),
+            (
+                "hash = \"query:sid\"\n",
+                "sidecar.toml:8: balancer.b.hash: only used with method = \"byhash\" (this balancer's method is bybusyness)",
+            ),
+            (
+                "method = \"byrequests\"\nhash_fallback = \"bytraffic\"\n",
+                "sidecar.toml:9: balancer.b.hash_fallback: only used with method = \"byhash\" (this balancer's method is byrequests)",
+            ),
+            (
+                "method = \"byhash\"\nhash = \"client_ip\"\nhash_fallback = \"byhash\"\n",
+                "sidecar.toml:10: balancer.b.hash_fallback: unknown method \"byhash\" (expected byrequests, bybusyness or bytraffic)",
+            ),
+            (
+                "method = \"bycookie\"\n",
+                "sidecar.toml:8: balancer.b.method: unknown method \"bycookie\" (expected byrequests, bybusyness, bytraffic or byhash)",
+            ),
+        ] {
+            let got = errors(&format!("{head}{tail}"));
+            assert!(got.iter().any(|e| e.starts_with(want)), "{tail:?}: want {want:?}, got {got:?}");
+        }
+        for (tail, source, fallback) in [
+            ("hash = \"query:sid\"\n", HashSource::Query("sid".into()), Method::ByBusyness),
+            (
+                "hash = \"cookie:io\"\nhash_fallback = \"byrequests\"\n",
+                HashSource::Cookie("io".into()),
+                Method::ByRequests,
+            ),
+            ("hash = \"client_ip\"\n", HashSource::ClientIp, Method::ByBusyness),
+        ] {
+            let source_text = format!("{head}method = \"byhash\"\n{tail}");
+            let c = resolve(Path::new("sidecar.toml"), &source_text).unwrap_or_else(|e| panic!("{tail}: {e:?}"));
+            let spec = &c.balancers[0].definition;
+            assert_eq!(spec.method, Method::ByHash);
+            assert_eq!(spec.hash, Some(Hashing { source, fallback }), "{tail}");
+            assert_eq!(spec.unkeyed_method(), fallback);
         }
     }
 

@@ -12,9 +12,11 @@
 //! relay.rs    the response to the client; a 101 goes to tunnel.rs
 //! tunnel.rs   a tunnel's set-up and tear-down; pump.rs moves its bytes
 //! lease.rs    a balancer member's count of one request or tunnel, given back on drop
+//! affinity.rs the `byhash` key of a request (query parameter, cookie, header, client IP)
 //! body.rs     bodies streamed with bounded buffers · error.rs what goes wrong, whose fault
 //! ```
 
+mod affinity;
 mod body;
 mod decide;
 mod error;
@@ -39,6 +41,7 @@ use crate::server::Worker;
 
 use request::{log_access, Request};
 
+pub(crate) use affinity::hash_key;
 pub(crate) use decide::{decide_traced, Decided};
 pub(crate) use forward::sticky_route;
 

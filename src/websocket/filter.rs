@@ -144,7 +144,7 @@ impl Filter {
                 State::Payload { left, keep } => {
                     let take = left.min((end - r) as u64) as usize;
                     if keep {
-                        buf.copy_within(r..r + take, w);
+                        move_down(buf, r..r + take, w);
                         w += take;
                     }
                     r += take;
@@ -180,7 +180,7 @@ impl Filter {
                             break;
                         }
                         if self.judge_control(&h, &buf[r + h.len..r + len]) {
-                            buf.copy_within(r..r + len, w);
+                            move_down(buf, r..r + len, w);
                             w += len;
                         }
                         r += len;
@@ -192,7 +192,7 @@ impl Filter {
                         }
                         let keep = !self.sealed;
                         if keep {
-                            buf.copy_within(r..r + h.len, w);
+                            move_down(buf, r..r + h.len, w);
                             w += h.len;
                         }
                         r += h.len;
@@ -284,6 +284,14 @@ impl Filter {
             }
             _ => !self.sealed,
         }
+    }
+}
+
+/// Moves `from` to start at `to` (≤ its start); nothing to do in the usual case, where
+/// nothing was dropped before it.
+fn move_down(buf: &mut [u8], from: Range<usize>, to: usize) {
+    if from.start != to {
+        buf.copy_within(from, to);
     }
 }
 

@@ -90,21 +90,6 @@ fn new_connections_are_refused_after_sigterm_while_a_request_is_in_flight() {
     assert_eq!(p.wait_exit(Duration::from_secs(3)), Some(0), "{}", p.logs().join("\n"));
 }
 
-/// The code of the next Close frame `ws` reads; `None` if the connection ends first.
-fn ws_next_close_code(ws: &mut WsClient, limit: Duration) -> Option<u16> {
-    use async_tungstenite::tungstenite::Message;
-    use futures_lite::StreamExt;
-    block_within(limit, "a Close frame", async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                None | Some(Err(_)) => return None,
-                Some(Ok(_)) => {}
-            }
-        }
-    })
-}
-
 #[test]
 fn sigterm_sends_each_tunnel_a_close_1001_and_exits_once_the_handshake_is_done() {
     // drain_timeout is long: the process ends because the closing handshake finished,
@@ -141,10 +126,10 @@ fn sigint_drains_like_sigterm_and_a_second_sigint_exits_130_at_once() {
     // keeps the process in its drain.
     std::thread::sleep(Duration::from_millis(200));
     assert!(p.is_running(), "the open tunnel keeps the process in its drain");
-    drop(ws);
     let second = Instant::now();
     p.signal("INT");
     assert_eq!(p.wait_exit(Duration::from_secs(2)), Some(130), "{}", p.logs().join("\n"));
+    drop(ws);
     assert!(second.elapsed() < Duration::from_secs(1), "at once: {:?}", second.elapsed());
 }
 
@@ -264,11 +249,13 @@ fn sighup_config_applies_to_the_next_request_on_an_open_keepalive_connection() {
     p.rewrite_config(&format!("{base}\n[[rewrite]]\nrule = \"^/admin - [F]\"\n"));
     p.signal("HUP");
     assert!(p.wait_for_log("reloaded", DEADLINE), "{}", p.logs().join("\n"));
+    // The worker takes the new config from the signal thread a moment after the log
+    // line: poll until a new connection sees it (polls before that may go through).
     let forbidden = wait_until(DEADLINE, || p.get("/admin/y").status == 403);
     assert!(forbidden, "new connections see the new rule");
     c.send("GET /admin/z HTTP/1.1\r\nHost: a\r\n\r\n").expect("send");
     c.read_response().assert_error(403);
-    assert!(b.requests().iter().all(|r| r.target != "/admin/z" && r.target != "/admin/y"), "{:?}", b.requests());
+    assert!(b.requests().iter().all(|r| r.target != "/admin/z"), "{:?}", b.requests());
 }
 
 #[test]
