@@ -175,6 +175,10 @@ struct Direction {
     shut_dest: bool,
     /// …and has been: nothing more is written to it.
     dest_shut: bool,
+    /// The source has ended but its end is not passed on yet: sidecar sent the
+    /// destination a Close and waits for its answer, which the destination must be
+    /// able to give before its connection ends.
+    hold_end: bool,
     bytes: u64,
     /// Bytes arrived since the owner last looked.
     got_bytes: bool,
@@ -206,6 +210,7 @@ impl Direction {
             done: false,
             shut_dest: false,
             dest_shut: false,
+            hold_end: false,
             bytes,
             got_bytes: false,
             since_yield: 0,
@@ -274,6 +279,10 @@ fn pump(from: &mut Stream, to: &mut Stream, d: &mut Direction, cx: &mut Context<
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
+        }
+        if d.read_done && d.hold_end && !d.shut_dest {
+            // Woken again by the other direction, when the destination answers.
+            return Poll::Pending;
         }
         if d.read_done || (d.shut_dest && !d.dest_shut) {
             if !d.dest_shut {
@@ -450,13 +459,28 @@ impl<L: Future<Output = Leave>> Pump<L> {
         true
     }
 
-    /// Whether each side's part of sidecar's closing handshake is over: it was sent a
-    /// Close and answered (or hung up, or is not waited for).
-    fn handshake_over(&mut self, side: Side) -> bool {
+    /// Whether `side` has answered sidecar's Close (or hung up, or is not waited for).
+    fn answered(&mut self, side: Side) -> bool {
         let cut = self.closing.as_ref().is_some_and(|c| c.cut == Some(side));
-        let answered = self.close_from[side as usize] || self.from(side).read_done || cut;
+        self.close_from[side as usize] || self.from(side).read_done || cut
+    }
+
+    /// Whether `side`'s part of sidecar's closing handshake is over: it was sent a
+    /// Close and answered.
+    fn handshake_over(&mut self, side: Side) -> bool {
+        let answered = self.answered(side);
         let to = self.to(side);
         to.filter.close_passed() && to.delivered() && answered
+    }
+
+    /// While sidecar's Close to a side awaits its answer, the other side's end of
+    /// connection is held back from it.
+    fn hold_ends(&mut self) {
+        let sent = self.closing.as_ref().is_some_and(|c| c.sent);
+        for side in [Side::Client, Side::Backend] {
+            let hold = sent && !self.answered(side);
+            self.to(side).hold_end = hold;
+        }
     }
 
     /// The tunnel's end, if it has come.
@@ -549,6 +573,7 @@ impl<L: Future<Output = Leave>> Future for Pump<L> {
         let mut rounds = 0;
         loop {
             let mut again = false;
+            t.hold_ends();
             for side in [Side::Client, Side::Backend] {
                 let (from, to, d) = match side {
                     Side::Client => (&mut t.client, &mut t.backend, &mut t.up),

@@ -184,7 +184,8 @@ impl Filter {
             if at + header > data.len() {
                 return None;
             }
-            in_message = if opcode == CONTINUATION { b0 & 0x80 == 0 } else { b0 & 0x80 == 0 };
+            // A message stays open until a frame with FIN ends it.
+            in_message = b0 & 0x80 == 0;
             at += header + payload;
         }
         self.in_message = in_message;
