@@ -399,6 +399,9 @@ impl<L: Future<Output = Leave>> Pump<L> {
     fn take_news(&mut self, now: Instant) -> bool {
         let mut queued = false;
         for side in [Side::Client, Side::Backend] {
+            if !self.from(side).filter.has_news() {
+                continue;
+            }
             let seen = std::mem::take(&mut self.from(side).filter.seen);
             if seen.close.is_some() {
                 self.close_from[side as usize] = true;
@@ -476,6 +479,9 @@ impl<L: Future<Output = Leave>> Pump<L> {
     /// While sidecar's Close to a side awaits its answer, the other side's end of
     /// connection is held back from it.
     fn hold_ends(&mut self) {
+        if self.closing.is_none() {
+            return;
+        }
         let sent = self.closing.as_ref().is_some_and(|c| c.sent);
         for side in [Side::Client, Side::Backend] {
             let hold = sent && !self.answered(side);
@@ -591,14 +597,18 @@ impl<L: Future<Output = Leave>> Future for Pump<L> {
                     Poll::Pending => {}
                 }
             }
-            let now = clock::now();
-            for (i, d) in [&mut t.up, &mut t.down].into_iter().enumerate() {
-                if std::mem::take(&mut d.got_bytes) {
-                    t.last_heard[i] = now;
-                    t.last_active = now;
+            if t.up.got_bytes || t.down.got_bytes {
+                let now = clock::now();
+                for (i, d) in [&mut t.up, &mut t.down].into_iter().enumerate() {
+                    if std::mem::take(&mut d.got_bytes) {
+                        t.last_heard[i] = now;
+                        t.last_active = now;
+                    }
                 }
             }
-            again |= t.take_news(now);
+            if t.up.filter.has_news() || t.down.filter.has_news() {
+                again |= t.take_news(clock::now());
+            }
             let shut = t.down.shut_dest;
             if let Some(end) = t.end() {
                 return Poll::Ready(end);

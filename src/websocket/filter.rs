@@ -98,8 +98,9 @@ impl Filter {
     }
 
     /// `seen` has something the tunnel must act on.
+    #[inline]
     pub fn has_news(&self) -> bool {
-        self.seen != Seen::default()
+        self.seen.close.is_some() || self.seen.own_pong || self.seen.violation.is_some()
     }
 
     /// Frames of the proxy's own wait for a boundary.
@@ -132,6 +133,7 @@ impl Filter {
     /// Filters `buf[start..end]`, just read from the source, in place. `buf[..start]`
     /// must have `HEADROOM` free bytes and `buf[end..]` `TAILROOM`. Returns where in
     /// `buf` the bytes for the destination now are.
+    #[inline]
     pub fn scan(&mut self, buf: &mut [u8], start: usize, end: usize) -> Range<usize> {
         if self.held_len == 0 && self.inject.is_empty() && !self.sealed {
             match self.skim(&buf[start..end]) {
@@ -149,6 +151,7 @@ impl Filter {
     /// to drop or put in. Walks `data` frame by frame; `Some` when it all goes on as
     /// it is (the state then follows the end of `data`), `None` at the first frame it
     /// does not handle, with the state left as it was: the full scan starts over.
+    #[inline]
     fn skim(&mut self, data: &[u8]) -> Option<()> {
         let mut at = 0usize;
         let mut in_message = self.in_message;
