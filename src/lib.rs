@@ -7,13 +7,13 @@
 //! ```
 //!
 //! Import rule: a module imports only from layers before its own:
-//! `h1`, `target` | `rewrite`, `route`, `balance`, `access_log` | `config`, `tls`, `dev_cert` | `rt` | `net`,
+//! `h1`, `target`, `websocket` | `rewrite`, `route`, `balance`, `access_log` | `config`, `tls`, `dev_cert` | `rt` | `net`,
 //! `dns`, `metrics`, `shared`, `throttle`, `access_queue` | `server::Worker` | `proxy`, `admin`,
 //! `health_check`, `discovery` | `server`, `signals` | `cmd`.
 //! `server::Worker` (one worker thread's state, which every connection task reads) sits
 //! below the proxy; the rest of `server` drives it. `dns::resolv_conf` is pure and read by
 //! `config` at load. `h1`, `target`, `rewrite`, `route`, `balance` and `access_log` are
-//! pure: no async, clock, file or socket.
+//! pure: no async, clock, file or socket; so is `websocket`.
 //!
 //! Only `cli`, `cmd` (for `main.rs`), `rewrite` (for its benchmark) and `fuzzing` (for
 //! the fuzz targets in `fuzz/`) are public.
@@ -46,3 +46,4 @@ pub(crate) mod signals;
 pub(crate) mod target;
 pub(crate) mod throttle;
 pub(crate) mod tls;
+pub(crate) mod websocket;

@@ -15,8 +15,8 @@ use super::server_tls;
 use super::{Config, Limits, SharedBalancer, Timeouts};
 use crate::access_log::AccessFormat;
 use crate::balance::{
-    BalancerSpec, Discovery, Health, HealthCheck, Lookup, Method, ReplicaSpec, Status, StatusRanges,
-    RECOMMENDED_MAX_EJECTED_PERCENT,
+    BalancerSpec, Discovery, HashSource, Hashing, Health, HealthCheck, Lookup, Method, ReplicaSpec, Status,
+    StatusRanges, HASH_SOURCES, RECOMMENDED_MAX_EJECTED_PERCENT,
 };
 use crate::dns::resolv_conf::{parse_hosts, parse_nameserver, parse_resolv_conf};
 use crate::dns::ResolverConfig;
@@ -24,6 +24,7 @@ use crate::h1::head::{MAX_HEADERS, MAX_HEADERS_LIMIT};
 use crate::rewrite::{RuleSource, Rules, SourceLines};
 use crate::route::{normalize_target, ReverseRule, Route, Routes};
 use crate::target::{parse_target, Scheme, Target, Url};
+use crate::websocket::Keepalive;
 
 /// Apache's `ProxyTimeout` defaults to `Timeout`, 60 s.
 const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -129,6 +130,42 @@ impl Cx<'_> {
         self.disk == Disk::Read && p.is_file()
     }
 
+    /// Keepalive Pings from `ws_ping_interval` / `ws_pong_timeout` / `ws_ping_backend`
+    /// under `table`; each key not given comes from `inherit` (the server's), else its
+    /// default. `None` when none of the keys is given.
+    fn keepalive(
+        &mut self,
+        table: &str,
+        interval: &Option<Spanned<String>>,
+        pong_timeout: &Option<Spanned<String>>,
+        backend: Option<bool>,
+        inherit: Option<Keepalive>,
+    ) -> Option<Keepalive> {
+        if interval.is_none() && pong_timeout.is_none() && backend.is_none() {
+            return None;
+        }
+        let base = inherit.unwrap_or_default();
+        let interval = match interval {
+            None => base.interval,
+            Some(v) => Some(self.duration(&Some(v.clone()), &format!("{table}.ws_ping_interval"), Duration::ZERO))
+                .filter(|d| !d.is_zero()),
+        };
+        let pong_timeout = match pong_timeout {
+            None => base.pong_timeout,
+            Some(v) => {
+                let key = format!("{table}.ws_pong_timeout");
+                let d = self.duration(&Some(v.clone()), &key, base.pong_timeout);
+                if d.is_zero() {
+                    self.err(v, key, "expected a duration above zero");
+                    base.pong_timeout
+                } else {
+                    d
+                }
+            }
+        };
+        Some(Keepalive { interval, pong_timeout, backend: backend.unwrap_or(base.backend) })
+    }
+
     fn file_path(&mut self, v: &Spanned<String>, key: &str) -> PathBuf {
         let p = self.base.join(v.get_ref());
         if !self.is_file(&p) {
@@ -164,9 +201,26 @@ impl Cx<'_> {
                 DEFAULT_TUNNEL_IDLE_TIMEOUT,
             ),
             drain: self.duration(&server.drain_timeout, "server.drain_timeout", DEFAULT_DRAIN_TIMEOUT),
+            drain_spread: Duration::ZERO,
             pool_idle: self.duration(&server.pool_idle_timeout, "server.pool_idle_timeout", DEFAULT_POOL_IDLE_TIMEOUT),
             body: self.duration(&server.body_timeout, "server.body_timeout", DEFAULT_BODY_TIMEOUT),
         };
+        let mut timeouts = timeouts;
+        timeouts.drain_spread = match &server.drain_spread {
+            None => timeouts.drain / 2,
+            Some(v) => {
+                let spread = self.duration(&server.drain_spread, "server.drain_spread", timeouts.drain / 2);
+                if spread > timeouts.drain {
+                    self.err(v, "server.drain_spread", "must not be longer than drain_timeout");
+                    timeouts.drain / 2
+                } else {
+                    spread
+                }
+            }
+        };
+        let ws_keepalive = self
+            .keepalive("server", &server.ws_ping_interval, &server.ws_pong_timeout, server.ws_ping_backend, None)
+            .unwrap_or_default();
         let body_min_rate = match &server.body_min_rate {
             Some(v) if *v.get_ref() == 0 => {
                 self.err(v, "server.body_min_rate", "expected at least 1 (bytes per second)");
@@ -276,7 +330,7 @@ impl Cx<'_> {
             })
             .collect();
         let rules = self.rules(&rule_lines, &rule_sources);
-        let (routes, reverse) = self.routes(&file.proxy, &balancer_names, &balancers);
+        let (routes, reverse) = self.routes(&file.proxy, &balancer_names, &balancers, ws_keepalive);
         if file.proxy.is_empty() && file.rewrite.is_empty() {
             self.err(&file.server, "proxy", "no [[proxy]] or [[rewrite]] entry: nothing would be served");
         }
@@ -288,6 +342,7 @@ impl Cx<'_> {
             server_name: server.server_name.as_ref().map(|s| s.get_ref().clone()),
             workers,
             timeouts,
+            ws_keepalive,
             limits: Limits {
                 max_head_bytes: max_head_bytes as usize,
                 max_headers,
@@ -329,6 +384,7 @@ impl Cx<'_> {
         entries: &[Spanned<file::Proxy>],
         balancer_names: &[&str],
         balancers: &[BalancerSpec],
+        server_keepalive: Keepalive,
     ) -> (Routes, Vec<ReverseRule>) {
         let mut routes = Vec::new();
         let mut reverse = Vec::new();
@@ -380,6 +436,13 @@ impl Cx<'_> {
                 reverse: p.reverse.unwrap_or(true),
                 preserve_host: p.preserve_host.unwrap_or(false),
                 upgrade: p.upgrade.unwrap_or(true),
+                keepalive: self.keepalive(
+                    &key,
+                    &p.ws_ping_interval,
+                    &p.ws_pong_timeout,
+                    p.ws_ping_backend,
+                    Some(server_keepalive),
+                ),
             };
             if route.reverse {
                 reverse.extend(reverse_rules(&route, balancers));
@@ -397,12 +460,13 @@ impl Cx<'_> {
                 self.err(
                     m,
                     format!("{key}.method"),
-                    format!("unknown method {:?} (expected byrequests, bybusyness or bytraffic)", m.get_ref()),
+                    format!("unknown method {:?} (expected byrequests, bybusyness, bytraffic or byhash)", m.get_ref()),
                 );
                 Method::default_for_config()
             }),
             None => Method::default_for_config(),
         };
+        let hash = self.hashing(spec, &key, method);
         let retry = self.duration(&spec.retry, &format!("{key}.retry"), DEFAULT_RETRY);
         let retry_max = self.duration(&spec.retry_max, &format!("{key}.retry_max"), DEFAULT_RETRY_MAX).max(retry);
         let fail_on_status = spec.failonstatus.clone().unwrap_or_default();
@@ -483,6 +547,7 @@ impl Cx<'_> {
         BalancerSpec {
             name: name.get_ref().clone(),
             method,
+            hash,
             replicas,
             sticky_session: spec.stickysession.clone(),
             max_attempts: spec.maxattempts.as_ref().map_or(DEFAULT_MAX_ATTEMPTS, |m| *m.get_ref()).max(1),
@@ -491,6 +556,49 @@ impl Cx<'_> {
             slow_start: self.duration(&spec.slow_start, &format!("{key}.slow_start"), Duration::ZERO),
             check: spec.health.as_ref().map(|h| self.health_check(h, &format!("{key}.health"))),
         }
+    }
+
+    /// `hash` and `hash_fallback`: required and allowed only with `method = "byhash"`.
+    fn hashing(&mut self, spec: &file::Balancer, key: &str, method: Method) -> Option<Hashing> {
+        if method != Method::ByHash {
+            for (v, name) in [(&spec.hash, "hash"), (&spec.hash_fallback, "hash_fallback")] {
+                if let Some(v) = v {
+                    let msg = format!("only used with method = \"byhash\" (this balancer's method is {method})");
+                    self.err(v, format!("{key}.{name}"), msg);
+                }
+            }
+            return None;
+        }
+        let fallback = match &spec.hash_fallback {
+            Some(f) => match Method::parse(f.get_ref()) {
+                Some(m) if m != Method::ByHash => m,
+                _ => {
+                    let msg =
+                        format!("unknown method {:?} (expected byrequests, bybusyness or bytraffic)", f.get_ref());
+                    self.err(f, format!("{key}.hash_fallback"), msg);
+                    Method::default_for_config()
+                }
+            },
+            None => Method::default_for_config(),
+        };
+        let source = match &spec.hash {
+            Some(h) => match HashSource::parse(h.get_ref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.err(h, format!("{key}.hash"), e);
+                    return None;
+                }
+            },
+            None => {
+                let msg = format!("method \"byhash\" needs `hash`, the key to hash (expected {HASH_SOURCES})");
+                // `method` is there: `byhash` is never the default.
+                if let Some(m) = &spec.method {
+                    self.err(m, format!("{key}.hash"), msg);
+                }
+                return None;
+            }
+        };
+        Some(Hashing { source, fallback })
     }
 
     fn health_check(&mut self, h: &Spanned<file::HealthCheck>, key: &str) -> HealthCheck {
@@ -743,6 +851,61 @@ members = [
         ] {
             let got = errors(&format!("{head}{tail}"));
             assert!(got.iter().any(|e| e.starts_with(want)), "want {want:?}, got {got:?}");
+        }
+    }
+
+    #[test]
+    fn byhash_keys_are_checked() {
+        let head = "[server]\nlisten = \"127.0.0.1:1\"\n[[proxy]]\npath = \"/\"\nto = \"balancer://b/\"\n[balancer.b]\nmembers = [\"http://a:1\"]\n";
+        for (tail, want) in [
+            (
+                "method = \"byhash\"\n",
+                "sidecar.toml:8: balancer.b.hash: method \"byhash\" needs `hash`, the key to hash (expected \"query:NAME\", \"cookie:NAME\", \"header:NAME\" or \"client_ip\")",
+            ),
+            (
+                "method = \"byhash\"\nhash = \"arg:sid\"\n",
+                "sidecar.toml:9: balancer.b.hash: unknown hash source \"arg:sid\" (expected \"query:NAME\"",
+            ),
+            (
+                "method = \"byhash\"\nhash = \"header:X Session\"\n",
+                "sidecar.toml:9: balancer.b.hash: \"header:X Session\": expected a header name after \"header:\"",
+            ),
+            (
+                "hash = \"query:sid\"\n",
+                "sidecar.toml:8: balancer.b.hash: only used with method = \"byhash\" (this balancer's method is bybusyness)",
+            ),
+            (
+                "method = \"byrequests\"\nhash_fallback = \"bytraffic\"\n",
+                "sidecar.toml:9: balancer.b.hash_fallback: only used with method = \"byhash\" (this balancer's method is byrequests)",
+            ),
+            (
+                "method = \"byhash\"\nhash = \"client_ip\"\nhash_fallback = \"byhash\"\n",
+                "sidecar.toml:10: balancer.b.hash_fallback: unknown method \"byhash\" (expected byrequests, bybusyness or bytraffic)",
+            ),
+            (
+                "method = \"bycookie\"\n",
+                "sidecar.toml:8: balancer.b.method: unknown method \"bycookie\" (expected byrequests, bybusyness, bytraffic or byhash)",
+            ),
+        ] {
+            let got = errors(&format!("{head}{tail}"));
+            assert!(got.iter().any(|e| e.starts_with(want)), "{tail:?}: want {want:?}, got {got:?}");
+        }
+        for (tail, source, fallback) in [
+            ("hash = \"query:sid\"\n", HashSource::Query("sid".into()), Method::ByBusyness),
+            (
+                "hash = \"cookie:io\"\nhash_fallback = \"byrequests\"\n",
+                HashSource::Cookie("io".into()),
+                Method::ByRequests,
+            ),
+            ("hash = \"client_ip\"\n", HashSource::ClientIp, Method::ByBusyness),
+        ] {
+            let source_text = format!("{head}method = \"byhash\"\n{tail}");
+            let c = resolve(Path::new("sidecar.toml"), &source_text, Disk::Read)
+                .unwrap_or_else(|e| panic!("{tail}: {e:?}"));
+            let spec = &c.balancers[0].definition;
+            assert_eq!(spec.method, Method::ByHash);
+            assert_eq!(spec.hash, Some(Hashing { source, fallback }), "{tail}");
+            assert_eq!(spec.unkeyed_method(), fallback);
         }
     }
 
