@@ -15,7 +15,8 @@
 //! `config` at load. `h1`, `target`, `rewrite`, `route`, `balance` and `access_log` are
 //! pure: no async, clock, file or socket; so is `websocket`.
 //!
-//! Only `cli`, `cmd` (for `main.rs`) and `rewrite` (for its benchmark) are public.
+//! Only `cli`, `cmd` (for `main.rs`), `rewrite` (for its benchmark) and `fuzzing` (for
+//! the fuzz targets in `fuzz/`) are public.
 #![forbid(unsafe_code)]
 
 pub(crate) mod access_log;
@@ -29,6 +30,8 @@ pub(crate) mod config;
 pub(crate) mod dev_cert;
 pub(crate) mod discovery;
 pub(crate) mod dns;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod h1;
 pub(crate) mod health_check;
 pub(crate) mod metrics;

@@ -17,6 +17,7 @@ use std::time::Duration;
 use futures_rustls::rustls::{ClientConfig, ServerConfig};
 
 pub use diag::Diagnostic;
+use resolve::Disk;
 pub use server_tls::{SelfSigned, Source as SelfSignedSource};
 
 use crate::access_log::AccessFormat;
@@ -217,10 +218,16 @@ pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
             message: format!("cannot read: {e}"),
         }]
     })?;
-    resolve::resolve(path, &source)
+    resolve::resolve(path, &source, Disk::Read)
 }
 
 /// Checks config text; `path` names it in diagnostics and anchors relative paths.
 pub fn parse(path: &Path, source: &str) -> Result<Config, Vec<Diagnostic>> {
-    resolve::resolve(path, source)
+    resolve::resolve(path, source, Disk::Read)
+}
+
+/// Checks config text touching nothing else: every file it names is missing and no
+/// system trust store is read (for the fuzz targets).
+pub fn parse_text(path: &Path, source: &str) -> Result<Config, Vec<Diagnostic>> {
+    resolve::resolve(path, source, Disk::Absent)
 }

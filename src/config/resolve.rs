@@ -69,14 +69,24 @@ const DEFAULT_CHECK_FALL: u32 = 3;
 const DEFAULT_CHECK_EXPECT: &str = "200-399";
 const DEFAULT_CHECK_PATH: &str = "/";
 
-pub fn resolve(path: &Path, source: &str) -> Result<Config, Vec<Diagnostic>> {
+/// What resolving may read besides the text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disk {
+    /// Certificates, keys, the system trust store, `/etc/resolv.conf` and `/etc/hosts`.
+    Read,
+    /// Nothing: every named file is missing, there are no system roots and no resolver
+    /// files, so checking text alone is pure (the fuzz targets run it millions of times).
+    Absent,
+}
+
+pub fn resolve(path: &Path, source: &str, disk: Disk) -> Result<Config, Vec<Diagnostic>> {
     let lines = Lines { file: path, source };
     let file: File = toml::from_str(source).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
         vec![lines.at(offset, lines.key_at(offset), e.message().trim().to_string())]
     })?;
     let base = path.parent().map_or_else(PathBuf::new, Path::to_path_buf);
-    let mut cx = Cx { lines: &lines, base, errors: Vec::new() };
+    let mut cx = Cx { lines: &lines, base, disk, errors: Vec::new() };
     let config = cx.resolve(file, path);
     let mut errors = cx.errors;
     if errors.is_empty() {
@@ -91,6 +101,7 @@ pub fn resolve(path: &Path, source: &str) -> Result<Config, Vec<Diagnostic>> {
 struct Cx<'a> {
     lines: &'a Lines<'a>,
     base: PathBuf,
+    disk: Disk,
     errors: Vec<Diagnostic>,
 }
 
@@ -108,6 +119,15 @@ impl Cx<'_> {
                 default
             }
         }
+    }
+
+    /// A system file's text, when `disk` allows reading it and it can be read.
+    fn read(&self, path: &str) -> Option<String> {
+        (self.disk == Disk::Read).then(|| std::fs::read_to_string(path).ok()).flatten()
+    }
+
+    fn is_file(&self, p: &Path) -> bool {
+        self.disk == Disk::Read && p.is_file()
     }
 
     /// Keepalive Pings from `ws_ping_interval` / `ws_pong_timeout` / `ws_ping_backend`
@@ -148,7 +168,7 @@ impl Cx<'_> {
 
     fn file_path(&mut self, v: &Spanned<String>, key: &str) -> PathBuf {
         let p = self.base.join(v.get_ref());
-        if !p.is_file() {
+        if !self.is_file(&p) {
             self.err(v, key, format!("{}: no such file (paths are relative to the config file)", v.get_ref()));
         }
         p
@@ -249,7 +269,7 @@ impl Cx<'_> {
         let max_connections = server.max_connections.as_ref().map_or(DEFAULT_MAX_CONNECTIONS, |v| *v.get_ref());
         let server_name = server.server_name.as_ref().map(|s| s.get_ref().as_str());
         let (server_tls, self_signed) =
-            match server.tls.as_ref().map(|t| server_tls::resolve(t, &self.base, server_name, self.lines)) {
+            match server.tls.as_ref().map(|t| server_tls::resolve(t, &self.base, server_name, self.lines, self.disk)) {
                 None => (None, None),
                 Some(Ok((config, self_signed))) => (Some(config), self_signed),
                 Some(Err(errors)) => {
@@ -274,8 +294,12 @@ impl Cx<'_> {
             .as_ref()
             .and_then(|b| b.get_ref().ca.as_ref())
             .map(|ca| (self.file_path(ca, "backend_tls.ca"), ca));
-        let backend_tls = match crate::tls::client_config(ca.as_ref().map(|(p, _)| p.as_path()).filter(|p| p.is_file()))
-        {
+        let ca_file = ca.as_ref().map(|(p, _)| p.as_path()).filter(|p| self.is_file(p));
+        let backend_tls = match self.disk {
+            Disk::Read => crate::tls::client_config(ca_file),
+            Disk::Absent => crate::tls::client_config_with_roots(futures_rustls::rustls::RootCertStore::empty(), None),
+        };
+        let backend_tls = match backend_tls {
             Ok(c) => Some(c),
             Err(e) => {
                 if let Some((_, at)) = &ca {
@@ -650,9 +674,9 @@ impl Cx<'_> {
                 }
                 ResolverConfig { nameservers, ..ResolverConfig::default() }
             }
-            None => std::fs::read_to_string(RESOLV_CONF).map(|t| parse_resolv_conf(&t)).unwrap_or_default(),
+            None => self.read(RESOLV_CONF).map(|t| parse_resolv_conf(&t)).unwrap_or_default(),
         };
-        c.hosts = std::fs::read_to_string(HOSTS_FILE).map(|t| parse_hosts(&t)).unwrap_or_default();
+        c.hosts = self.read(HOSTS_FILE).map(|t| parse_hosts(&t)).unwrap_or_default();
         let Some(r) = r else { return c };
         if let Some(search) = &r.search {
             c.search = search.iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect();
@@ -715,7 +739,7 @@ mod tests {
     use super::*;
 
     fn errors(source: &str) -> Vec<String> {
-        match resolve(Path::new("sidecar.toml"), source) {
+        match resolve(Path::new("sidecar.toml"), source, Disk::Read) {
             Ok(_) => vec![],
             Err(e) => e.iter().map(ToString::to_string).collect(),
         }
@@ -763,7 +787,8 @@ members = [
             ("\"srv+https://_https._tcp.app.test\", \"http://10.0.0.1:80\"", 1, &["SRV _https._tcp.app.test"][..]),
             ("\"SRV+ws://_ws._tcp.App.Test\"", 0, &["SRV _ws._tcp.app.test"][..]),
         ] {
-            let c = resolve(Path::new("sidecar.toml"), &source(members)).unwrap_or_else(|e| panic!("{members}: {e:?}"));
+            let c = resolve(Path::new("sidecar.toml"), &source(members), Disk::Read)
+                .unwrap_or_else(|e| panic!("{members}: {e:?}"));
             let b = &c.balancers[0].definition;
             let got: Vec<String> =
                 b.discovered.iter().map(|d| format!("{} {}", d.lookup.kind(), d.lookup.name())).collect();
@@ -875,7 +900,8 @@ members = [
             ("hash = \"client_ip\"\n", HashSource::ClientIp, Method::ByBusyness),
         ] {
             let source_text = format!("{head}method = \"byhash\"\n{tail}");
-            let c = resolve(Path::new("sidecar.toml"), &source_text).unwrap_or_else(|e| panic!("{tail}: {e:?}"));
+            let c = resolve(Path::new("sidecar.toml"), &source_text, Disk::Read)
+                .unwrap_or_else(|e| panic!("{tail}: {e:?}"));
             let spec = &c.balancers[0].definition;
             assert_eq!(spec.method, Method::ByHash);
             assert_eq!(spec.hash, Some(Hashing { source, fallback }), "{tail}");

@@ -1,8 +1,9 @@
 //! A WebSocket tunnel from the backend's 101 to its access line. Set-up: the 101 is
 //! checked against the handshake (a 101 nobody asked for, or with a wrong
 //! `Sec-WebSocket-Accept`, closes both sides: docs/security.md, B7 and W8), relayed to
-//! the client, and the balancer lease becomes an open tunnel on its member. Run: bytes
-//! move in pump.rs until both sides close, the idle timeout, or the drain deadline.
+//! the client, and the balancer lease becomes an open tunnel on its member. Run: frames
+//! move in pump.rs until both sides close, the idle timeout, or sidecar closes the
+//! tunnel itself (drain, the member's removal, an unanswered Ping, broken framing).
 //! Tear-down: the tunnel's byte counts go to the lease, the metrics and the access line.
 
 use std::sync::atomic::Ordering::Relaxed;

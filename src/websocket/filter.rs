@@ -59,6 +59,8 @@ pub struct Filter {
     sealed: bool,
     /// A Close went to the destination, the source's or the proxy's own.
     close_passed: bool,
+    /// The source's Close is not passed on: the proxy sends the destination its own.
+    swallow_close: bool,
     /// The payload of the proxy's Ping awaiting the source's Pong.
     own_ping: Option<Vec<u8>>,
     pub seen: Seen,
@@ -77,6 +79,7 @@ impl Filter {
             seal_after_inject: false,
             sealed: false,
             close_passed: false,
+            swallow_close: false,
             own_ping: None,
             seen: Seen::default(),
         }
@@ -92,14 +95,20 @@ impl Filter {
         self.seal_after_inject = close;
     }
 
+    /// From now on the source's Close is noted but not passed on.
+    pub fn swallow_close(&mut self) {
+        self.swallow_close = true;
+    }
+
     /// The source's Pong with this payload answers the proxy's Ping: it is dropped.
     pub fn expect_pong(&mut self, payload: &[u8]) {
         self.own_ping = Some(payload.to_vec());
     }
 
     /// `seen` has something the tunnel must act on.
+    #[inline]
     pub fn has_news(&self) -> bool {
-        self.seen != Seen::default()
+        self.seen.close.is_some() || self.seen.own_pong || self.seen.violation.is_some()
     }
 
     /// Frames of the proxy's own wait for a boundary.
@@ -132,12 +141,77 @@ impl Filter {
     /// Filters `buf[start..end]`, just read from the source, in place. `buf[..start]`
     /// must have `HEADROOM` free bytes and `buf[end..]` `TAILROOM`. Returns where in
     /// `buf` the bytes for the destination now are.
+    #[inline(always)]
     pub fn scan(&mut self, buf: &mut [u8], start: usize, end: usize) -> Range<usize> {
-        let mut end = end;
-        let mut r = start - self.held_len;
+        if self.held_len == 0 && self.inject.is_empty() && !self.sealed {
+            match self.skim(&buf[start..end]) {
+                Some(()) => return start..end,
+                None => return self.scan_from(buf, start, start, end),
+            }
+        }
+        let r = start - self.held_len;
         buf[r..start].copy_from_slice(&self.held[..self.held_len]);
         self.held_len = 0;
-        let out = r;
+        self.scan_from(buf, r, r, end)
+    }
+
+    /// The usual case, cheaply: data frames that keep every rule, nothing held, nothing
+    /// to drop or put in. Walks `data` frame by frame; `Some` when it all goes on as
+    /// it is (the state then follows the end of `data`), `None` at the first frame it
+    /// does not handle, with the state left as it was: the full scan starts over.
+    #[inline(always)]
+    fn skim(&mut self, data: &[u8]) -> Option<()> {
+        let mut at = 0usize;
+        let mut in_message = self.in_message;
+        match self.state {
+            State::Payload { left, keep: true } => {
+                if left >= data.len() as u64 {
+                    self.state = State::Payload { left: left - data.len() as u64, keep: true };
+                    return Some(());
+                }
+                at = left as usize;
+            }
+            State::Boundary => {}
+            _ => return None,
+        }
+        let mask_bit = if self.from_client { 0x80 } else { 0 };
+        while at < data.len() {
+            let (&b0, &b1) = (data.get(at)?, data.get(at + 1)?);
+            let opcode = b0 & 0x0F;
+            let data_frame = match opcode {
+                CONTINUATION => in_message,
+                TEXT | BINARY => !in_message,
+                _ => false,
+            };
+            if !data_frame || (b0 & 0x70 != 0 && !self.extensions) || b1 & 0x80 != mask_bit {
+                return None;
+            }
+            let (payload, len_bytes) = match b1 & 0x7F {
+                127 => return None,
+                126 => (u16::from_be_bytes([*data.get(at + 2)?, *data.get(at + 3)?]) as usize, 2),
+                n => (n as usize, 0),
+            };
+            let header = 2 + len_bytes + if self.from_client { 4 } else { 0 };
+            if at + header > data.len() {
+                return None;
+            }
+            // A message stays open until a frame with FIN ends it.
+            in_message = b0 & 0x80 == 0;
+            at += header + payload;
+        }
+        self.in_message = in_message;
+        self.state = match at - data.len() {
+            0 => State::Boundary,
+            left => State::Payload { left: left as u64, keep: true },
+        };
+        Some(())
+    }
+
+    /// The full scan from `r` (where the held bytes, if any, now start) to `end`, with
+    /// the output so far ending at `w`.
+    #[inline(never)]
+    fn scan_from(&mut self, buf: &mut [u8], out: usize, r: usize, end: usize) -> Range<usize> {
+        let (mut r, mut end) = (r, end);
         let mut w = r;
         loop {
             match self.state {
@@ -273,7 +347,7 @@ impl Filter {
         match h.opcode {
             CLOSE => {
                 self.seen.close = Some(frame::close_code(plain));
-                let keep = !self.sealed && !self.close_passed;
+                let keep = !self.sealed && !self.close_passed && !self.swallow_close;
                 self.close_passed |= keep;
                 keep
             }

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod json;
 pub mod prom;
 pub mod tls;
+pub mod ws_frames;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
