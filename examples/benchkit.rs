@@ -2,11 +2,18 @@
 //! It owns only load and measurement; the proxies, `wrk` and the report belong to the script.
 //!
 //! ```text
-//! benchkit backend [PORT]                   HTTP/1.1 keep-alive + WebSocket echo on 127.0.0.1:PORT (0)
+//! benchkit backend [PORT] [--tls CERT KEY]  HTTP/1.1 keep-alive + WebSocket echo on 127.0.0.1:PORT (0)
 //! benchkit ws-echo URL CONNS SECONDS [MSG_BYTES [PAUSE_MS]]   round trips: messages_per_sec, p99_us
 //! benchkit ws-idle URL COUNT HOLD_SECONDS   opens COUNT tunnels, prints open=N, holds them
+//! benchkit http-idle URL COUNT HOLD_SECONDS opens COUNT keep-alive connections, one GET each,
+//!                                           prints open=N, holds them idle
+//! benchkit tls-cert DIR                     writes DIR/cert.pem and DIR/key.pem (self-signed,
+//!                                           for 127.0.0.1 and localhost)
 //! benchkit free-port                        prints a loopback port that was free a moment ago
 //! ```
+//!
+//! Client URLs are ws://, wss://, http:// or https:// with an IP address; the TLS ones
+//! need `--ca FILE` after the other arguments (the certificate to trust).
 //!
 //! Everything runs on one smol `LocalExecutor` thread, so the load generator costs one core
 //! (the script pins it next to the backend, away from the proxy under test).
@@ -23,14 +30,16 @@ use async_tungstenite::WebSocketStream;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt, StreamExt};
 use smol::LocalExecutor;
 
-type Ws = WebSocketStream<Async<TcpStream>>;
+type Ws = WebSocketStream<Net>;
 
 const USAGE: &str = "usage:
-  benchkit backend [PORT]
-  benchkit ws-echo URL CONNS SECONDS [MSG_BYTES [PAUSE_MS]]
-  benchkit ws-idle URL COUNT HOLD_SECONDS
+  benchkit backend [PORT] [--tls CERT KEY]
+  benchkit ws-echo URL CONNS SECONDS [MSG_BYTES [PAUSE_MS]] [--ca FILE]
+  benchkit ws-idle URL COUNT HOLD_SECONDS [--ca FILE]
+  benchkit http-idle URL COUNT HOLD_SECONDS [--ca FILE]
+  benchkit tls-cert DIR
   benchkit free-port
-URL is ws://127.0.0.1:PORT/path (an IP address, not a name).";
+URL is ws://127.0.0.1:PORT/path (an IP address, not a name); wss:// and https:// need --ca.";
 
 /// The body of every 200: 13 bytes, the same as the classic nginx "hello, world" bench.
 const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nContent-Type: text/plain\r\n\r\nhello, world\n";
@@ -48,29 +57,46 @@ const MAX_PRINTED_ERRORS: usize = 5;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server_tls = match take_option(&mut args, "--tls", 2) {
+        Some(v) => match server_tls(v[0], v[1]) {
+            Ok(tls) => Some(tls),
+            Err(e) => usage_error(Some(e)),
+        },
+        None => None,
+    };
+    let ca = take_option(&mut args, "--ca", 1).map(|v| v[0].to_owned());
+    let client_tls = match ca.as_deref().map(client_tls) {
+        Some(Ok(tls)) => Some(tls),
+        Some(Err(e)) => usage_error(Some(e)),
+        None => None,
+    };
     let ex: &'static LocalExecutor<'static> = Box::leak(Box::new(LocalExecutor::new()));
     let result = match args.as_slice() {
-        ["backend"] => future::block_on(ex.run(backend(ex, 0))),
+        ["backend"] => future::block_on(ex.run(backend(ex, 0, server_tls))),
         ["backend", port] => match number(port, "PORT").map(u16::try_from) {
-            Ok(Ok(port)) => future::block_on(ex.run(backend(ex, port))),
+            Ok(Ok(port)) => future::block_on(ex.run(backend(ex, port, server_tls))),
             _ => usage_error(None),
         },
+        ["tls-cert", dir] => tls_cert(std::path::Path::new(dir)),
         ["ws-echo", url, conns, secs, rest @ ..] if rest.len() <= 2 => {
             let msg_bytes = rest.first().map_or(Ok(32), |m| number(m, "MSG_BYTES"));
             // A pause between round trips paces the load (the soak script), 0: flat out.
             let pause = rest.get(1).map_or(Ok(0), |m| number(m, "PAUSE_MS"));
-            match (parse_ws_url(url), number(conns, "CONNS"), number(secs, "SECONDS"), msg_bytes, pause) {
-                (Ok(addr), Ok(conns), Ok(secs), Ok(msg_bytes), Ok(pause)) => {
+            match (Target::parse(url, &client_tls), number(conns, "CONNS"), number(secs, "SECONDS"), msg_bytes, pause) {
+                (Ok(target), Ok(conns), Ok(secs), Ok(msg_bytes), Ok(pause)) => {
                     let pause = Duration::from_millis(pause as u64);
-                    future::block_on(ex.run(ws_echo(ex, url, addr, conns, secs as u64, msg_bytes, pause)))
+                    future::block_on(ex.run(ws_echo(ex, target, conns, secs as u64, msg_bytes, pause)))
                 }
                 (a, b, c, d, e) => usage_error(a.err().or(b.err()).or(c.err()).or(d.err()).or(e.err())),
             }
         }
-        ["ws-idle", url, count, hold] => {
-            match (parse_ws_url(url), number(count, "COUNT"), number(hold, "HOLD_SECONDS")) {
-                (Ok(addr), Ok(count), Ok(hold)) => future::block_on(ex.run(ws_idle(ex, url, addr, count, hold as u64))),
+        [kind @ ("ws-idle" | "http-idle"), url, count, hold] => {
+            match (Target::parse(url, &client_tls), number(count, "COUNT"), number(hold, "HOLD_SECONDS")) {
+                (Ok(target), Ok(count), Ok(hold)) => {
+                    let websocket = *kind == "ws-idle";
+                    future::block_on(ex.run(hold_idle(ex, target, websocket, count, hold as u64)))
+                }
                 (a, b, c) => usage_error(a.err().or(b.err()).or(c.err())),
             }
         }
@@ -87,7 +113,7 @@ fn main() {
     }
 }
 
-fn usage_error(why: Option<String>) -> io::Result<bool> {
+fn usage_error(why: Option<String>) -> ! {
     if let Some(why) = why {
         eprintln!("benchkit: {why}");
     }
@@ -99,11 +125,144 @@ fn number(s: &str, what: &str) -> Result<usize, String> {
     s.parse().map_err(|_| format!("{what}: not a number: {s:?}"))
 }
 
-/// `ws://127.0.0.1:8080/chat` → 127.0.0.1:8080. No DNS: a bench names its address.
-fn parse_ws_url(url: &str) -> Result<SocketAddr, String> {
-    let rest = url.strip_prefix("ws://").ok_or_else(|| format!("URL must start with ws://: {url:?}"))?;
-    let authority = rest.split('/').next().unwrap_or(rest);
-    authority.parse().map_err(|_| format!("URL needs IP:PORT after ws://: {url:?}"))
+/// Removes `name` and the `values` arguments after it; `None` when it is not there.
+fn take_option<'a>(args: &mut Vec<&'a str>, name: &str, values: usize) -> Option<Vec<&'a str>> {
+    let at = args.iter().position(|a| *a == name)?;
+    if at + values >= args.len() {
+        usage_error(Some(format!("{name} needs {values} value(s)")));
+    }
+    let taken: Vec<&str> = args.drain(at..=at + values).skip(1).collect();
+    Some(taken)
+}
+
+/// Where a client connects: the URL as given, its address, and TLS when it says so.
+#[derive(Clone)]
+struct Target {
+    url: String,
+    addr: SocketAddr,
+    /// The path and query, for `http-idle`'s GET.
+    path: String,
+    tls: Option<futures_rustls::TlsConnector>,
+}
+
+impl Target {
+    /// `ws://127.0.0.1:8080/chat` → 127.0.0.1:8080. No DNS: a bench names its address.
+    fn parse(url: &str, tls: &Option<futures_rustls::TlsConnector>) -> Result<Target, String> {
+        let (rest, secure) = [("ws://", false), ("wss://", true), ("http://", false), ("https://", true)]
+            .iter()
+            .find_map(|(scheme, secure)| url.strip_prefix(scheme).map(|r| (r, *secure)))
+            .ok_or_else(|| format!("URL must start with ws://, wss://, http:// or https://: {url:?}"))?;
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let addr = authority.parse().map_err(|_| format!("URL needs IP:PORT after the scheme: {url:?}"))?;
+        let path = format!("/{}", rest.get(authority.len() + 1..).unwrap_or(""));
+        let tls = match (secure, tls) {
+            (false, _) => None,
+            (true, Some(tls)) => Some(tls.clone()),
+            (true, None) => return Err(format!("{url}: a TLS URL needs --ca FILE")),
+        };
+        Ok(Target { url: url.to_owned(), addr, path, tls })
+    }
+
+    /// A TCP connection, with TLS when the URL says so.
+    async fn connect(&self) -> Result<Net, String> {
+        let addr = self.addr;
+        let stream = Async::<TcpStream>::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+        let _ = stream.get_ref().set_nodelay(true);
+        let Some(tls) = &self.tls else { return Ok(Net::Plain(stream)) };
+        let name = futures_rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let tls = tls.connect(name, stream).await.map_err(|e| format!("TLS to {addr}: {e}"))?;
+        Ok(Net::Client(Box::new(tls)))
+    }
+}
+
+/// A bench connection, plain or TLS.
+enum Net {
+    Plain(Async<TcpStream>),
+    Client(Box<futures_rustls::client::TlsStream<Async<TcpStream>>>),
+    Server(Box<futures_rustls::server::TlsStream<Async<TcpStream>>>),
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Net::Plain($s) => $e,
+            Net::Client($s) => $e,
+            Net::Server($s) => $e,
+        }
+    };
+}
+
+impl futures_lite::AsyncRead for Net {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        delegate!(self, s => std::pin::Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl futures_lite::AsyncWrite for Net {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        delegate!(self, s => std::pin::Pin::new(s).poll_write(cx, buf))
+    }
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        delegate!(self, s => std::pin::Pin::new(s).poll_flush(cx))
+    }
+    fn poll_close(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        delegate!(self, s => std::pin::Pin::new(s).poll_close(cx))
+    }
+}
+
+fn provider() -> std::sync::Arc<futures_rustls::rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(futures_rustls::rustls::crypto::ring::default_provider())
+}
+
+/// The backend's TLS: a certificate chain and key from PEM files.
+fn server_tls(cert: &str, key: &str) -> Result<futures_rustls::TlsAcceptor, String> {
+    use futures_rustls::pki_types::pem::PemObject;
+    use futures_rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{cert}: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{key}: {e}"))?;
+    let config = futures_rustls::rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("{cert}: {e}"))?;
+    Ok(futures_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+}
+
+/// The clients' TLS: trusts the certificates in `ca` only.
+fn client_tls(ca: &str) -> Result<futures_rustls::TlsConnector, String> {
+    use futures_rustls::pki_types::pem::PemObject;
+    use futures_rustls::pki_types::CertificateDer;
+    let mut roots = futures_rustls::rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{ca}: {e}"))? {
+        roots.add(cert.map_err(|e| format!("{ca}: {e}"))?).map_err(|e| format!("{ca}: {e}"))?;
+    }
+    let config = futures_rustls::rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(futures_rustls::TlsConnector::from(std::sync::Arc::new(config)))
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost, for a bench's TLS mode.
+fn tls_cert(dir: &std::path::Path) -> io::Result<bool> {
+    let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+    let key = rcgen::KeyPair::generate().map_err(io::Error::other)?;
+    let cert = rcgen::CertificateParams::new(names).and_then(|p| p.self_signed(&key)).map_err(io::Error::other)?;
+    std::fs::write(dir.join("cert.pem"), cert.pem())?;
+    std::fs::write(dir.join("key.pem"), key.serialize_pem())?;
+    Ok(true)
 }
 
 fn say(line: &str) {
@@ -131,14 +290,29 @@ async fn within<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -
 // backend
 // ---------------------------------------------------------------------------------
 
-async fn backend(ex: &'static LocalExecutor<'static>, port: u16) -> io::Result<bool> {
+async fn backend(
+    ex: &'static LocalExecutor<'static>,
+    port: u16,
+    tls: Option<futures_rustls::TlsAcceptor>,
+) -> io::Result<bool> {
     let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], port))?;
     say(&format!("listening on {}", listener.get_ref().local_addr()?));
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let _ = stream.get_ref().set_nodelay(true);
-                ex.spawn(serve(stream)).detach();
+                let tls = tls.clone();
+                ex.spawn(async move {
+                    let stream = match tls {
+                        None => Net::Plain(stream),
+                        Some(tls) => match within(CONNECT_TIMEOUT, tls.accept(stream)).await {
+                            Some(Ok(s)) => Net::Server(Box::new(s)),
+                            _ => return,
+                        },
+                    };
+                    serve(stream).await
+                })
+                .detach();
             }
             // EMFILE and friends: back off instead of spinning, keep serving the others.
             Err(e) => {
@@ -151,7 +325,7 @@ async fn backend(ex: &'static LocalExecutor<'static>, port: u16) -> io::Result<b
 
 /// One keep-alive connection: answers every complete request in the buffer (so pipelined
 /// requests get one write), or hands the socket to the WebSocket echo after a 101.
-async fn serve(mut stream: Async<TcpStream>) {
+async fn serve(mut stream: Net) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
@@ -244,17 +418,52 @@ async fn echo(mut ws: Ws) {
 // clients
 // ---------------------------------------------------------------------------------
 
-async fn connect(url: &str, addr: SocketAddr) -> Result<Ws, String> {
+async fn connect(target: &Target) -> Result<Ws, String> {
     let attempt = async {
-        let stream = Async::<TcpStream>::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
-        let _ = stream.get_ref().set_nodelay(true);
+        let stream = target.connect().await?;
+        let url = &target.url;
         let (ws, _response) =
             async_tungstenite::client_async(url, stream).await.map_err(|e| format!("handshake {url}: {e}"))?;
         Ok(ws)
     };
     within(CONNECT_TIMEOUT, attempt)
         .await
-        .unwrap_or_else(|| Err(format!("connect + handshake {url}: no answer in {CONNECT_TIMEOUT:?}")))
+        .unwrap_or_else(|| Err(format!("connect + handshake {}: no answer in {CONNECT_TIMEOUT:?}", target.url)))
+}
+
+/// A keep-alive connection that has had one `GET` answered in full.
+async fn connect_http(target: &Target) -> Result<Net, String> {
+    let attempt = async {
+        let mut stream = target.connect().await?;
+        let request = format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", target.path, target.addr);
+        stream.write_all(request.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+        stream.flush().await.map_err(|e| format!("flush: {e}"))?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("closed before the response ended".to_owned());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut res = httparse::Response::new(&mut headers);
+            if let Ok(httparse::Status::Complete(head)) = res.parse(&buf) {
+                let len = res
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
+                    .ok_or("a response without Content-Length")?;
+                if buf.len() >= head + len {
+                    return Ok(stream);
+                }
+            }
+        }
+    };
+    within(CONNECT_TIMEOUT, attempt)
+        .await
+        .unwrap_or_else(|| Err(format!("GET {}: no answer in {CONNECT_TIMEOUT:?}", target.url)))
 }
 
 /// Prints the first few errors in full; all of them are counted by the caller.
@@ -274,8 +483,7 @@ struct EchoResult {
 
 async fn ws_echo(
     ex: &'static LocalExecutor<'static>,
-    url: &str,
-    addr: SocketAddr,
+    target: Target,
     conns: usize,
     secs: u64,
     msg_bytes: usize,
@@ -284,8 +492,8 @@ async fn ws_echo(
     // Open everything first so the measured window has all connections busy.
     let tasks: Vec<_> = (0..conns)
         .map(|_| {
-            let url = url.to_owned();
-            ex.spawn(async move { connect(&url, addr).await })
+            let target = target.clone();
+            ex.spawn(async move { connect(&target).await })
         })
         .collect();
     let mut printed = 0;
@@ -366,14 +574,16 @@ async fn echo_loop(mut ws: Ws, payload: Utf8Bytes, deadline: Instant, pause: Dur
     EchoResult { latencies_us, error }
 }
 
-async fn ws_idle(
+/// Opens `count` tunnels (`websocket`) or keep-alive connections that had one GET,
+/// then holds them idle.
+async fn hold_idle(
     ex: &'static LocalExecutor<'static>,
-    url: &str,
-    addr: SocketAddr,
+    target: Target,
+    websocket: bool,
     count: usize,
     hold_secs: u64,
 ) -> io::Result<bool> {
-    let mut open: Vec<Ws> = Vec::with_capacity(count);
+    let mut open: Vec<Box<dyn std::any::Any>> = Vec::with_capacity(count);
     let mut printed = 0;
     let mut failed = 0;
     let mut next = 0;
@@ -381,13 +591,19 @@ async fn ws_idle(
         let batch = IDLE_BATCH.min(count - next);
         let tasks: Vec<_> = (0..batch)
             .map(|_| {
-                let url = url.to_owned();
-                ex.spawn(async move { connect(&url, addr).await })
+                let target = target.clone();
+                ex.spawn(async move {
+                    if websocket {
+                        connect(&target).await.map(|ws| Box::new(ws) as Box<dyn std::any::Any>)
+                    } else {
+                        connect_http(&target).await.map(|c| Box::new(c) as Box<dyn std::any::Any>)
+                    }
+                })
             })
             .collect();
         for t in tasks {
             match t.await {
-                Ok(ws) => open.push(ws),
+                Ok(conn) => open.push(conn),
                 Err(e) => {
                     failed += 1;
                     report_error(&mut printed, &e);

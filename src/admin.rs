@@ -132,6 +132,7 @@ fn answer(path: &str, shared: &Shared) -> (u16, &'static str, String) {
         "/metrics" => {
             let mut s = String::new();
             shared.metrics.render(&mut s);
+            render_memory(&mut s);
             render_members(&config, &mut s);
             (200, "text/plain; version=0.0.4", s)
         }
@@ -148,6 +149,30 @@ fn not_ready(config: &Config) -> Option<String> {
 }
 
 /// Per-member balancer state in Prometheus text.
+/// What the workers hold in buffers and pools right now.
+fn render_memory(out: &mut String) {
+    use crate::net::{buffers, pool};
+    for (name, help, value) in [
+        (
+            "sidecar_buffer_bytes",
+            "Bytes in read buffers held by connections and tunnels while bytes move.",
+            buffers::held_bytes(),
+        ),
+        (
+            "sidecar_buffer_pool_bytes",
+            "Bytes in buffers the workers keep for reuse (released buffers, each worker's tunnel read buffer).",
+            buffers::pooled_bytes(),
+        ),
+        (
+            "sidecar_pool_idle_connections",
+            "Idle backend connections in the keep-alive pools.",
+            pool::idle_connections(),
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    }
+}
+
 fn render_members(config: &Config, out: &mut String) {
     if config.balancers.is_empty() {
         return;

@@ -118,6 +118,7 @@ pub fn describe(c: &Config) -> String {
         let _ = writeln!(s, "tls     self-signed development certificate: {what}");
     }
     let _ = writeln!(s, "workers {}", c.workers);
+    s.push_str(&super::budget::describe(c));
     if let Some(admin) = c.admin {
         let _ = writeln!(s, "admin   http://{admin}");
     }

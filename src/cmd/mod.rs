@@ -1,5 +1,6 @@
 //! One module per subcommand; each returns the process exit code.
 
+pub mod budget;
 pub mod check;
 pub mod demo;
 pub mod explain;

@@ -1,5 +1,6 @@
 //! Sockets: streams and buffered connections, listeners, backend connects, the pool.
 
+pub mod buffers;
 pub mod clock;
 pub mod connect;
 pub mod listen;

@@ -6,6 +6,7 @@
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use super::stream::Conn;
@@ -13,6 +14,14 @@ use crate::target::Url;
 
 /// Idle connections kept per backend; beyond this the oldest is closed.
 const MAX_IDLE_PER_BACKEND: usize = 256;
+
+/// Idle connections in every worker's pool (`sidecar_pool_idle_connections`).
+static IDLE: AtomicI64 = AtomicI64::new(0);
+
+/// Idle backend connections pooled by all workers.
+pub fn idle_connections() -> i64 {
+    IDLE.load(Relaxed)
+}
 
 struct Idle {
     conn: Conn,
@@ -48,6 +57,7 @@ impl Pool {
         let mut slots = self.slots.borrow_mut();
         let slot = slots.iter_mut().find(|s| s.is_for(url))?;
         while let Some(idle) = slot.idle.pop() {
+            IDLE.fetch_sub(1, Relaxed);
             if now.duration_since(idle.since) < self.idle_timeout && idle.conn.stream.is_idle_and_open() {
                 return Some(idle.conn);
             }
@@ -78,17 +88,35 @@ impl Pool {
         let idle = &mut slots[index].idle;
         if idle.len() == MAX_IDLE_PER_BACKEND {
             idle.remove(0);
+            IDLE.fetch_sub(1, Relaxed);
         }
         idle.push(Idle { conn, since: now });
+        IDLE.fetch_add(1, Relaxed);
     }
 
     /// Closes connections idle past the timeout.
     pub fn prune(&self, now: Instant) {
         let mut slots = self.slots.borrow_mut();
         for slot in slots.iter_mut() {
+            let before = slot.idle.len();
             slot.idle.retain(|i| now.duration_since(i.since) < self.idle_timeout);
+            IDLE.fetch_sub((before - slot.idle.len()) as i64, Relaxed);
+            // A burst's worth of room is given back once the burst is over.
+            if slot.idle.capacity() > 2 * slot.idle.len() {
+                slot.idle.shrink_to_fit();
+            }
         }
         // Members come and go with DNS: forget backends with nothing pooled.
         slots.retain(|s| !s.idle.is_empty());
+        if slots.is_empty() {
+            *slots = Vec::new();
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let pooled: usize = self.slots.get_mut().iter().map(|s| s.idle.len()).sum();
+        IDLE.fetch_sub(pooled as i64, Relaxed);
     }
 }

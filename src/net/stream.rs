@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use super::buffers::{spare, Counted};
 use crate::h1::scan::{blank_lines, HeadScanner, ScanError};
 use crate::rt::Io;
 
@@ -26,7 +27,7 @@ pub const READ_BYTES: usize = 16 * 1024;
 pub const FAIR_SHARE_BYTES: u64 = 128 * 1024;
 /// A connection's first buffer: most request and response heads fit, and allocating it
 /// per request (buffers are released between requests) stays cheap.
-const FIRST_BUFFER_BYTES: usize = 4 * 1024;
+const FIRST_BUFFER_BYTES: usize = spare::SPARE_BYTES;
 
 pub enum Stream {
     Plain(Io<TcpStream>),
@@ -135,17 +136,18 @@ impl AsyncWrite for Stream {
 }
 
 /// A stream and its read-ahead. `buf[start..end]` holds bytes read and not yet used;
-/// the buffer is zeroed once when it grows, never per read.
+/// the buffer is zeroed once when it grows, never per read. Between requests it holds
+/// no buffer (`shrink`).
 pub struct Conn {
     pub stream: Stream,
-    buf: Vec<u8>,
+    buf: Counted,
     start: usize,
     end: usize,
 }
 
 impl Conn {
     pub fn new(stream: Stream) -> Self {
-        Self { stream, buf: Vec::new(), start: 0, end: 0 }
+        Self { stream, buf: Counted::default(), start: 0, end: 0 }
     }
 
     /// Bytes read and not yet consumed.
@@ -174,11 +176,11 @@ impl Conn {
                 return Err(io::Error::new(io::ErrorKind::OutOfMemory, "read buffer full"));
             }
             if self.buf.is_empty() && limit >= FIRST_BUFFER_BYTES {
-                self.buf = spare::take();
+                self.buf.replace(spare::take());
             }
             if self.end == self.buf.len() {
                 let grown = if self.buf.is_empty() { FIRST_BUFFER_BYTES } else { self.buf.len() * 2 };
-                self.buf.resize(grown.min(limit), 0);
+                self.buf.resize(grown.min(limit));
             }
         }
         let n = futures_lite::AsyncReadExt::read(&mut self.stream, &mut self.buf[self.end..]).await?;
@@ -186,10 +188,23 @@ impl Conn {
         Ok(n)
     }
 
+    /// Completes once the stream has something for `fill` (bytes, end-of-file or an
+    /// error), without a buffer meanwhile: an idle keep-alive connection borrows one
+    /// only when its next request arrives. Under TLS that is when rustls holds no
+    /// decrypted bytes and the socket becomes readable.
+    pub async fn readable(&self) -> io::Result<()> {
+        match &self.stream {
+            Stream::Plain(s) => s.readable().await,
+            Stream::ServerTls(s) if s.get_ref().1.wants_read() => s.get_ref().0.readable().await,
+            Stream::ClientTls(s) if s.get_ref().1.wants_read() => s.get_ref().0.readable().await,
+            _ => Ok(()),
+        }
+    }
+
     /// Makes room for a full `READ_BYTES` read (body streaming), growing the buffer once.
     pub fn reserve_read(&mut self) {
         if self.buf.len() < READ_BYTES && self.start == self.end {
-            self.buf.resize(READ_BYTES, 0);
+            self.buf.resize(READ_BYTES);
         }
     }
 
@@ -197,7 +212,7 @@ impl Conn {
     /// a pooled one should not hold 16 KiB).
     pub fn shrink(&mut self) {
         if self.start == self.end {
-            spare::give(std::mem::take(&mut self.buf));
+            spare::give(self.buf.take());
             self.start = 0;
             self.end = 0;
         }
@@ -222,43 +237,10 @@ impl Conn {
     /// Takes the read-ahead out, leaving the buffer empty and released.
     pub fn take_buffered(&mut self) -> Vec<u8> {
         let rest = self.buffered().to_vec();
-        spare::give(std::mem::take(&mut self.buf));
+        spare::give(self.buf.take());
         self.start = 0;
         self.end = 0;
         rest
-    }
-}
-
-/// Released connection buffers of the first size, kept per worker thread for the next
-/// request: a keep-alive request takes one and gives it back instead of allocating,
-/// and an idle connection still holds none.
-mod spare {
-    use std::cell::RefCell;
-
-    use super::FIRST_BUFFER_BYTES;
-
-    /// At most this many buffers wait (256 KiB per worker).
-    const KEPT: usize = 64;
-
-    thread_local! {
-        static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-    }
-
-    /// A buffer with its first size already zeroed, or an empty one.
-    pub fn take() -> Vec<u8> {
-        SPARE.try_with(|s| s.borrow_mut().pop()).ok().flatten().unwrap_or_default()
-    }
-
-    /// Keeps `buf` for `take` if it has the first size; frees it otherwise.
-    pub fn give(buf: Vec<u8>) {
-        if buf.len() == FIRST_BUFFER_BYTES && buf.capacity() == FIRST_BUFFER_BYTES {
-            let _ = SPARE.try_with(|s| {
-                let mut s = s.borrow_mut();
-                if s.len() < KEPT {
-                    s.push(buf);
-                }
-            });
-        }
     }
 }
 

@@ -78,7 +78,12 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) 
                 (c.timeouts, c.limits)
             };
             let wait = if first { timeouts.header } else { timeouts.keepalive };
-            let next = futures_lite::future::or(with_timeout(wait, client.fill(limits.max_head_bytes)), async {
+            // The buffer is taken only once bytes are there to read.
+            let read = async {
+                client.readable().await?;
+                client.fill(limits.max_head_bytes).await
+            };
+            let next = futures_lite::future::or(with_timeout(wait, read), async {
                 worker.shutdown().await;
                 Ok(0)
             });
@@ -126,7 +131,8 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) 
                 return;
             }
             Next::Tunnel(backend, session) => {
-                Box::pin(tunnel::run(*req, client, backend, session)).await;
+                // The request stays in its box: a tunnel holds it for hours.
+                Box::pin(tunnel::run(req, client, backend, session)).await;
                 return;
             }
         }

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 
+use crate::net::buffers::{self, Counted};
 use crate::net::clock::{self, Sleep};
 use crate::net::stream::{Stream, FAIR_SHARE_BYTES, READ_BYTES};
 use crate::websocket::filter::{Filter, HEADROOM, TAILROOM};
@@ -34,11 +35,17 @@ use crate::websocket::Keepalive;
 thread_local! {
     /// One read buffer per worker thread, shared by all its tunnels, with room around
     /// the read for the frame filter.
-    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; HEADROOM + READ_BYTES + TAILROOM].into_boxed_slice());
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new({
+        buffers::count_pooled(SCRATCH_BYTES);
+        vec![0u8; SCRATCH_BYTES].into_boxed_slice()
+    });
     /// Mask keys and Ping payloads. They need to be unpredictable to no one: sidecar's
     /// own frames carry no attacker-chosen bytes (RFC 6455 section 10.3's concern).
     static RANDOM: Cell<u64> = Cell::new(seed());
 }
+
+/// The shared read buffer's size.
+const SCRATCH_BYTES: usize = HEADROOM + READ_BYTES + TAILROOM;
 
 /// After sidecar's own Close (except on drain, which has `drain_timeout`), how long it
 /// waits for the closing handshake before it closes the connections.
@@ -177,8 +184,8 @@ pub struct TunnelStats {
 struct Direction {
     /// Frames, so sidecar's own can go between them.
     filter: Filter,
-    /// Bytes read but not yet accepted by the writer.
-    pending: Vec<u8>,
+    /// Bytes read but not yet accepted by the writer (counted in the buffer gauge).
+    pending: Counted,
     pos: usize,
     /// Everything handed to the writer has been flushed.
     flushed: bool,
@@ -214,9 +221,11 @@ impl Direction {
             let out = filter.scan(&mut buf, HEADROOM, HEADROOM + early.len());
             buf[out].to_vec()
         };
+        let mut counted = Counted::default();
+        counted.replace(pending);
         Self {
             filter,
-            pending,
+            pending: counted,
             pos: 0,
             flushed: true,
             read_done: false,
@@ -249,7 +258,7 @@ fn write_or_keep(to: &mut Stream, d: &mut Direction, bytes: &[u8], cx: &mut Cont
             }
             Poll::Ready(Err(e)) => return Err(e),
             Poll::Pending => {
-                d.pending = bytes[off..].to_vec();
+                d.pending.replace(bytes[off..].to_vec());
                 break;
             }
         }
@@ -282,7 +291,7 @@ fn pump(from: &mut Stream, to: &mut Stream, d: &mut Direction, cx: &mut Context<
             }
         }
         if !d.pending.is_empty() {
-            d.pending = Vec::new();
+            d.pending.take();
             d.pos = 0;
         }
         // TLS keeps written records in rustls until flushed.

@@ -54,7 +54,7 @@ pub(super) async fn switch(
 }
 
 /// Runs the tunnel of `req` until it ends, then writes its access line.
-pub(super) async fn run(mut req: Request<'_>, client: Conn, backend: Conn, session: Session) {
+pub(super) async fn run(mut req: Box<Request<'_>>, client: Conn, backend: Conn, session: Session) {
     // A tunnel may stay open for hours; its request head is not needed any more.
     drop(std::mem::take(&mut req.head));
     let worker = req.worker;

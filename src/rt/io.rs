@@ -84,6 +84,11 @@ impl Sources {
             }
         }
     }
+
+    /// Drops the free tail (`super::compact`).
+    pub(super) fn compact(&mut self) {
+        super::compact_slots(&mut self.slots, &mut self.free);
+    }
 }
 
 /// A non-blocking socket registered with the current thread's runtime.

@@ -55,6 +55,8 @@ use timers::Timers;
 const RUN_BUDGET: usize = 256;
 /// Events taken per `epoll_wait`.
 const EVENTS: usize = 256;
+/// Runnable tasks the run queue has room for without growing.
+const QUEUE_CAPACITY: usize = 1024;
 /// The epoll key of the cross-thread wake-up eventfd.
 const NOTIFY_KEY: u64 = u64::MAX;
 
@@ -109,6 +111,61 @@ pub fn is_running() -> bool {
     CURRENT.with(Cell::get) != 0
 }
 
+/// Gives back what this thread's runtime grew to during a burst of connections: the
+/// socket and deadline tables lose their free tail slots, the run queue and the wake-up
+/// list their spare capacity. Called when the worker is quiet (its pool prune), so the
+/// few live entries move to small allocations and the allocator can return the space
+/// the burst used (a long-lived table at the top of the heap would keep all of it).
+pub fn compact() {
+    let _ = with_core(|core| {
+        core.sources.borrow_mut().compact();
+        core.timers.borrow_mut().compact();
+        let mut queue = core.queue.borrow_mut();
+        if queue.capacity() > QUEUE_CAPACITY && queue.len() <= QUEUE_CAPACITY {
+            let mut fresh = VecDeque::with_capacity(QUEUE_CAPACITY);
+            fresh.extend(queue.drain(..));
+            *queue = fresh;
+        }
+        if let Ok(mut woken) = core.woken.try_borrow_mut() {
+            if woken.capacity() > EVENTS {
+                *woken = moved(&mut woken, EVENTS);
+            }
+        }
+    });
+}
+
+/// A slot table (`slots` by key, `free` keys to reuse) without its free tail: the
+/// slots after the last live one are dropped, with their keys, and capacity beyond
+/// twice what is left is released. The free keys are reused lowest first from then
+/// on, so the table stays short.
+pub(crate) fn compact_slots<T>(slots: &mut Vec<Option<T>>, free: &mut Vec<usize>) {
+    let live = slots.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
+    if live == slots.len() && slots.capacity() <= 2 * live.max(SLOTS_KEPT) {
+        return;
+    }
+    slots.truncate(live);
+    free.retain(|&k| k < live);
+    free.sort_unstable_by(|a, b| b.cmp(a));
+    if slots.capacity() > 2 * live.max(SLOTS_KEPT) {
+        *slots = moved(slots, 2 * live.max(SLOTS_KEPT));
+    }
+    if free.capacity() > 2 * free.len().max(SLOTS_KEPT) {
+        *free = moved(free, 2 * free.len().max(SLOTS_KEPT));
+    }
+}
+
+/// `v`'s items in a new allocation of `capacity`. Not `shrink_to`: the C allocator
+/// shrinks a block where it stands, and a block left high in the heap keeps the
+/// allocator from giving back everything freed below it.
+fn moved<T>(v: &mut Vec<T>, capacity: usize) -> Vec<T> {
+    let mut fresh = Vec::with_capacity(capacity.max(v.len()));
+    fresh.append(v);
+    fresh
+}
+
+/// Slots a compacted table keeps room for.
+const SLOTS_KEPT: usize = 64;
+
 /// Spawns `future` on this thread's runtime.
 ///
 /// # Panics
@@ -154,7 +211,7 @@ where
     let core = Rc::new(Core {
         epoll,
         remote,
-        queue: RefCell::new(VecDeque::with_capacity(1024)),
+        queue: RefCell::new(VecDeque::with_capacity(QUEUE_CAPACITY)),
         sources: RefCell::new(Sources::default()),
         timers: RefCell::new(Timers::default()),
         now: Cell::new(Instant::now()),
@@ -272,6 +329,29 @@ mod tests {
         for (nanos, want) in cases {
             let t = round_up_to_millis(Duration::from_nanos(nanos));
             assert_eq!(t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128, want, "{nanos} ns");
+        }
+    }
+
+    #[test]
+    fn compacting_drops_the_free_tail_and_its_keys() {
+        // (live keys, table length) → length after, free keys after.
+        let cases: [(&[usize], usize, usize, &[usize]); 4] = [
+            (&[], 1000, 0, &[]),
+            (&[0, 5], 1000, 6, &[1, 2, 3, 4]),
+            (&[999], 1000, 1000, &[]),
+            (&[3], 4, 4, &[0, 1, 2]),
+        ];
+        for (live, len, want_len, want_free) in cases {
+            let mut slots: Vec<Option<u8>> = (0..len).map(|k| live.contains(&k).then_some(1)).collect();
+            let mut free: Vec<usize> = (0..len).filter(|k| !live.contains(k)).rev().collect();
+            compact_slots(&mut slots, &mut free);
+            assert_eq!(slots.len(), want_len, "live {live:?} of {len}");
+            free.sort_unstable();
+            if want_len < len {
+                assert_eq!(free, want_free, "live {live:?} of {len}");
+            }
+            assert!(slots.capacity() <= 2 * want_len.max(SLOTS_KEPT), "capacity {} kept", slots.capacity());
+            assert!(live.iter().all(|&k| slots[k].is_some()), "a live slot moved");
         }
     }
 

@@ -69,6 +69,11 @@ impl<W> Timers<W> {
         }
     }
 
+    /// Drops the free tail (`super::compact`).
+    pub fn compact(&mut self) {
+        super::compact_slots(&mut self.slots, &mut self.free);
+    }
+
     /// No armed deadline is earlier than this.
     pub fn next(&self) -> Option<Instant> {
         self.next

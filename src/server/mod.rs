@@ -145,10 +145,14 @@ fn run_worker(
             w.start_draining();
         })
         .detach();
+        // The worker's housekeeping: pooled connections past their timeout close, and
+        // what a burst of connections left behind (spare buffers, grown tables) is freed.
         let prune = async {
             loop {
                 clock::sleep(POOL_PRUNE_EVERY).await;
                 worker.pool().prune(clock::now());
+                crate::net::buffers::spare::trim();
+                rt::compact();
             }
         };
         futures_lite::future::or(prune, worker.shutdown()).await;

@@ -15,6 +15,7 @@ mod docs;
 mod faults;
 mod headers;
 mod http;
+mod memory;
 mod open_proxy;
 mod operations;
 mod paths;

@@ -1,0 +1,209 @@
+//! Read buffers and what they cost: `Counted`, a connection's buffer counted in
+//! process-wide gauges while it holds memory; the per-worker pool of released
+//! first-size buffers, which shrinks when the worker is quiet; and the gauges
+//! `/metrics` exports (`sidecar_buffer_bytes`, `sidecar_buffer_pool_bytes`).
+//!
+//! A connection borrows a buffer only while bytes move: an idle keep-alive
+//! connection, a pooled backend connection and an idle tunnel hold none, so these
+//! gauges fall back to the pools' size when traffic stops.
+
+use std::cell::{Cell, RefCell};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+
+/// Bytes in buffers owned by connections and tunnels right now.
+static HELD: AtomicI64 = AtomicI64::new(0);
+/// Bytes in buffers kept by the workers for reuse (pools and each worker's tunnel
+/// read buffer).
+static POOLED: AtomicI64 = AtomicI64::new(0);
+
+/// Bytes held by connections and tunnels.
+pub fn held_bytes() -> i64 {
+    HELD.load(Relaxed)
+}
+
+/// Bytes kept by the workers for reuse.
+pub fn pooled_bytes() -> i64 {
+    POOLED.load(Relaxed)
+}
+
+/// Counts a worker's own long-lived buffer (the tunnels' shared read buffer) as pooled.
+pub fn count_pooled(bytes: usize) {
+    POOLED.fetch_add(bytes as i64, Relaxed);
+}
+
+/// A buffer counted in `held_bytes` for its capacity, from allocation to drop.
+#[derive(Default)]
+pub struct Counted(Vec<u8>);
+
+impl Counted {
+    /// Puts `buf` in, returning what was there; the gauge follows the capacities.
+    pub fn replace(&mut self, buf: Vec<u8>) -> Vec<u8> {
+        adjust(buf.capacity(), self.0.capacity());
+        std::mem::replace(&mut self.0, buf)
+    }
+
+    /// `Vec::resize` with zeros, counted.
+    pub fn resize(&mut self, len: usize) {
+        let before = self.0.capacity();
+        self.0.resize(len, 0);
+        adjust(self.0.capacity(), before);
+    }
+
+    /// Takes the buffer out, leaving none.
+    pub fn take(&mut self) -> Vec<u8> {
+        self.replace(Vec::new())
+    }
+
+    /// `Vec::extend_from_slice`, counted.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        let before = self.0.capacity();
+        self.0.extend_from_slice(bytes);
+        adjust(self.0.capacity(), before);
+    }
+}
+
+fn adjust(now: usize, before: usize) {
+    if now != before {
+        HELD.fetch_add(now as i64 - before as i64, Relaxed);
+    }
+}
+
+impl Deref for Counted {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl DerefMut for Counted {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        adjust(0, self.0.capacity());
+    }
+}
+
+/// Released connection buffers of the first size (`SPARE_BYTES`), kept per worker
+/// thread for the next request: a keep-alive request takes one and gives it back
+/// instead of allocating and zeroing 4 KiB. Bounded (`KEPT`), and `trim` frees what
+/// went unused since the last call, so a burst leaves nothing behind.
+pub mod spare {
+    use super::*;
+
+    /// The size of the buffers kept: a connection's first buffer.
+    pub const SPARE_BYTES: usize = 4 * 1024;
+    /// At most this many buffers wait (256 KiB per worker).
+    const KEPT: usize = 64;
+
+    struct Spare {
+        bufs: RefCell<Vec<Vec<u8>>>,
+        /// The fewest buffers waiting since the last `trim`: those were not needed.
+        low: Cell<usize>,
+    }
+
+    thread_local! {
+        static SPARE: Spare = const { Spare { bufs: RefCell::new(Vec::new()), low: Cell::new(0) } };
+    }
+
+    /// A buffer with its first size already zeroed, or an empty one.
+    pub fn take() -> Vec<u8> {
+        SPARE
+            .try_with(|s| {
+                let buf = s.bufs.borrow_mut().pop()?;
+                s.low.set(s.low.get().min(s.bufs.borrow().len()));
+                POOLED.fetch_sub(SPARE_BYTES as i64, Relaxed);
+                Some(buf)
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Keeps `buf` for `take` if it has the first size; frees it otherwise.
+    pub fn give(buf: Vec<u8>) {
+        if buf.len() == SPARE_BYTES && buf.capacity() == SPARE_BYTES {
+            let _ = SPARE.try_with(|s| {
+                let mut bufs = s.bufs.borrow_mut();
+                if bufs.len() < KEPT {
+                    bufs.push(buf);
+                    POOLED.fetch_add(SPARE_BYTES as i64, Relaxed);
+                }
+            });
+        }
+    }
+
+    /// Frees the buffers that waited unused since the last call (the pool's low-water
+    /// mark): a steady load keeps what it uses, a quiet worker ends with none.
+    pub fn trim() {
+        let _ = SPARE.try_with(|s| {
+            let mut bufs = s.bufs.borrow_mut();
+            let unused = s.low.get().min(bufs.len());
+            // The oldest buffers are at the bottom.
+            bufs.drain(..unused);
+            if bufs.is_empty() {
+                *bufs = Vec::new();
+            }
+            POOLED.fetch_sub((unused * SPARE_BYTES) as i64, Relaxed);
+            s.low.set(bufs.len());
+        });
+    }
+
+    /// Buffers waiting on this thread.
+    #[cfg(test)]
+    pub fn len() -> usize {
+        SPARE.with(|s| s.bufs.borrow().len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_shrinks_to_what_was_used_between_two_trims() {
+        // On a thread of its own: the pool and its low-water mark are per thread.
+        std::thread::spawn(|| {
+            let first = || vec![0u8; spare::SPARE_BYTES];
+            for _ in 0..10 {
+                spare::give(first());
+            }
+            spare::give(vec![0u8; 100]);
+            assert_eq!(spare::len(), 10, "only first-size buffers are kept");
+            spare::trim();
+            // Nothing was taken since the pool was (empty) at its last trim: the mark
+            // starts at 0, so the first trim keeps everything given since.
+            assert_eq!(spare::len(), 10);
+            // Three in use at the busiest moment of the next period: seven were idle.
+            let taken: Vec<_> = (0..3).map(|_| spare::take()).collect();
+            taken.into_iter().for_each(spare::give);
+            spare::trim();
+            assert_eq!(spare::len(), 3);
+            // A quiet period frees the rest.
+            spare::trim();
+            assert_eq!(spare::len(), 0);
+            assert!(spare::take().is_empty(), "an empty pool hands out an empty buffer");
+        })
+        .join()
+        .expect("pool thread");
+    }
+
+    #[test]
+    fn a_counted_buffer_is_in_the_gauge_until_dropped() {
+        // Other tests move the process-wide gauge too: compare with a large margin.
+        let before = held_bytes();
+        let mut b = Counted::default();
+        b.resize(1 << 20);
+        assert!(held_bytes() - before >= (1 << 20) - (64 << 10), "grown");
+        let v = b.take();
+        assert!(held_bytes() - before < (1 << 20) - (64 << 10), "taken out");
+        b.replace(v);
+        assert!(held_bytes() - before >= (1 << 20) - (64 << 10), "put back");
+        drop(b);
+        assert!(held_bytes() - before < (1 << 20) - (64 << 10), "dropped");
+    }
+}
