@@ -256,7 +256,17 @@ fn status_json(config: &Config, shared: &Shared) -> String {
         }
         let bal = b.lock();
         let now = Instant::now();
-        let _ = write!(s, "{{\"name\":{},\"method\":\"{}\",\"names\":", json_str(&b.name), bal.spec().method);
+        let spec = bal.spec();
+        let (hash, fallback) = match &spec.hash {
+            Some(h) => (json_str(&h.source.to_string()), format!("\"{}\"", h.fallback)),
+            None => ("null".to_string(), "null".to_string()),
+        };
+        let _ = write!(
+            s,
+            "{{\"name\":{},\"method\":\"{}\",\"hash\":{hash},\"hash_fallback\":{fallback},\"names\":",
+            json_str(&b.name),
+            spec.method
+        );
         names_json(&mut s, bal.names(), now);
         s.push_str(",\"members\":[");
         for (j, m) in bal.snapshot(now).iter().enumerate() {

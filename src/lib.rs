@@ -7,15 +7,16 @@
 //! ```
 //!
 //! Import rule: a module imports only from layers before its own:
-//! `h1`, `target` | `rewrite`, `route`, `balance`, `access_log` | `config`, `tls`, `dev_cert` | `rt` | `net`,
+//! `h1`, `target`, `websocket` | `rewrite`, `route`, `balance`, `access_log` | `config`, `tls`, `dev_cert` | `rt` | `net`,
 //! `dns`, `metrics`, `shared`, `throttle`, `access_queue` | `server::Worker` | `proxy`, `admin`,
 //! `health_check`, `discovery` | `server`, `signals` | `cmd`.
 //! `server::Worker` (one worker thread's state, which every connection task reads) sits
 //! below the proxy; the rest of `server` drives it. `dns::resolv_conf` is pure and read by
 //! `config` at load. `h1`, `target`, `rewrite`, `route`, `balance` and `access_log` are
-//! pure: no async, clock, file or socket.
+//! pure: no async, clock, file or socket; so is `websocket`.
 //!
-//! Only `cli`, `cmd` (for `main.rs`) and `rewrite` (for its benchmark) are public.
+//! Only `cli`, `cmd` (for `main.rs`), `rewrite` (for its benchmark) and `fuzzing` (for
+//! the fuzz targets in `fuzz/`) are public.
 #![forbid(unsafe_code)]
 
 pub(crate) mod access_log;
@@ -29,6 +30,8 @@ pub(crate) mod config;
 pub(crate) mod dev_cert;
 pub(crate) mod discovery;
 pub(crate) mod dns;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod h1;
 pub(crate) mod health_check;
 pub(crate) mod metrics;
@@ -43,3 +46,4 @@ pub(crate) mod signals;
 pub(crate) mod target;
 pub(crate) mod throttle;
 pub(crate) mod tls;
+pub(crate) mod websocket;

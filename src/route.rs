@@ -19,6 +19,8 @@ pub struct Route {
     pub reverse: bool,
     pub preserve_host: bool,
     pub upgrade: bool,
+    /// The route's own keepalive Pings for tunnels; `None`: the server's.
+    pub keepalive: Option<crate::websocket::Keepalive>,
 }
 
 /// Why a path cannot be routed.
@@ -272,6 +274,7 @@ mod tests {
 
     fn routes() -> Routes {
         let route = |prefix: &str, to: &str| Route {
+            keepalive: None,
             index: 0,
             prefix: prefix.to_string(),
             target: parse_target(to).expect("valid target"),

@@ -84,6 +84,7 @@ fn reload(running: &mut Running, path: &Path) {
             {
                 s.log();
             }
+            config.retire_members(&old);
             running.reload(Arc::new(config));
         }
         Err(diagnostics) => {

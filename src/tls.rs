@@ -41,13 +41,22 @@ pub fn server_config_from(
     Ok(Arc::new(config))
 }
 
-/// The config for `https://` and `wss://` backends.
+/// The config for `https://` and `wss://` backends: the system roots plus `extra_ca`.
 pub fn client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
         let _ = roots.add(cert);
     }
+    client_config_with_roots(roots, extra_ca)
+}
+
+/// The backend config over `roots` (plus `extra_ca`) only; checking config text alone
+/// uses no roots, since reading the system store costs milliseconds and a disk.
+pub fn client_config_with_roots(
+    mut roots: RootCertStore,
+    extra_ca: Option<&Path>,
+) -> Result<Arc<ClientConfig>, String> {
     if let Some(path) = extra_ca {
         let certs = read_certs(path)?;
         if certs.is_empty() {

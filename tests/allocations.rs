@@ -72,7 +72,8 @@ fn consume(buf: &mut [u8], n: &mut usize, len: usize) {
 }
 
 /// The backend: answers every request on a connection with `RESPONSE`; a WebSocket
-/// upgrade gets a 101 and then every byte echoed back.
+/// upgrade gets a 101 and then each masked 64-byte frame echoed back unmasked (a
+/// server's frames are never masked).
 fn backend(listener: TcpListener) {
     for conn in listener.incoming() {
         let Ok(mut s) = conn else { return };
@@ -85,13 +86,15 @@ fn backend(listener: TcpListener) {
                 consume(&mut buf, &mut n, len);
                 if upgrade {
                     s.write_all(UPGRADE_RESPONSE).expect("101");
-                    s.write_all(&buf[..n]).expect("echo");
+                    let mut frame = [0u8; 70];
                     loop {
-                        let k = s.read(&mut buf).expect("read");
-                        if k == 0 {
+                        if s.read_exact(&mut frame).is_err() {
                             return;
                         }
-                        s.write_all(&buf[..k]).expect("echo");
+                        // The mask key is all zeros: the payload is as sent.
+                        frame[4] = 0x82;
+                        frame[5] = 64;
+                        s.write_all(&frame[4..]).expect("echo");
                     }
                 }
                 if s.write_all(RESPONSE).is_err() {
@@ -180,13 +183,14 @@ fn allocations_per_keep_alive_get_and_per_tunnelled_message() {
     let mut n = 0;
     let len = read_head(&mut ws, &mut buf, &mut n);
     assert!(buf.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&buf[..len]));
-    // A masked 64-byte binary frame; the backend echoes the bytes as they are.
+    // A masked 64-byte binary frame (all-zero mask key); the backend echoes it unmasked.
     let mut frame = [0u8; 70];
     frame[0] = 0x82;
     frame[1] = 0x80 | 64;
     let mut message = || {
         ws.write_all(&frame).expect("send frame");
-        ws.read_exact(&mut buf[..frame.len()]).expect("echo");
+        ws.read_exact(&mut buf[..66]).expect("echo");
+        assert_eq!(&buf[..2], &[0x82, 64], "an unmasked 64-byte binary frame");
     };
     let per_message = per_round(&mut message);
 

@@ -133,7 +133,7 @@ impl State {
                     if n.args.first().is_some_and(|a| a.to_ascii_lowercase().starts_with("balancer://")) =>
                 {
                     let name = n.args[0]["balancer://".len()..].trim_end_matches('/').to_string();
-                    self.balancers.push(Balancer { name, ..Balancer::default() });
+                    self.open_balancer(name);
                     for c in children {
                         match c.name.to_ascii_lowercase().as_str() {
                             "balancermember" => self.member(c),
@@ -275,12 +275,7 @@ impl State {
             None => return self.ignore(n),
         };
         if let Some(name) = named {
-            if !self.balancers.iter().any(|b| b.name == name) {
-                self.balancers.push(Balancer { name: name.clone(), ..Balancer::default() });
-            }
-            let i = self.balancers.iter().position(|b| b.name == name).unwrap_or(0);
-            let b = self.balancers.remove(i);
-            self.balancers.push(b);
+            self.open_balancer(name);
         }
         let Some(b) = self.balancers.last_mut() else {
             self.warn(n.line, "BalancerMember outside <Proxy balancer://…>; not converted");
@@ -320,6 +315,17 @@ impl State {
         if let Err(e) = parse_target(&url) {
             self.warn(n.line, format!("BalancerMember {url:?}: {e}"));
         }
+    }
+
+    /// Makes balancer `name` the last one, where `BalancerMember` and `ProxySet` without a
+    /// name apply. A name seen before keeps its members: Apache adds a second
+    /// `<Proxy balancer://x>` section's members to the same balancer.
+    fn open_balancer(&mut self, name: String) {
+        let b = match self.balancers.iter().position(|b| b.name == name) {
+            Some(i) => self.balancers.remove(i),
+            None => Balancer { name, ..Balancer::default() },
+        };
+        self.balancers.push(b);
     }
 
     fn proxy_set(&mut self, n: &Node, name: Option<String>) {
@@ -567,6 +573,21 @@ mod tests {
         ] {
             assert_eq!(listen_addr(input).as_deref(), want, "input {input}");
         }
+    }
+
+    #[test]
+    fn a_balancer_in_two_proxy_sections_is_one_table() {
+        // Found by fuzzing (fuzz/regressions/import_apache): the table was written twice,
+        // which is not TOML. Apache adds the second section's members to the same balancer.
+        let text = "<VirtualHost *:80>\n<Proxy balancer://app>\nBalancerMember http://a:1\n</Proxy>\n\
+                    <Proxy balancer://app>\nBalancerMember http://b:1\nProxySet lbmethod=bybusyness\n</Proxy>\n\
+                    ProxyPass / balancer://app/\n</VirtualHost>\n";
+        let (imported, _) = convert(&super::super::parse_config(text).expect("parses"));
+        let table: toml::Table = toml::from_str(&imported.toml).expect("valid TOML");
+        let app = table.get("balancer").and_then(|b| b.get("app")).expect("balancer.app");
+        let members = app.get("members").and_then(|m| m.as_array()).map(Vec::len);
+        assert_eq!(members, Some(2), "{}", imported.toml);
+        assert_eq!(app.get("method").and_then(|m| m.as_str()), Some("bybusyness"), "{}", imported.toml);
     }
 
     #[test]

@@ -47,6 +47,14 @@ pub(super) struct Slot {
     pub probe: ProbeCount,
     /// Scratch for one pick: lost its slow-start draw.
     pub held_back: bool,
+    /// Its identity for `byhash` (`hash::member_hash` of its URL and address).
+    pub ring: u64,
+}
+
+impl Slot {
+    pub fn new(source: Option<usize>, url: &Url) -> Self {
+        Self { source, ring: super::hash::member_hash(&url.replica()), ..Self::default() }
+    }
 }
 
 /// A name and what its last lookups said, for `/status`, metrics and `check`.
@@ -141,6 +149,14 @@ impl Balancer {
     /// The discovered names and their state.
     pub fn names(&self) -> &[NameStatus] {
         &self.names
+    }
+
+    /// `replica` leaves this balancer (a reload dropped it): nothing new goes to it and
+    /// its tunnels are to be closed, as when it leaves its name's answer.
+    pub fn retire(&mut self, replica: usize) {
+        if let Some(r) = self.spec.replicas.get_mut(replica) {
+            r.status = Status::Removed;
+        }
     }
 
     /// Whether `replica` has left its name's answer (its tunnels are to be closed).
@@ -263,7 +279,7 @@ impl Balancer {
                 && self.slots[i].removed_at.is_some_and(|t| now.saturating_duration_since(t) >= SLOT_REUSE_AFTER)
         });
         let load = Load::new(replica.weight);
-        let slot = Slot { source, ramp_from, ..Slot::default() };
+        let slot = Slot { ramp_from, ..Slot::new(source, &replica.url) };
         let i = match reusable {
             Some(i) => {
                 self.health[i].renew(&replica.health);
@@ -314,6 +330,7 @@ mod tests {
         let spec = BalancerSpec {
             name: "app".into(),
             method: Method::ByRequests,
+            hash: None,
             replicas: vec![],
             sticky_session: None,
             max_attempts: 3,

@@ -1,6 +1,7 @@
 //! PURE. How one replica is chosen among those health and status allow: Apache's
 //! `byrequests`, `bybusyness` and `bytraffic`, plus the per-replica counters they read
-//! (`Load`). Which replicas are allowed is decided in mod.rs; this file never sees a
+//! (`Load`). `byhash` is named here but chooses in hash.rs; its requests without a key
+//! come here under its fallback method. Which replicas are allowed is decided in mod.rs; this file never sees a
 //! clock or a health state. No allocation: `choose` walks the replicas in place.
 
 use std::cmp::Ordering;
@@ -20,6 +21,10 @@ pub enum Method {
     /// Fewest bytes transferred, relative to weight. Bytes count when work finishes,
     /// so an open tunnel weighs nothing until it closes.
     ByTraffic,
+    /// A key taken from the request (`hash = "..."`) names the member, by weighted
+    /// rendezvous hashing (hash.rs); requests without the key use `hash_fallback`.
+    /// Not an Apache method: mod_proxy_balancer has no hashing.
+    ByHash,
 }
 
 impl Method {
@@ -43,6 +48,7 @@ impl Method {
             "byrequests" => Some(Self::ByRequests),
             "bybusyness" => Some(Self::ByBusyness),
             "bytraffic" => Some(Self::ByTraffic),
+            "byhash" => Some(Self::ByHash),
             _ => None,
         }
     }
@@ -52,6 +58,7 @@ impl Method {
             Self::ByRequests => "byrequests",
             Self::ByBusyness => "bybusyness",
             Self::ByTraffic => "bytraffic",
+            Self::ByHash => "byhash",
         }
     }
 }
@@ -108,7 +115,9 @@ impl Selector {
     pub fn choose(&mut self, loads: &mut [Load], eligible: impl Fn(usize) -> bool) -> Option<usize> {
         match self.method {
             Method::ByRequests => smooth_round_robin(loads, eligible),
-            Method::ByBusyness => self.least(loads, eligible, Load::busyness),
+            // A `byhash` balancer builds its selector with its fallback; were `ByHash`
+            // to come here, the default method is the sensible answer.
+            Method::ByBusyness | Method::ByHash => self.least(loads, eligible, Load::busyness),
             Method::ByTraffic => self.least(loads, eligible, |l| l.bytes),
         }
     }
@@ -327,7 +336,7 @@ mod tests {
 
     #[test]
     fn method_words_round_trip() {
-        for m in [Method::ByRequests, Method::ByBusyness, Method::ByTraffic] {
+        for m in [Method::ByRequests, Method::ByBusyness, Method::ByTraffic, Method::ByHash] {
             assert_eq!(Method::parse(m.as_str()), Some(m));
         }
         assert_eq!(Method::parse("heartbeat"), None);

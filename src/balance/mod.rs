@@ -31,7 +31,11 @@
 //! Otherwise the method chooses among the normal replicas that are healthy, spared or
 //! due for a trial, and only if there are none, among the hot standbys (`+H`) alike.
 //! A replica whose retry time has passed is a candidate like a healthy one, so it
-//! always gets its trial, and before any hot standby does.
+//! always gets its trial, and before any hot standby does. Under `byhash` a request
+//! with a key goes to the candidate its key ranks first (hash.rs), so a key whose
+//! member cannot be picked moves to its next member and no other key moves; slow start
+//! does not hold a keyed request back (a draw would break the affinity). A request
+//! without the key is the fallback method's, slow start included.
 //!
 //! # Passive health
 //!
@@ -65,6 +69,7 @@
 //! through: "every replica down" to the letter, at the cost of a restarted app waiting out its
 //! back-off.
 
+mod hash;
 mod health;
 mod membership;
 mod method;
@@ -74,6 +79,8 @@ mod slow_start;
 mod spec;
 
 #[cfg(test)]
+mod byhash_tests;
+#[cfg(test)]
 mod property;
 #[cfg(test)]
 mod tests;
@@ -81,6 +88,7 @@ mod tests;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+pub use hash::{key_hash, HashSource, Hashing, HASH_SOURCES};
 pub use health::State;
 pub use method::Method;
 pub use outcome::{Failure, Outcome};
@@ -116,6 +124,16 @@ pub struct Attempt {
     /// The one request let through to a replica whose retry time has passed.
     pub trial: bool,
     epoch: u32,
+}
+
+/// What a request brings that may tie it to a member.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Affinity<'a> {
+    /// The sticky cookie's part after its last '.', if any (`stickysession`).
+    pub sticky_route: Option<&'a str>,
+    /// `key_hash` of the request's `byhash` key, if the balancer hashes and the
+    /// request has one.
+    pub hash_key: Option<u64>,
 }
 
 /// `pick`'s answer.
@@ -224,8 +242,8 @@ impl Balancer {
     pub fn new(spec: BalancerSpec, seed: u64) -> Self {
         let health = spec.replicas.iter().map(|r| Tracker::new(&r.health)).collect();
         let loads = spec.replicas.iter().map(|r| Load::new(r.weight)).collect();
-        let selector = Selector::new(spec.method, seed);
-        let slots = vec![Slot::default(); spec.replicas.len()];
+        let selector = Selector::new(spec.unkeyed_method(), seed);
+        let slots = spec.replicas.iter().map(|r| Slot::new(None, &r.url)).collect();
         let names = spec
             .discovered
             .iter()
@@ -249,9 +267,18 @@ impl Balancer {
     /// request already tried, never chosen again. `sticky_route`: the sticky cookie's
     /// part after its last '.', if any.
     pub fn pick(&mut self, now: Instant, tried: &[usize], sticky_route: Option<&str>) -> Pick {
-        let chosen = match self.sticky(now, tried, sticky_route) {
+        self.pick_with(now, tried, Affinity { sticky_route, hash_key: None })
+    }
+
+    /// `pick`, with everything the request brings: the sticky route first, then the
+    /// `byhash` key, then the (fallback) method.
+    pub fn pick_with(&mut self, now: Instant, tried: &[usize], affinity: Affinity<'_>) -> Pick {
+        let chosen = match self.sticky(now, tried, affinity.sticky_route) {
             Some(i) => Some(i),
-            None => self.by_method(now, tried),
+            None => match affinity.hash_key.filter(|_| self.spec.hash.is_some()) {
+                Some(key) => self.hashed(now, tried, key),
+                None => self.by_method(now, tried),
+            },
         };
         let Some(i) = chosen else {
             return Pick::NoneAvailable { retry_after: self.retry_after(now) };
@@ -374,6 +401,31 @@ impl Balancer {
         let i = self.spec.replicas.iter().position(|r| r.route.as_deref() == Some(route))?;
         let ok = self.spec.replicas[i].status.in_service() && !tried.contains(&i) && self.avail(i, now) == Avail::Ready;
         ok.then_some(i)
+    }
+
+    /// `byhash`: the candidate `key` ranks first among normal replicas, else among hot
+    /// standbys; the same candidates as `by_method`, without the slow-start draw.
+    fn hashed(&self, now: Instant, tried: &[usize], key: u64) -> Option<usize> {
+        [Status::Normal, Status::HotStandby].into_iter().find_map(|tier| {
+            let candidates = (0..self.spec.replicas.len())
+                .filter(|&i| {
+                    self.spec.replicas[i].status == tier
+                        && !tried.contains(&i)
+                        && matches!(self.avail(i, now), Avail::Ready | Avail::Due)
+                })
+                .map(|i| (i, self.slots[i].ring, self.loads[i].weight));
+            hash::choose(key, candidates)
+        })
+    }
+
+    /// Every replica in the order `key` prefers them under `byhash`, whatever their
+    /// status and health (`check --explain` shows it).
+    pub fn hash_ranking(&self, key: u64) -> Vec<usize> {
+        let mut ranked: Vec<(usize, f64)> = (0..self.spec.replicas.len())
+            .map(|i| (i, hash::score(key, self.slots[i].ring, self.loads[i].weight)))
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        ranked.into_iter().map(|(i, _)| i).collect()
     }
 
     /// The method's choice among normal replicas, else among hot standbys. Members

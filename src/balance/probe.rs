@@ -168,6 +168,7 @@ mod tests {
         let spec = BalancerSpec {
             name: "app".into(),
             method: Method::ByRequests,
+            hash: None,
             replicas: vec![replica(0), replica(1)],
             sticky_session: None,
             max_attempts: 3,

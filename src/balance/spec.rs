@@ -6,6 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::hash::Hashing;
 use super::method::Method;
 use crate::target::Url;
 
@@ -22,6 +23,8 @@ pub const RECOMMENDED_MAX_EJECTED_PERCENT: u8 = 99;
 pub struct BalancerSpec {
     pub name: String,
     pub method: Method,
+    /// With `method = "byhash"`: where the key comes from and the fallback method.
+    pub hash: Option<Hashing>,
     pub replicas: Vec<ReplicaSpec>,
     /// Apache `stickysession`: the cookie name. The proxy reads the cookie and passes
     /// its route part to `Balancer::pick`.
@@ -41,6 +44,14 @@ pub struct BalancerSpec {
     pub slow_start: Duration,
     /// Active health checks, when `[balancer.NAME.health]` is set.
     pub check: Option<HealthCheck>,
+}
+
+impl BalancerSpec {
+    /// The method for requests that no key ties to a member: `hash_fallback` under
+    /// `byhash`, else `method`.
+    pub fn unkeyed_method(&self) -> Method {
+        self.hash.as_ref().map_or(self.method, |h| h.fallback)
+    }
 }
 
 /// One member entry whose host is a name.
@@ -168,9 +179,10 @@ pub enum Status {
     Draining,
     /// `+D`: never picked.
     Disabled,
-    /// Not an Apache letter: the address left its name's DNS answer. Like `+N`, what
-    /// it has runs to its end and nothing new is sent; its tunnels are closed after
-    /// `drain_timeout`. Never parsed from config.
+    /// Not an Apache letter: the address left its name's DNS answer, or a reload
+    /// dropped (or drained) the member. Like `+N`, nothing new is sent; requests in
+    /// flight run to their end and its tunnels get a Close (1012). Never parsed from
+    /// config.
     Removed,
 }
 

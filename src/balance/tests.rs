@@ -24,6 +24,7 @@ pub(super) fn balancer(method: Method, replicas: &[(u32, Status)], max_ejected_p
     let spec = BalancerSpec {
         name: "backend".to_string(),
         method,
+        hash: None,
         replicas,
         sticky_session: Some("JSESSIONID".to_string()),
         max_attempts: 3,

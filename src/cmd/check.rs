@@ -134,14 +134,19 @@ pub fn describe(c: &Config) -> String {
         let bal = b.lock();
         let spec = bal.spec();
         let sticky = spec.sticky_session.as_deref().map(|c| format!(" stickysession={c}")).unwrap_or_default();
+        let hash = spec.hash.as_ref().map(|h| format!(" hash={} hash_fallback={}", h.source, h.fallback));
         let slow_start = match spec.slow_start.as_millis() {
             0 => String::new(),
             ms => format!(" slow_start={ms}ms"),
         };
         let _ = writeln!(
             s,
-            "balancer {} method={} maxattempts={} max_ejected_percent={}{sticky}{slow_start}",
-            b.name, spec.method, spec.max_attempts, spec.max_ejected_percent
+            "balancer {} method={}{} maxattempts={} max_ejected_percent={}{sticky}{slow_start}",
+            b.name,
+            spec.method,
+            hash.unwrap_or_default(),
+            spec.max_attempts,
+            spec.max_ejected_percent
         );
         if let Some(h) = &spec.check {
             let _ = writeln!(

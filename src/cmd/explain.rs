@@ -2,18 +2,19 @@
 //! one request, without sending anything. Each rewrite rule tried is shown with its
 //! pattern's subject and verdict, each condition with its expanded test string and
 //! verdict, then the decision (the route, a redirect or the status it would answer),
-//! and for a balancer every member's state and the member a pick would choose now.
+//! and for a balancer every member's state and the member a pick would choose now
+//! (under `byhash`: the key, the order it ranks the members in, or its absence).
 //! The pick runs on a copy of the balancer: the running state is untouched.
 
 use std::fmt::Write;
 use std::time::Instant;
 
-use crate::balance::{Method, Pick};
+use crate::balance::{key_hash, Affinity, Balancer, Method, Pick, Status};
 use crate::config::Config;
 use crate::h1::framing::request_framing;
 use crate::h1::head::{parse_request_head, RequestHead, MAX_HEADERS_LIMIT};
 use crate::h1::upgrade::{classify_upgrade, Upgrade};
-use crate::proxy::{decide_traced, sticky_route, ClientInfo, Decided};
+use crate::proxy::{decide_traced, hash_key, sticky_route, ClientInfo, Decided};
 use crate::rewrite::Trace;
 use crate::target::Target;
 
@@ -122,7 +123,14 @@ pub fn explain(config: &Config, head: &RequestHead) -> String {
     let spec = balancer.spec();
     let method = spec.method;
     let sticky = spec.sticky_session.clone();
-    let _ = writeln!(out, "balancer {name}: method {method} ({})", method_rule(method));
+    let hashing = spec.hash.clone();
+    let rule = match &hashing {
+        Some(h) => {
+            format!("weighted rendezvous hash of {}; without it {}: {}", h.source, h.fallback, method_rule(h.fallback))
+        }
+        None => method_rule(method).to_string(),
+    };
+    let _ = writeln!(out, "balancer {name}: method {method} ({rule})");
     for m in balancer.snapshot(now) {
         let retry = m.retry_in.map(|d| format!(", next trial in {:.1}s", d.as_secs_f64())).unwrap_or_default();
         let _ = writeln!(
@@ -137,7 +145,20 @@ pub fn explain(config: &Config, head: &RequestHead) -> String {
         );
     }
     let route = sticky.as_deref().and_then(|cookie| sticky_route(head, cookie));
-    match balancer.pick(now, &[], route.as_deref()) {
+    let key = hashing.as_ref().map(|h| hash_key(head, &h.source, &info.peer_ip));
+    let ranking = key.flatten().map(|k| balancer.hash_ranking(key_hash(k))).unwrap_or_default();
+    if let Some(h) = &hashing {
+        let _ = match key.flatten() {
+            Some(k) => {
+                let order: Vec<String> = ranking.iter().map(|&i| balancer.spec().replicas[i].url.replica()).collect();
+                let value = String::from_utf8_lossy(k);
+                writeln!(out, "byhash: key {} = {value:?} ranks {}", h.source, order.join(", "))
+            }
+            None => writeln!(out, "byhash: key {} absent \u{2192} fallback {}", h.source, h.fallback),
+        };
+    }
+    let affinity = Affinity { sticky_route: route.as_deref(), hash_key: key.flatten().map(key_hash) };
+    match balancer.pick_with(now, &[], affinity) {
         Pick::Replica(attempt) => {
             let url = balancer.spec().replicas[attempt.replica].url.origin();
             let why = match (&route, attempt.trial) {
@@ -145,7 +166,8 @@ pub fn explain(config: &Config, head: &RequestHead) -> String {
                 (Some(r), false) if balancer.spec().replicas[attempt.replica].route.as_deref() == Some(r) => {
                     format!("the sticky cookie names route {r:?}")
                 }
-                _ => format!("{method}'s choice now"),
+                _ if !ranking.is_empty() => hash_reason(&balancer, &ranking, attempt.replica, now),
+                _ => format!("{}'s choice now", balancer.spec().unkeyed_method()),
             };
             let _ = writeln!(out, "pick: {url} ({why})");
         }
@@ -162,7 +184,27 @@ fn method_rule(method: Method) -> &'static str {
         Method::ByRequests => "smooth weighted round robin",
         Method::ByBusyness => "fewest requests plus tunnels per unit of loadfactor, ties drawn by weight",
         Method::ByTraffic => "fewest bytes per unit of loadfactor",
+        Method::ByHash => "weighted rendezvous hash of the request's key",
     }
+}
+
+/// Why `byhash` picked `chosen`: its place in the key's order, and why the members
+/// ranked above it could not be picked.
+fn hash_reason(balancer: &Balancer, ranking: &[usize], chosen: usize, now: Instant) -> String {
+    let place = ranking.iter().position(|&i| i == chosen).unwrap_or(0);
+    if place == 0 {
+        return "the key ranks it first".to_string();
+    }
+    let members = balancer.snapshot(now);
+    let skipped: Vec<String> = ranking[..place]
+        .iter()
+        .map(|&i| {
+            let m = &members[i];
+            let why = if m.status == Status::Normal { m.state.to_string() } else { m.status.to_string() };
+            format!("{} is {why}", m.url.replica())
+        })
+        .collect();
+    format!("the key ranks it #{}; {}", place + 1, skipped.join(", "))
 }
 
 #[cfg(test)]

@@ -51,13 +51,36 @@ impl Lines<'_> {
             .rev()
             .map(str::trim)
             .find(|l| l.starts_with('['))
-            .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
-        let key = line.split_once('=').map(|(k, _)| k.trim().to_string()).filter(|k| !k.starts_with('['));
+            .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+            .filter(|t| !t.is_empty());
+        let key =
+            line.split_once('=').map(|(k, _)| k.trim().to_string()).filter(|k| !k.is_empty() && !k.starts_with('['));
         match (table, key) {
             (Some(t), Some(k)) => format!("{t}.{k}"),
             (Some(t), None) => t,
             (None, Some(k)) => k,
             (None, None) => "(top level)".to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_error_keys_are_never_empty() {
+        // Found by fuzzing (fuzz/regressions/config): a bare `[` line named the key "".
+        for (source, offset_of, want) in [
+            ("[server]\nlisten = \"x\"\nbogus = 1\n", "bogus", "server.bogus"),
+            ("[\ncert = 1\nkey = s\n", "key", "key"),
+            ("[\nkey s\n", "key", "(top level)"),
+            ("[server]\n = 1\n", " = 1", "server"),
+            ("x = 1\n", "x", "x"),
+        ] {
+            let lines = Lines { file: Path::new("t.toml"), source };
+            let offset = source.find(offset_of).expect("offset");
+            assert_eq!(lines.key_at(offset), want, "{source:?}");
         }
     }
 }

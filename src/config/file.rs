@@ -38,6 +38,10 @@ pub struct Server {
     pub keepalive_timeout: Option<Spanned<String>>,
     pub tunnel_idle_timeout: Option<Spanned<String>>,
     pub drain_timeout: Option<Spanned<String>>,
+    pub drain_spread: Option<Spanned<String>>,
+    pub ws_ping_interval: Option<Spanned<String>>,
+    pub ws_pong_timeout: Option<Spanned<String>>,
+    pub ws_ping_backend: Option<bool>,
     pub pool_idle_timeout: Option<Spanned<String>>,
     pub body_timeout: Option<Spanned<String>>,
     pub body_min_rate: Option<Spanned<u32>>,
@@ -109,12 +113,17 @@ pub struct Proxy {
     pub reverse: Option<bool>,
     pub preserve_host: Option<bool>,
     pub upgrade: Option<bool>,
+    pub ws_ping_interval: Option<Spanned<String>>,
+    pub ws_pong_timeout: Option<Spanned<String>>,
+    pub ws_ping_backend: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Balancer {
     pub method: Option<Spanned<String>>,
+    pub hash: Option<Spanned<String>>,
+    pub hash_fallback: Option<Spanned<String>>,
     pub retry: Option<Spanned<String>>,
     pub retry_max: Option<Spanned<String>>,
     pub failonstatus: Option<Vec<u16>>,

@@ -17,6 +17,7 @@ use std::time::Duration;
 use futures_rustls::rustls::{ClientConfig, ServerConfig};
 
 pub use diag::Diagnostic;
+use resolve::Disk;
 pub use server_tls::{SelfSigned, Source as SelfSignedSource};
 
 use crate::access_log::AccessFormat;
@@ -36,6 +37,8 @@ pub struct Config {
     pub workers: usize,
     pub timeouts: Timeouts,
     pub limits: Limits,
+    /// `[server]`'s keepalive Pings for tunnels (a `[[proxy]]` route may have its own).
+    pub ws_keepalive: crate::websocket::Keepalive,
     pub via: bool,
     pub access_log: AccessFormat,
     pub admin: Option<SocketAddr>,
@@ -64,6 +67,9 @@ pub struct Timeouts {
     pub keepalive: Duration,
     pub tunnel_idle: Duration,
     pub drain: Duration,
+    /// After SIGTERM (or a member's removal) the tunnels' Close frames go out spread
+    /// over this, so clients do not all reconnect at once.
+    pub drain_spread: Duration,
     /// A pooled backend connection unused this long is closed.
     pub pool_idle: Duration,
     /// A request body: no read waits longer, and all reads together wait at most this
@@ -154,6 +160,40 @@ impl Config {
     /// dead replica; an in-memory development certificate is kept too. A balancer that
     /// changed takes over the health of the members it still has and the last answers
     /// of the names it still uses.
+    /// After a reload is accepted: members of `old`'s balancers that the new config
+    /// dropped, or set to drain (`+N`) or disable (`+D`), leave their old balancer, so
+    /// their open tunnels are closed (1012) the way a member that left DNS is.
+    pub fn retire_members(&self, old: &Config) {
+        for prev in &old.balancers {
+            let now = self.balancer(&prev.name);
+            if now.is_some_and(|b| Arc::ptr_eq(b, prev)) {
+                continue;
+            }
+            let stays = |url: &crate::target::Url| {
+                now.is_some_and(|b| {
+                    b.lock().spec().replicas.iter().any(|r| {
+                        &r.url == url
+                            && matches!(r.status, crate::balance::Status::Normal | crate::balance::Status::HotStandby)
+                    })
+                })
+            };
+            let mut left = false;
+            {
+                let mut b = prev.lock();
+                for i in 0..b.spec().replicas.len() {
+                    let url = b.spec().replicas[i].url.clone();
+                    if !b.is_removed(i) && !stays(&url) {
+                        b.retire(i);
+                        left = true;
+                    }
+                }
+            }
+            if left {
+                prev.members_removed();
+            }
+        }
+    }
+
     pub fn adopt_state(&mut self, old: &Config) {
         self.adopt_self_signed(old);
         for b in &mut self.balancers {
@@ -178,10 +218,16 @@ pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
             message: format!("cannot read: {e}"),
         }]
     })?;
-    resolve::resolve(path, &source)
+    resolve::resolve(path, &source, Disk::Read)
 }
 
 /// Checks config text; `path` names it in diagnostics and anchors relative paths.
 pub fn parse(path: &Path, source: &str) -> Result<Config, Vec<Diagnostic>> {
-    resolve::resolve(path, source)
+    resolve::resolve(path, source, Disk::Read)
+}
+
+/// Checks config text touching nothing else: every file it names is missing and no
+/// system trust store is read (for the fuzz targets).
+pub fn parse_text(path: &Path, source: &str) -> Result<Config, Vec<Diagnostic>> {
+    resolve::resolve(path, source, Disk::Absent)
 }

@@ -15,8 +15,8 @@ use super::server_tls;
 use super::{Config, Limits, SharedBalancer, Timeouts};
 use crate::access_log::AccessFormat;
 use crate::balance::{
-    BalancerSpec, Discovery, Health, HealthCheck, Lookup, Method, ReplicaSpec, Status, StatusRanges,
-    RECOMMENDED_MAX_EJECTED_PERCENT,
+    BalancerSpec, Discovery, HashSource, Hashing, Health, HealthCheck, Lookup, Method, ReplicaSpec, Status,
+    StatusRanges, HASH_SOURCES, RECOMMENDED_MAX_EJECTED_PERCENT,
 };
 use crate::dns::resolv_conf::{parse_hosts, parse_nameserver, parse_resolv_conf};
 use crate::dns::ResolverConfig;
@@ -24,6 +24,7 @@ use crate::h1::head::{MAX_HEADERS, MAX_HEADERS_LIMIT};
 use crate::rewrite::{RuleSource, Rules, SourceLines};
 use crate::route::{normalize_target, ReverseRule, Route, Routes};
 use crate::target::{parse_target, Scheme, Target, Url};
+use crate::websocket::Keepalive;
 
 /// Apache's `ProxyTimeout` defaults to `Timeout`, 60 s.
 const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -68,14 +69,24 @@ const DEFAULT_CHECK_FALL: u32 = 3;
 const DEFAULT_CHECK_EXPECT: &str = "200-399";
 const DEFAULT_CHECK_PATH: &str = "/";
 
-pub fn resolve(path: &Path, source: &str) -> Result<Config, Vec<Diagnostic>> {
+/// What resolving may read besides the text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disk {
+    /// Certificates, keys, the system trust store, `/etc/resolv.conf` and `/etc/hosts`.
+    Read,
+    /// Nothing: every named file is missing, there are no system roots and no resolver
+    /// files, so checking text alone is pure (the fuzz targets run it millions of times).
+    Absent,
+}
+
+pub fn resolve(path: &Path, source: &str, disk: Disk) -> Result<Config, Vec<Diagnostic>> {
     let lines = Lines { file: path, source };
     let file: File = toml::from_str(source).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
         vec![lines.at(offset, lines.key_at(offset), e.message().trim().to_string())]
     })?;
     let base = path.parent().map_or_else(PathBuf::new, Path::to_path_buf);
-    let mut cx = Cx { lines: &lines, base, errors: Vec::new() };
+    let mut cx = Cx { lines: &lines, base, disk, errors: Vec::new() };
     let config = cx.resolve(file, path);
     let mut errors = cx.errors;
     if errors.is_empty() {
@@ -90,6 +101,7 @@ pub fn resolve(path: &Path, source: &str) -> Result<Config, Vec<Diagnostic>> {
 struct Cx<'a> {
     lines: &'a Lines<'a>,
     base: PathBuf,
+    disk: Disk,
     errors: Vec<Diagnostic>,
 }
 
@@ -109,9 +121,54 @@ impl Cx<'_> {
         }
     }
 
+    /// A system file's text, when `disk` allows reading it and it can be read.
+    fn read(&self, path: &str) -> Option<String> {
+        (self.disk == Disk::Read).then(|| std::fs::read_to_string(path).ok()).flatten()
+    }
+
+    fn is_file(&self, p: &Path) -> bool {
+        self.disk == Disk::Read && p.is_file()
+    }
+
+    /// Keepalive Pings from `ws_ping_interval` / `ws_pong_timeout` / `ws_ping_backend`
+    /// under `table`; each key not given comes from `inherit` (the server's), else its
+    /// default. `None` when none of the keys is given.
+    fn keepalive(
+        &mut self,
+        table: &str,
+        interval: &Option<Spanned<String>>,
+        pong_timeout: &Option<Spanned<String>>,
+        backend: Option<bool>,
+        inherit: Option<Keepalive>,
+    ) -> Option<Keepalive> {
+        if interval.is_none() && pong_timeout.is_none() && backend.is_none() {
+            return None;
+        }
+        let base = inherit.unwrap_or_default();
+        let interval = match interval {
+            None => base.interval,
+            Some(v) => Some(self.duration(&Some(v.clone()), &format!("{table}.ws_ping_interval"), Duration::ZERO))
+                .filter(|d| !d.is_zero()),
+        };
+        let pong_timeout = match pong_timeout {
+            None => base.pong_timeout,
+            Some(v) => {
+                let key = format!("{table}.ws_pong_timeout");
+                let d = self.duration(&Some(v.clone()), &key, base.pong_timeout);
+                if d.is_zero() {
+                    self.err(v, key, "expected a duration above zero");
+                    base.pong_timeout
+                } else {
+                    d
+                }
+            }
+        };
+        Some(Keepalive { interval, pong_timeout, backend: backend.unwrap_or(base.backend) })
+    }
+
     fn file_path(&mut self, v: &Spanned<String>, key: &str) -> PathBuf {
         let p = self.base.join(v.get_ref());
-        if !p.is_file() {
+        if !self.is_file(&p) {
             self.err(v, key, format!("{}: no such file (paths are relative to the config file)", v.get_ref()));
         }
         p
@@ -144,9 +201,26 @@ impl Cx<'_> {
                 DEFAULT_TUNNEL_IDLE_TIMEOUT,
             ),
             drain: self.duration(&server.drain_timeout, "server.drain_timeout", DEFAULT_DRAIN_TIMEOUT),
+            drain_spread: Duration::ZERO,
             pool_idle: self.duration(&server.pool_idle_timeout, "server.pool_idle_timeout", DEFAULT_POOL_IDLE_TIMEOUT),
             body: self.duration(&server.body_timeout, "server.body_timeout", DEFAULT_BODY_TIMEOUT),
         };
+        let mut timeouts = timeouts;
+        timeouts.drain_spread = match &server.drain_spread {
+            None => timeouts.drain / 2,
+            Some(v) => {
+                let spread = self.duration(&server.drain_spread, "server.drain_spread", timeouts.drain / 2);
+                if spread > timeouts.drain {
+                    self.err(v, "server.drain_spread", "must not be longer than drain_timeout");
+                    timeouts.drain / 2
+                } else {
+                    spread
+                }
+            }
+        };
+        let ws_keepalive = self
+            .keepalive("server", &server.ws_ping_interval, &server.ws_pong_timeout, server.ws_ping_backend, None)
+            .unwrap_or_default();
         let body_min_rate = match &server.body_min_rate {
             Some(v) if *v.get_ref() == 0 => {
                 self.err(v, "server.body_min_rate", "expected at least 1 (bytes per second)");
@@ -195,7 +269,7 @@ impl Cx<'_> {
         let max_connections = server.max_connections.as_ref().map_or(DEFAULT_MAX_CONNECTIONS, |v| *v.get_ref());
         let server_name = server.server_name.as_ref().map(|s| s.get_ref().as_str());
         let (server_tls, self_signed) =
-            match server.tls.as_ref().map(|t| server_tls::resolve(t, &self.base, server_name, self.lines)) {
+            match server.tls.as_ref().map(|t| server_tls::resolve(t, &self.base, server_name, self.lines, self.disk)) {
                 None => (None, None),
                 Some(Ok((config, self_signed))) => (Some(config), self_signed),
                 Some(Err(errors)) => {
@@ -220,8 +294,12 @@ impl Cx<'_> {
             .as_ref()
             .and_then(|b| b.get_ref().ca.as_ref())
             .map(|ca| (self.file_path(ca, "backend_tls.ca"), ca));
-        let backend_tls = match crate::tls::client_config(ca.as_ref().map(|(p, _)| p.as_path()).filter(|p| p.is_file()))
-        {
+        let ca_file = ca.as_ref().map(|(p, _)| p.as_path()).filter(|p| self.is_file(p));
+        let backend_tls = match self.disk {
+            Disk::Read => crate::tls::client_config(ca_file),
+            Disk::Absent => crate::tls::client_config_with_roots(futures_rustls::rustls::RootCertStore::empty(), None),
+        };
+        let backend_tls = match backend_tls {
             Ok(c) => Some(c),
             Err(e) => {
                 if let Some((_, at)) = &ca {
@@ -252,7 +330,7 @@ impl Cx<'_> {
             })
             .collect();
         let rules = self.rules(&rule_lines, &rule_sources);
-        let (routes, reverse) = self.routes(&file.proxy, &balancer_names, &balancers);
+        let (routes, reverse) = self.routes(&file.proxy, &balancer_names, &balancers, ws_keepalive);
         if file.proxy.is_empty() && file.rewrite.is_empty() {
             self.err(&file.server, "proxy", "no [[proxy]] or [[rewrite]] entry: nothing would be served");
         }
@@ -264,6 +342,7 @@ impl Cx<'_> {
             server_name: server.server_name.as_ref().map(|s| s.get_ref().clone()),
             workers,
             timeouts,
+            ws_keepalive,
             limits: Limits {
                 max_head_bytes: max_head_bytes as usize,
                 max_headers,
@@ -305,6 +384,7 @@ impl Cx<'_> {
         entries: &[Spanned<file::Proxy>],
         balancer_names: &[&str],
         balancers: &[BalancerSpec],
+        server_keepalive: Keepalive,
     ) -> (Routes, Vec<ReverseRule>) {
         let mut routes = Vec::new();
         let mut reverse = Vec::new();
@@ -356,6 +436,13 @@ impl Cx<'_> {
                 reverse: p.reverse.unwrap_or(true),
                 preserve_host: p.preserve_host.unwrap_or(false),
                 upgrade: p.upgrade.unwrap_or(true),
+                keepalive: self.keepalive(
+                    &key,
+                    &p.ws_ping_interval,
+                    &p.ws_pong_timeout,
+                    p.ws_ping_backend,
+                    Some(server_keepalive),
+                ),
             };
             if route.reverse {
                 reverse.extend(reverse_rules(&route, balancers));
@@ -373,12 +460,13 @@ impl Cx<'_> {
                 self.err(
                     m,
                     format!("{key}.method"),
-                    format!("unknown method {:?} (expected byrequests, bybusyness or bytraffic)", m.get_ref()),
+                    format!("unknown method {:?} (expected byrequests, bybusyness, bytraffic or byhash)", m.get_ref()),
                 );
                 Method::default_for_config()
             }),
             None => Method::default_for_config(),
         };
+        let hash = self.hashing(spec, &key, method);
         let retry = self.duration(&spec.retry, &format!("{key}.retry"), DEFAULT_RETRY);
         let retry_max = self.duration(&spec.retry_max, &format!("{key}.retry_max"), DEFAULT_RETRY_MAX).max(retry);
         let fail_on_status = spec.failonstatus.clone().unwrap_or_default();
@@ -459,6 +547,7 @@ impl Cx<'_> {
         BalancerSpec {
             name: name.get_ref().clone(),
             method,
+            hash,
             replicas,
             sticky_session: spec.stickysession.clone(),
             max_attempts: spec.maxattempts.as_ref().map_or(DEFAULT_MAX_ATTEMPTS, |m| *m.get_ref()).max(1),
@@ -467,6 +556,49 @@ impl Cx<'_> {
             slow_start: self.duration(&spec.slow_start, &format!("{key}.slow_start"), Duration::ZERO),
             check: spec.health.as_ref().map(|h| self.health_check(h, &format!("{key}.health"))),
         }
+    }
+
+    /// `hash` and `hash_fallback`: required and allowed only with `method = "byhash"`.
+    fn hashing(&mut self, spec: &file::Balancer, key: &str, method: Method) -> Option<Hashing> {
+        if method != Method::ByHash {
+            for (v, name) in [(&spec.hash, "hash"), (&spec.hash_fallback, "hash_fallback")] {
+                if let Some(v) = v {
+                    let msg = format!("only used with method = \"byhash\" (this balancer's method is {method})");
+                    self.err(v, format!("{key}.{name}"), msg);
+                }
+            }
+            return None;
+        }
+        let fallback = match &spec.hash_fallback {
+            Some(f) => match Method::parse(f.get_ref()) {
+                Some(m) if m != Method::ByHash => m,
+                _ => {
+                    let msg =
+                        format!("unknown method {:?} (expected byrequests, bybusyness or bytraffic)", f.get_ref());
+                    self.err(f, format!("{key}.hash_fallback"), msg);
+                    Method::default_for_config()
+                }
+            },
+            None => Method::default_for_config(),
+        };
+        let source = match &spec.hash {
+            Some(h) => match HashSource::parse(h.get_ref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.err(h, format!("{key}.hash"), e);
+                    return None;
+                }
+            },
+            None => {
+                let msg = format!("method \"byhash\" needs `hash`, the key to hash (expected {HASH_SOURCES})");
+                // `method` is there: `byhash` is never the default.
+                if let Some(m) = &spec.method {
+                    self.err(m, format!("{key}.hash"), msg);
+                }
+                return None;
+            }
+        };
+        Some(Hashing { source, fallback })
     }
 
     fn health_check(&mut self, h: &Spanned<file::HealthCheck>, key: &str) -> HealthCheck {
@@ -542,9 +674,9 @@ impl Cx<'_> {
                 }
                 ResolverConfig { nameservers, ..ResolverConfig::default() }
             }
-            None => std::fs::read_to_string(RESOLV_CONF).map(|t| parse_resolv_conf(&t)).unwrap_or_default(),
+            None => self.read(RESOLV_CONF).map(|t| parse_resolv_conf(&t)).unwrap_or_default(),
         };
-        c.hosts = std::fs::read_to_string(HOSTS_FILE).map(|t| parse_hosts(&t)).unwrap_or_default();
+        c.hosts = self.read(HOSTS_FILE).map(|t| parse_hosts(&t)).unwrap_or_default();
         let Some(r) = r else { return c };
         if let Some(search) = &r.search {
             c.search = search.iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect();
@@ -607,7 +739,7 @@ mod tests {
     use super::*;
 
     fn errors(source: &str) -> Vec<String> {
-        match resolve(Path::new("sidecar.toml"), source) {
+        match resolve(Path::new("sidecar.toml"), source, Disk::Read) {
             Ok(_) => vec![],
             Err(e) => e.iter().map(ToString::to_string).collect(),
         }
@@ -655,7 +787,8 @@ members = [
             ("\"srv+https://_https._tcp.app.test\", \"http://10.0.0.1:80\"", 1, &["SRV _https._tcp.app.test"][..]),
             ("\"SRV+ws://_ws._tcp.App.Test\"", 0, &["SRV _ws._tcp.app.test"][..]),
         ] {
-            let c = resolve(Path::new("sidecar.toml"), &source(members)).unwrap_or_else(|e| panic!("{members}: {e:?}"));
+            let c = resolve(Path::new("sidecar.toml"), &source(members), Disk::Read)
+                .unwrap_or_else(|e| panic!("{members}: {e:?}"));
             let b = &c.balancers[0].definition;
             let got: Vec<String> =
                 b.discovered.iter().map(|d| format!("{} {}", d.lookup.kind(), d.lookup.name())).collect();
@@ -718,6 +851,61 @@ members = [
         ] {
             let got = errors(&format!("{head}{tail}"));
             assert!(got.iter().any(|e| e.starts_with(want)), "want {want:?}, got {got:?}");
+        }
+    }
+
+    #[test]
+    fn byhash_keys_are_checked() {
+        let head = "[server]\nlisten = \"127.0.0.1:1\"\n[[proxy]]\npath = \"/\"\nto = \"balancer://b/\"\n[balancer.b]\nmembers = [\"http://a:1\"]\n";
+        for (tail, want) in [
+            (
+                "method = \"byhash\"\n",
+                "sidecar.toml:8: balancer.b.hash: method \"byhash\" needs `hash`, the key to hash (expected \"query:NAME\", \"cookie:NAME\", \"header:NAME\" or \"client_ip\")",
+            ),
+            (
+                "method = \"byhash\"\nhash = \"arg:sid\"\n",
+                "sidecar.toml:9: balancer.b.hash: unknown hash source \"arg:sid\" (expected \"query:NAME\"",
+            ),
+            (
+                "method = \"byhash\"\nhash = \"header:X Session\"\n",
+                "sidecar.toml:9: balancer.b.hash: \"header:X Session\": expected a header name after \"header:\"",
+            ),
+            (
+                "hash = \"query:sid\"\n",
+                "sidecar.toml:8: balancer.b.hash: only used with method = \"byhash\" (this balancer's method is bybusyness)",
+            ),
+            (
+                "method = \"byrequests\"\nhash_fallback = \"bytraffic\"\n",
+                "sidecar.toml:9: balancer.b.hash_fallback: only used with method = \"byhash\" (this balancer's method is byrequests)",
+            ),
+            (
+                "method = \"byhash\"\nhash = \"client_ip\"\nhash_fallback = \"byhash\"\n",
+                "sidecar.toml:10: balancer.b.hash_fallback: unknown method \"byhash\" (expected byrequests, bybusyness or bytraffic)",
+            ),
+            (
+                "method = \"bycookie\"\n",
+                "sidecar.toml:8: balancer.b.method: unknown method \"bycookie\" (expected byrequests, bybusyness, bytraffic or byhash)",
+            ),
+        ] {
+            let got = errors(&format!("{head}{tail}"));
+            assert!(got.iter().any(|e| e.starts_with(want)), "{tail:?}: want {want:?}, got {got:?}");
+        }
+        for (tail, source, fallback) in [
+            ("hash = \"query:sid\"\n", HashSource::Query("sid".into()), Method::ByBusyness),
+            (
+                "hash = \"cookie:io\"\nhash_fallback = \"byrequests\"\n",
+                HashSource::Cookie("io".into()),
+                Method::ByRequests,
+            ),
+            ("hash = \"client_ip\"\n", HashSource::ClientIp, Method::ByBusyness),
+        ] {
+            let source_text = format!("{head}method = \"byhash\"\n{tail}");
+            let c = resolve(Path::new("sidecar.toml"), &source_text, Disk::Read)
+                .unwrap_or_else(|e| panic!("{tail}: {e:?}"));
+            let spec = &c.balancers[0].definition;
+            assert_eq!(spec.method, Method::ByHash);
+            assert_eq!(spec.hash, Some(Hashing { source, fallback }), "{tail}");
+            assert_eq!(spec.unkeyed_method(), fallback);
         }
     }
 

@@ -14,6 +14,7 @@ use toml::Spanned;
 
 use super::diag::{Diagnostic, Lines};
 use super::file::ServerTls;
+use super::resolve::Disk;
 use super::Config;
 use crate::dev_cert::{self, DevCert};
 
@@ -50,6 +51,7 @@ pub fn resolve(
     base: &Path,
     server_name: Option<&str>,
     lines: &Lines<'_>,
+    disk: Disk,
 ) -> Result<(Arc<ServerConfig>, Option<SelfSigned>), Vec<Diagnostic>> {
     let t = tls.get_ref();
     let self_signed = t.self_signed.as_ref().is_some_and(|s| *s.get_ref());
@@ -78,11 +80,12 @@ pub fn resolve(
         }
         (Some(cert), Some(key)) => {
             let (cert_path, key_path) = (base.join(cert.get_ref()), base.join(key.get_ref()));
-            let (has_cert, has_key) = (cert_path.is_file(), key_path.is_file());
+            let readable = disk == Disk::Read;
+            let (has_cert, has_key) = (readable && cert_path.is_file(), readable && key_path.is_file());
             if self_signed && !has_cert && !has_key {
                 let mut errors = Vec::new();
                 for (v, p, name) in [(cert, &cert_path, "cert"), (key, &key_path, "key")] {
-                    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+                    if let Some(dir) = p.parent().filter(|d| !(d.as_os_str().is_empty() || (readable && d.is_dir()))) {
                         errors.push(lines.at(
                             at(v),
                             format!("server.tls.{name}"),

@@ -11,6 +11,7 @@ use crate::h1::upgrade::Upgrade;
 use crate::rewrite::{Decision, NoTrace, RequestVars, Trace};
 use crate::route::{normalize_target, upstream_target, NormPath, PathError};
 use crate::target::Target;
+use crate::websocket::Keepalive;
 
 use super::error::ProxyError;
 use super::ClientInfo;
@@ -28,6 +29,8 @@ pub struct Destination {
     pub label: String,
     /// The client-facing prefix of the route, for ProxyPassReverse.
     pub reverse: bool,
+    /// Keepalive Pings for the tunnel, if one opens.
+    pub keepalive: Keepalive,
 }
 
 /// What to do with a request.
@@ -151,6 +154,7 @@ pub fn decide_traced(
                 // ProxyPassReverse applies to every proxied response, as in Apache: the
                 // table only maps URLs of configured backends.
                 reverse: true,
+                keepalive: config.ws_keepalive,
             }));
         }
         Decision::Redirect { status, location, rule } => {
@@ -172,5 +176,6 @@ pub fn decide_traced(
         websocket: websocket && route.upgrade,
         label: format!("proxy[{}]", route.index),
         reverse: route.reverse,
+        keepalive: route.keepalive.unwrap_or(config.ws_keepalive),
     }))
 }

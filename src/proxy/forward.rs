@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::balance::{Failure, Outcome};
+use crate::balance::{key_hash, Affinity, Failure, Outcome};
 use crate::config::SharedBalancer;
 use crate::h1::answer::{Answer, Body};
 use crate::h1::chunked::check_prefix;
@@ -18,6 +18,7 @@ use crate::net::stream::{with_timeout, Conn};
 use crate::target::{Target, Url};
 use crate::throttle;
 
+use super::affinity::hash_key;
 use super::decide::{decide, Decided, Destination};
 use super::error::{ProxyError, UpstreamError};
 use super::exchange::{attempt, Tried};
@@ -107,12 +108,17 @@ async fn forward(req: &mut Request<'_>, dest: &Destination, client: &mut Conn) -
             Upstream::Balanced(Arc::clone(req.config.balancer(name).ok_or(ProxyError::NoRoute("unknown balancer"))?))
         }
     };
-    let (max_attempts, sticky) = match &upstream {
-        Upstream::Direct(_) => (1, None),
+    let (max_attempts, sticky, key) = match &upstream {
+        Upstream::Direct(_) => (1, None, None),
         Upstream::Balanced(b) => {
             let b = b.lock();
             let spec = b.spec();
-            (spec.max_attempts as usize, spec.sticky_session.as_deref().and_then(|c| sticky_route(&req.head, c)))
+            let hashed = spec.hash.as_ref().and_then(|h| hash_key(&req.head, &h.source, &req.info.peer_ip));
+            (
+                spec.max_attempts as usize,
+                spec.sticky_session.as_deref().and_then(|c| sticky_route(&req.head, c)),
+                hashed.map(key_hash),
+            )
         }
     };
     let replayable = req.framing == Framing::None
@@ -123,14 +129,18 @@ async fn forward(req: &mut Request<'_>, dest: &Destination, client: &mut Conn) -
     for _ in 0..max_attempts {
         let url = match &upstream {
             Upstream::Direct(url) => url.clone(),
-            Upstream::Balanced(b) => match Lease::pick(b, &tried, sticky.as_deref()) {
-                Ok((lease, url)) => {
-                    tried.push(lease.member());
-                    req.lease = Some(lease);
-                    url
+            Upstream::Balanced(b) => {
+                match Lease::pick(b, &tried, Affinity { sticky_route: sticky.as_deref(), hash_key: key }) {
+                    Ok((lease, url)) => {
+                        tried.push(lease.member());
+                        req.lease = Some(lease);
+                        url
+                    }
+                    Err(retry_after) => {
+                        return Err(ProxyError::AllReplicasDown { balancer: b.name.clone(), retry_after })
+                    }
                 }
-                Err(retry_after) => return Err(ProxyError::AllReplicasDown { balancer: b.name.clone(), retry_after }),
-            },
+            }
         };
         req.record.tries += 1;
         req.record.replica = Some(url.origin());
@@ -150,7 +160,7 @@ async fn forward(req: &mut Request<'_>, dest: &Destination, client: &mut Conn) -
                     });
                     lease.add_bytes(req.record.bytes.unwrap_or(0));
                 }
-                if let Ok(Next::Tunnel(_)) = &result {
+                if let Ok(Next::Tunnel(..)) = &result {
                     req.lease = req.lease.take().map(Lease::into_tunnel);
                 }
                 return result;

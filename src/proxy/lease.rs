@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::balance::{Attempt, Outcome, Pick, Work};
+use crate::balance::{Affinity, Attempt, Outcome, Pick, Work};
 use crate::config::SharedBalancer;
 use crate::target::Url;
 
@@ -27,10 +27,10 @@ impl Lease {
     pub fn pick(
         balancer: &Arc<SharedBalancer>,
         tried: &[usize],
-        sticky_route: Option<&str>,
+        affinity: Affinity<'_>,
     ) -> Result<(Lease, Url), Duration> {
         let mut b = balancer.lock();
-        match b.pick(Instant::now(), tried, sticky_route) {
+        match b.pick_with(Instant::now(), tried, affinity) {
             Pick::Replica(attempt) => {
                 b.start(attempt.replica, Work::Request);
                 let url = b.spec().replicas[attempt.replica].url.clone();

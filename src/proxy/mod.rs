@@ -12,9 +12,11 @@
 //! relay.rs    the response to the client; a 101 goes to tunnel.rs
 //! tunnel.rs   a tunnel's set-up and tear-down; pump.rs moves its bytes
 //! lease.rs    a balancer member's count of one request or tunnel, given back on drop
+//! affinity.rs the `byhash` key of a request (query parameter, cookie, header, client IP)
 //! body.rs     bodies streamed with bounded buffers · error.rs what goes wrong, whose fault
 //! ```
 
+mod affinity;
 mod body;
 mod decide;
 mod error;
@@ -39,6 +41,7 @@ use crate::server::Worker;
 
 use request::{log_access, Request};
 
+pub(crate) use affinity::hash_key;
 pub(crate) use decide::{decide_traced, Decided};
 pub(crate) use forward::sticky_route;
 
@@ -55,7 +58,7 @@ pub(crate) enum Next {
     KeepAlive,
     Close,
     /// Tunnel to this backend; the 101 has been written.
-    Tunnel(Conn),
+    Tunnel(Conn, pump::Session),
 }
 
 /// Serves one client connection until it closes.
@@ -122,8 +125,8 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) 
                 let _ = futures_lite::AsyncWriteExt::close(&mut client.stream).await;
                 return;
             }
-            Next::Tunnel(backend) => {
-                Box::pin(tunnel::run(*req, client, backend)).await;
+            Next::Tunnel(backend, session) => {
+                Box::pin(tunnel::run(*req, client, backend, session)).await;
                 return;
             }
         }

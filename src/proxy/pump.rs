@@ -1,13 +1,22 @@
 //! The bytes of a tunnel: both directions at once, leftover bytes first, half-close
-//! propagated, an idle deadline over both directions. tunnel.rs sets a tunnel up and
-//! tears it down; this file only moves bytes.
+//! propagated, an idle deadline over both directions; and the WebSocket session on top
+//! of them. Each direction is read frame by frame (`websocket::filter`) without
+//! touching payloads, so sidecar can put frames of its own between two frames:
+//! - a Close on drain (1001) or when the tunnel's member leaves (1012), sent at a
+//!   moment the caller spreads over `drain_spread`, then the closing handshake awaited;
+//! - keepalive Pings to a peer that has been quiet (`ws_ping_interval`), whose Pongs are
+//!   not passed on; no answer in `ws_pong_timeout` closes the tunnel (1011);
+//! - a Close 1002 to both sides when a peer breaks the framing rules.
 //!
-//! Memory is the point here (docs/security.md, L9): an idle tunnel owns no copy buffer. Reads go
-//! into one scratch buffer per worker thread, borrowed only inside a single `poll`, and
-//! are written straight on; only what the peer cannot take right now is copied into a
-//! per-direction `Vec`, freed again once drained.
+//! tunnel.rs sets a tunnel up and tears it down; this file moves bytes and keeps time.
+//!
+//! Memory is the point here (docs/security.md, L9): an idle tunnel owns no copy buffer.
+//! Reads go into one scratch buffer per worker thread, borrowed only inside a single
+//! `poll`, and are written straight on; only what the peer cannot take right now is
+//! copied into a per-direction `Vec`, freed again once drained.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -18,10 +27,83 @@ use futures_lite::{AsyncRead, AsyncWrite};
 
 use crate::net::clock::{self, Sleep};
 use crate::net::stream::{Stream, FAIR_SHARE_BYTES, READ_BYTES};
+use crate::websocket::filter::{Filter, HEADROOM, TAILROOM};
+use crate::websocket::frame::{self, PING};
+use crate::websocket::Keepalive;
 
 thread_local! {
-    /// One read buffer per worker thread, shared by all its tunnels.
-    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; READ_BYTES].into_boxed_slice());
+    /// One read buffer per worker thread, shared by all its tunnels, with room around
+    /// the read for the frame filter.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; HEADROOM + READ_BYTES + TAILROOM].into_boxed_slice());
+    /// Mask keys and Ping payloads. They need to be unpredictable to no one: sidecar's
+    /// own frames carry no attacker-chosen bytes (RFC 6455 section 10.3's concern).
+    static RANDOM: Cell<u64> = Cell::new(seed());
+}
+
+/// After sidecar's own Close (except on drain, which has `drain_timeout`), how long it
+/// waits for the closing handshake before it closes the connections.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One end of a tunnel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Backend,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Client => "client",
+            Side::Backend => "backend",
+        })
+    }
+}
+
+/// Why sidecar closed a tunnel itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// SIGTERM/SIGINT: 1001 Going Away.
+    Drain,
+    /// The tunnel's member was removed (reload, DNS) or set to drain: 1012 Service Restart.
+    MemberLeft,
+    /// A Ping went unanswered for `ws_pong_timeout`: 1011.
+    NoPong(Side, Duration),
+    /// A peer broke RFC 6455's framing rules: 1002 Protocol Error.
+    Violation(Side, &'static str),
+}
+
+impl Cause {
+    fn code(self) -> u16 {
+        match self {
+            Cause::Drain => 1001,
+            Cause::MemberLeft => 1012,
+            Cause::NoPong(..) => 1011,
+            Cause::Violation(..) => 1002,
+        }
+    }
+
+    /// The Close frame's reason text.
+    fn reason(self) -> &'static str {
+        match self {
+            Cause::Drain => "sidecar is shutting down",
+            Cause::MemberLeft => "replica removed",
+            Cause::NoPong(Side::Client, _) => "client did not answer ping",
+            Cause::NoPong(Side::Backend, _) => "backend did not answer ping",
+            Cause::Violation(_, why) => why,
+        }
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Drain => write!(f, "closed by sidecar: draining (1001)"),
+            Cause::MemberLeft => write!(f, "closed by sidecar: replica removed (1012)"),
+            Cause::NoPong(side, t) => write!(f, "{side} did not answer ping within {}s (1011)", t.as_secs_f64()),
+            Cause::Violation(side, why) => write!(f, "{side} broke WebSocket framing: {why} (1002)"),
+        }
+    }
 }
 
 /// How a tunnel ended.
@@ -32,8 +114,41 @@ pub enum TunnelEnd {
     IdleTimeout,
     /// A read or write failed (reset, broken pipe).
     Error,
-    /// Closed by sidecar (drain).
-    Shutdown,
+    /// sidecar sent its Close and the closing handshake finished.
+    ClosedBySidecar(Cause),
+    /// sidecar sent its Close; the handshake did not finish in time.
+    CloseTimedOut(Cause),
+}
+
+impl fmt::Display for TunnelEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TunnelEnd::Closed => write!(f, "closed"),
+            TunnelEnd::IdleTimeout => write!(f, "idle timeout"),
+            TunnelEnd::Error => write!(f, "connection error"),
+            TunnelEnd::ClosedBySidecar(c) => write!(f, "{c}"),
+            TunnelEnd::CloseTimedOut(c) => write!(f, "{c}; no closing handshake in time"),
+        }
+    }
+}
+
+/// When a tunnel should be closed by sidecar (drain or member removal), from the
+/// moment the caller's `leave` future completes.
+pub struct Leave {
+    pub cause: Cause,
+    /// Send the Close this long from now (its place in the spread).
+    pub after: Duration,
+    /// Close the connections this long from now at the latest.
+    pub within: Duration,
+}
+
+/// What a tunnel needs to know of its WebSocket session.
+#[derive(Clone, Copy, Debug)]
+pub struct Session {
+    pub idle: Duration,
+    pub keepalive: Keepalive,
+    /// The 101 named an extension (which may use the RSV bits).
+    pub extensions: bool,
 }
 
 /// What crossed the tunnel.
@@ -46,38 +161,108 @@ pub struct TunnelStats {
     pub end: TunnelEnd,
 }
 
-#[derive(Default)]
 struct Direction {
+    /// Frames, so sidecar's own can go between them.
+    filter: Filter,
     /// Bytes read but not yet accepted by the writer.
     pending: Vec<u8>,
     pos: usize,
+    /// Everything handed to the writer has been flushed.
+    flushed: bool,
     read_done: bool,
     done: bool,
+    /// The destination's write half is to be shut (its closing handshake is over)…
+    shut_dest: bool,
+    /// …and has been: nothing more is written to it.
+    dest_shut: bool,
+    /// The source has ended but its end is not passed on yet: sidecar sent the
+    /// destination a Close and waits for its answer, which the destination must be
+    /// able to give before its connection ends.
+    hold_end: bool,
     bytes: u64,
+    /// Bytes arrived since the owner last looked.
+    got_bytes: bool,
     /// Bytes read since this direction last let the worker's other tasks run.
     since_yield: u64,
     /// A fairness yield is under way (`Stream::poll_yield_before_read`).
     yielded: bool,
 }
 
+impl Direction {
+    fn new(from_client: bool, extensions: bool, early: Vec<u8>) -> Self {
+        let mut filter = Filter::new(from_client, extensions);
+        let bytes = early.len() as u64;
+        // Bytes that came with the handshake go through the filter like any others.
+        let pending = if early.is_empty() {
+            early
+        } else {
+            let mut buf = vec![0u8; HEADROOM + early.len() + TAILROOM];
+            buf[HEADROOM..HEADROOM + early.len()].copy_from_slice(&early);
+            let out = filter.scan(&mut buf, HEADROOM, HEADROOM + early.len());
+            buf[out].to_vec()
+        };
+        Self {
+            filter,
+            pending,
+            pos: 0,
+            flushed: true,
+            read_done: false,
+            done: false,
+            shut_dest: false,
+            dest_shut: false,
+            hold_end: false,
+            bytes,
+            got_bytes: false,
+            since_yield: 0,
+            yielded: false,
+        }
+    }
+
+    /// Everything meant for the destination, sidecar's Close included, is written.
+    fn delivered(&self) -> bool {
+        self.pending.is_empty() && self.flushed
+    }
+}
+
+/// Writes `bytes` to `to`; what it cannot take now goes to `d.pending`.
+fn write_or_keep(to: &mut Stream, d: &mut Direction, bytes: &[u8], cx: &mut Context<'_>) -> io::Result<()> {
+    let mut off = 0;
+    while off < bytes.len() {
+        match Pin::new(&mut *to).poll_write(cx, &bytes[off..]) {
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(k)) => {
+                off += k;
+                d.flushed = false;
+            }
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => {
+                d.pending = bytes[off..].to_vec();
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Moves bytes from `from` to `to` until `from` ends and `to` is shut down, until the
-/// next read/write would block, or until `FAIR_SHARE_BYTES` moved (then it yields, so a
-/// peer that never stops sending cannot keep the worker to itself). Sets `*active`
-/// when bytes moved.
-fn pump(
-    from: &mut Stream,
-    to: &mut Stream,
-    d: &mut Direction,
-    active: &mut bool,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<()>> {
+/// next read/write would block, until `FAIR_SHARE_BYTES` moved (then it yields, so a
+/// peer that never stops sending cannot keep the worker to itself), or until the
+/// filter saw something the tunnel must act on (`Ready(Ok)` with `done` unset).
+fn pump(from: &mut Stream, to: &mut Stream, d: &mut Direction, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
     loop {
+        if let Some(frames) = d.filter.take_injection() {
+            d.pending.extend_from_slice(&frames);
+        }
         while d.pos < d.pending.len() {
+            if d.dest_shut {
+                d.pos = d.pending.len();
+                break;
+            }
             match Pin::new(&mut *to).poll_write(cx, &d.pending[d.pos..]) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
                     d.pos += n;
-                    *active = true;
+                    d.flushed = false;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
@@ -88,19 +273,28 @@ fn pump(
             d.pos = 0;
         }
         // TLS keeps written records in rustls until flushed.
-        match Pin::new(&mut *to).poll_flush(cx) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return Poll::Pending,
+        if !d.flushed && !d.dest_shut {
+            match Pin::new(&mut *to).poll_flush(cx) {
+                Poll::Ready(Ok(())) => d.flushed = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
         }
-        if d.read_done {
-            return match Pin::new(&mut *to).poll_close(cx) {
-                Poll::Ready(_) => {
-                    d.done = true;
-                    Poll::Ready(Ok(()))
+        if d.read_done && d.hold_end && !d.shut_dest {
+            // Woken again by the other direction, when the destination answers.
+            return Poll::Pending;
+        }
+        if d.read_done || (d.shut_dest && !d.dest_shut) {
+            if !d.dest_shut {
+                match Pin::new(&mut *to).poll_close(cx) {
+                    Poll::Ready(_) => d.dest_shut = true,
+                    Poll::Pending => return Poll::Pending,
                 }
-                Poll::Pending => Poll::Pending,
-            };
+            }
+            if d.read_done {
+                d.done = true;
+                return Poll::Ready(Ok(()));
+            }
         }
         if d.since_yield >= FAIR_SHARE_BYTES {
             match from.poll_yield_before_read(cx, &mut d.yielded) {
@@ -110,7 +304,7 @@ fn pump(
         }
         let step = SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            let n = match Pin::new(&mut *from).poll_read(cx, &mut scratch[..]) {
+            let n = match Pin::new(&mut *from).poll_read(cx, &mut scratch[HEADROOM..HEADROOM + READ_BYTES]) {
                 Poll::Ready(Ok(0)) => {
                     d.read_done = true;
                     return Poll::Ready(Ok(()));
@@ -121,101 +315,392 @@ fn pump(
             };
             d.bytes += n as u64;
             d.since_yield += n as u64;
-            *active = true;
-            let mut off = 0;
-            while off < n {
-                match Pin::new(&mut *to).poll_write(cx, &scratch[off..n]) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                    Poll::Ready(Ok(k)) => off += k,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {
-                        d.pending = scratch[off..n].to_vec();
-                        break;
-                    }
-                }
+            d.got_bytes = true;
+            let out = d.filter.scan(&mut scratch, HEADROOM, HEADROOM + n);
+            if !d.dest_shut {
+                write_or_keep(to, d, &scratch[out], cx)?;
             }
             Poll::Ready(Ok(()))
         });
         match step {
+            Poll::Ready(Ok(())) if d.filter.has_news() => return Poll::Ready(Ok(())),
             Poll::Ready(Ok(())) => continue,
             other => return other,
         }
     }
 }
 
-struct Pump<S: Future<Output = ()>> {
-    client: Stream,
-    backend: Stream,
-    up: Direction,
-    down: Direction,
-    idle: Duration,
-    last_active: Instant,
-    timer: Sleep,
-    shutdown: Pin<Box<S>>,
+/// sidecar's own Close, decided.
+struct Closing {
+    cause: Cause,
+    /// When the Close frames go out.
+    send_at: Instant,
+    sent: bool,
+    /// When the connections close, handshake or not.
+    give_up: Instant,
+    /// A peer not waited for: its Close goes out, then its connection is shut.
+    cut: Option<Side>,
 }
 
-impl<S: Future<Output = ()>> Future for Pump<S> {
+/// A keepalive Ping awaiting its Pong.
+#[derive(Clone, Copy)]
+struct Ping {
+    sent: Instant,
+}
+
+struct Pump<L: Future<Output = Leave>> {
+    client: Stream,
+    backend: Stream,
+    /// Client → backend.
+    up: Direction,
+    /// Backend → client.
+    down: Direction,
+    session: Session,
+    last_active: Instant,
+    /// When each side last sent anything: [client, backend].
+    last_heard: [Instant; 2],
+    pings: [Option<Ping>; 2],
+    /// Each side sent a Close: [client, backend].
+    close_from: [bool; 2],
+    timer: Sleep,
+    leave: Option<Pin<Box<L>>>,
+    closing: Option<Closing>,
+}
+
+impl<L: Future<Output = Leave>> Pump<L> {
+    fn new(
+        client: Stream,
+        to_backend: Vec<u8>,
+        backend: Stream,
+        to_client: Vec<u8>,
+        session: Session,
+        leave: L,
+    ) -> Self {
+        let now = clock::now();
+        let mut pump = Pump {
+            client,
+            backend,
+            up: Direction::new(true, session.extensions, to_backend),
+            down: Direction::new(false, session.extensions, to_client),
+            session,
+            last_active: now,
+            last_heard: [now; 2],
+            pings: [None; 2],
+            close_from: [false; 2],
+            timer: clock::sleep_until(now),
+            leave: Some(Box::pin(leave)),
+            closing: None,
+        };
+        pump.timer.set_at(pump.next_deadline());
+        pump
+    }
+
+    /// Looks at what the filters saw; whether frames of sidecar's own were queued.
+    fn take_news(&mut self, now: Instant) -> bool {
+        let mut queued = false;
+        for side in [Side::Client, Side::Backend] {
+            if !self.from(side).filter.has_news() {
+                continue;
+            }
+            let seen = std::mem::take(&mut self.from(side).filter.seen);
+            if seen.close.is_some() {
+                self.close_from[side as usize] = true;
+            }
+            if seen.own_pong {
+                self.pings[side as usize] = None;
+            }
+            if let Some(why) = seen.violation {
+                queued |= self.start_closing(Cause::Violation(side, why), now, Duration::ZERO, CLOSE_TIMEOUT);
+            }
+        }
+        queued
+    }
+
+    /// The direction whose source is `side`.
+    fn from(&mut self, side: Side) -> &mut Direction {
+        match side {
+            Side::Client => &mut self.up,
+            Side::Backend => &mut self.down,
+        }
+    }
+
+    /// The direction whose destination is `side`.
+    fn to(&mut self, side: Side) -> &mut Direction {
+        match side {
+            Side::Client => &mut self.down,
+            Side::Backend => &mut self.up,
+        }
+    }
+
+    /// Decides sidecar's own Close; whether frames were queued at once. A Close already
+    /// decided stands, unless it has not gone out yet and this one is more urgent.
+    fn start_closing(&mut self, cause: Cause, now: Instant, after: Duration, within: Duration) -> bool {
+        if self.closing.as_ref().is_some_and(|c| c.sent || c.send_at <= now + after) {
+            return false;
+        }
+        let cut = match cause {
+            Cause::NoPong(side, _) | Cause::Violation(side, _) => Some(side),
+            Cause::Drain | Cause::MemberLeft => None,
+        };
+        self.closing = Some(Closing { cause, send_at: now + after, sent: false, give_up: now + within, cut });
+        self.timer.set_at(self.next_deadline());
+        self.send_closes_if_due(now)
+    }
+
+    fn send_closes_if_due(&mut self, now: Instant) -> bool {
+        let Some(c) = self.closing.as_mut().filter(|c| !c.sent && c.send_at <= now) else { return false };
+        c.sent = true;
+        let (cause, cut) = (c.cause, c.cut);
+        for side in [Side::Client, Side::Backend] {
+            let mut f = Vec::with_capacity(frame::MAX_CONTROL_FRAME);
+            frame::write_close(&mut f, cause.code(), cause.reason(), mask_for(side));
+            self.to(side).filter.queue(&f, true);
+        }
+        if let Some(side) = cut {
+            self.to(side).shut_dest = true;
+        }
+        true
+    }
+
+    /// Whether `side` has answered sidecar's Close (or hung up, or is not waited for).
+    fn answered(&mut self, side: Side) -> bool {
+        let cut = self.closing.as_ref().is_some_and(|c| c.cut == Some(side));
+        self.close_from[side as usize] || self.from(side).read_done || cut
+    }
+
+    /// Whether `side`'s part of sidecar's closing handshake is over: it was sent a
+    /// Close and answered.
+    fn handshake_over(&mut self, side: Side) -> bool {
+        let answered = self.answered(side);
+        let to = self.to(side);
+        to.filter.close_passed() && to.delivered() && answered
+    }
+
+    /// While sidecar's Close to a side awaits its answer, the other side's end of
+    /// connection is held back from it.
+    fn hold_ends(&mut self) {
+        if self.closing.is_none() {
+            return;
+        }
+        let sent = self.closing.as_ref().is_some_and(|c| c.sent);
+        for side in [Side::Client, Side::Backend] {
+            let hold = sent && !self.answered(side);
+            self.to(side).hold_end = hold;
+        }
+    }
+
+    /// The tunnel's end, if it has come.
+    fn end(&mut self) -> Option<TunnelEnd> {
+        let by_sidecar = self.closing.as_ref().filter(|c| c.sent).map(|c| c.cause);
+        if self.up.done && self.down.done {
+            return Some(by_sidecar.map_or(TunnelEnd::Closed, TunnelEnd::ClosedBySidecar));
+        }
+        let cause = by_sidecar?;
+        let client_over = self.handshake_over(Side::Client);
+        if client_over {
+            // As the server of the client's connection, sidecar closes it first
+            // (RFC 6455 section 7.1.1).
+            self.down.shut_dest = true;
+        }
+        (client_over && self.handshake_over(Side::Backend)).then_some(TunnelEnd::ClosedBySidecar(cause))
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let idle = self.last_active + self.session.idle;
+        match &self.closing {
+            Some(c) if c.sent => return c.give_up,
+            Some(c) => return idle.min(c.send_at),
+            None => {}
+        }
+        let mut next = idle;
+        if let Some(interval) = self.session.keepalive.interval {
+            for side in self.pinged_sides() {
+                next = next.min(match self.pings[side as usize] {
+                    Some(p) => p.sent + self.session.keepalive.pong_timeout,
+                    None => self.last_heard[side as usize] + interval,
+                });
+            }
+        }
+        next
+    }
+
+    /// The sides that get keepalive Pings.
+    fn pinged_sides(&self) -> impl Iterator<Item = Side> {
+        let backend = self.session.keepalive.backend;
+        [Side::Client, Side::Backend].into_iter().filter(move |&s| s == Side::Client || backend)
+    }
+
+    /// The timer fired: whatever is due. `Some`: the tunnel ends now.
+    fn on_time(&mut self, now: Instant) -> Option<TunnelEnd> {
+        if let Some(c) = self.closing.as_ref().filter(|c| c.sent) {
+            return (now >= c.give_up).then_some(TunnelEnd::CloseTimedOut(c.cause));
+        }
+        if now >= self.last_active + self.session.idle {
+            return Some(TunnelEnd::IdleTimeout);
+        }
+        if self.closing.is_some() {
+            self.send_closes_if_due(now);
+            return None;
+        }
+        let interval = self.session.keepalive.interval?;
+        let pong_timeout = self.session.keepalive.pong_timeout;
+        for side in [Side::Client, Side::Backend] {
+            let i = side as usize;
+            if side == Side::Backend && !self.session.keepalive.backend {
+                continue;
+            }
+            if let Some(p) = self.pings[i] {
+                if self.last_heard[i] > p.sent {
+                    // Anything from the peer shows it is alive.
+                    self.pings[i] = None;
+                } else if now >= p.sent + pong_timeout {
+                    self.start_closing(Cause::NoPong(side, pong_timeout), now, Duration::ZERO, CLOSE_TIMEOUT);
+                    return None;
+                }
+            }
+            if self.pings[i].is_none() && now >= self.last_heard[i] + interval {
+                let payload = ping_payload();
+                let mut f = Vec::with_capacity(2 + 4 + payload.len());
+                frame::write_control(&mut f, PING, &payload, mask_for(side));
+                self.to(side).filter.queue(&f, false);
+                self.from(side).filter.expect_pong(&payload);
+                self.pings[i] = Some(Ping { sent: now });
+            }
+        }
+        None
+    }
+}
+
+impl<L: Future<Output = Leave>> Future for Pump<L> {
     type Output = TunnelEnd;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<TunnelEnd> {
         let t = self.get_mut();
-        let mut active = false;
-        if !t.up.done {
-            if let Poll::Ready(Err(_)) = pump(&mut t.client, &mut t.backend, &mut t.up, &mut active, cx) {
-                return Poll::Ready(TunnelEnd::Error);
+        let mut rounds = 0;
+        loop {
+            let mut again = false;
+            t.hold_ends();
+            for side in [Side::Client, Side::Backend] {
+                let (from, to, d) = match side {
+                    Side::Client => (&mut t.client, &mut t.backend, &mut t.up),
+                    Side::Backend => (&mut t.backend, &mut t.client, &mut t.down),
+                };
+                if d.done {
+                    continue;
+                }
+                match pump(from, to, d, cx) {
+                    Poll::Ready(Err(_)) => {
+                        let by_sidecar = t.closing.as_ref().filter(|c| c.sent).map(|c| c.cause);
+                        return Poll::Ready(by_sidecar.map_or(TunnelEnd::Error, TunnelEnd::ClosedBySidecar));
+                    }
+                    Poll::Ready(Ok(())) => again |= !d.done,
+                    Poll::Pending => {}
+                }
+            }
+            if t.up.got_bytes || t.down.got_bytes {
+                let now = clock::now();
+                for (i, d) in [&mut t.up, &mut t.down].into_iter().enumerate() {
+                    if std::mem::take(&mut d.got_bytes) {
+                        t.last_heard[i] = now;
+                        t.last_active = now;
+                    }
+                }
+            }
+            if t.up.filter.has_news() || t.down.filter.has_news() {
+                again |= t.take_news(clock::now());
+            }
+            let shut = t.down.shut_dest;
+            if let Some(end) = t.end() {
+                return Poll::Ready(end);
+            }
+            // More to do this turn: the filter stopped to report, frames were queued,
+            // or the client's connection is to be shut. A bound keeps one tunnel from
+            // holding the worker.
+            again |= t.down.shut_dest && !shut;
+            rounds += 1;
+            if !again {
+                break;
+            }
+            if rounds == 4 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
         }
-        if !t.down.done {
-            if let Poll::Ready(Err(_)) = pump(&mut t.backend, &mut t.client, &mut t.down, &mut active, cx) {
-                return Poll::Ready(TunnelEnd::Error);
+        if let Some(leave) = t.leave.as_mut() {
+            if let Poll::Ready(l) = leave.as_mut().poll(cx) {
+                t.leave = None;
+                t.start_closing(l.cause, clock::now(), l.after, l.within);
+                cx.waker().wake_by_ref();
             }
         }
-        if t.up.done && t.down.done {
-            return Poll::Ready(TunnelEnd::Closed);
-        }
-        if t.shutdown.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(TunnelEnd::Shutdown);
-        }
-        let now = clock::now();
-        if active {
-            t.last_active = now;
-        }
-        // The timer is re-armed only when it fires, not on every byte.
+        // The timer is re-armed only when it fires, not on every byte: what bytes
+        // change only pushes deadlines later.
         while Pin::new(&mut t.timer).poll(cx).is_ready() {
-            let deadline = t.last_active + t.idle;
-            if deadline <= clock::now() {
-                return Poll::Ready(TunnelEnd::IdleTimeout);
+            let now = clock::now();
+            if let Some(end) = t.on_time(now) {
+                return Poll::Ready(end);
             }
-            t.timer.set_at(deadline);
+            if t.up.filter.has_injection() || t.down.filter.has_injection() || t.closing.is_some() {
+                cx.waker().wake_by_ref();
+            }
+            t.timer.set_at(t.next_deadline().max(now));
+            if t.next_deadline() <= now {
+                // Due again at once (a Close decided this instant): the next poll runs it.
+                cx.waker().wake_by_ref();
+                break;
+            }
         }
         Poll::Pending
     }
 }
 
-/// Moves a tunnel's bytes until it ends. `to_backend` / `to_client` are bytes already read from the other
-/// side (frames sent right behind the handshake); they go first. `shutdown` ends the
-/// tunnel early when it completes (drain).
+/// The mask for a frame sidecar sends to `side`: frames to a server are masked.
+fn mask_for(side: Side) -> Option<[u8; 4]> {
+    match side {
+        Side::Client => None,
+        Side::Backend => Some((random() as u32).to_ne_bytes()),
+    }
+}
+
+/// A keepalive Ping's payload: recognisable, and different each time so a late Pong
+/// to an earlier Ping is not taken for an answer.
+fn ping_payload() -> [u8; 15] {
+    let mut p = *b"sidecar\0\0\0\0\0\0\0\0";
+    p[7..].copy_from_slice(&random().to_ne_bytes());
+    p
+}
+
+fn seed() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    u64::from_ne_bytes(b) | 1
+}
+
+/// xorshift64*, per thread.
+pub(super) fn random() -> u64 {
+    RANDOM.with(|r| {
+        let mut x = r.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        r.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    })
+}
+
+/// Runs a tunnel until it ends. `to_backend` / `to_client` are bytes already read from
+/// the other side (frames sent right behind the handshake); they go first. When `leave`
+/// completes, sidecar closes the tunnel as it says.
 pub async fn run(
     client: Stream,
     to_backend: Vec<u8>,
     backend: Stream,
     to_client: Vec<u8>,
-    idle: Duration,
-    shutdown: impl Future<Output = ()>,
+    session: Session,
+    leave: impl Future<Output = Leave>,
 ) -> TunnelStats {
-    let now = clock::now();
-    let up = Direction { bytes: to_backend.len() as u64, pending: to_backend, ..Direction::default() };
-    let down = Direction { bytes: to_client.len() as u64, pending: to_client, ..Direction::default() };
-    let mut pump = Pump {
-        client,
-        backend,
-        up,
-        down,
-        idle,
-        last_active: now,
-        timer: clock::sleep_until(now + idle),
-        shutdown: Box::pin(shutdown),
-    };
+    let mut pump = Pump::new(client, to_backend, backend, to_client, session, leave);
     let end = (&mut pump).await;
     TunnelStats { up: pump.up.bytes, down: pump.down.bytes, end }
 }
@@ -223,7 +708,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::{Read, Write};
 
     use crate::net::test_sockets::{fill, pair};
 
@@ -232,17 +717,21 @@ mod tests {
         let (client, mut client_far) = pair();
         let (backend, mut backend_far) = pair();
         let waiting = 512 * 1024;
-        fill(&mut client_far, &client, 7, waiting);
-        let mut pump = Pump {
-            client: Stream::Plain(client),
-            backend: Stream::Plain(backend),
-            up: Direction::default(),
-            down: Direction::default(),
-            idle: Duration::from_secs(60),
-            last_active: Instant::now(),
-            timer: clock::sleep(Duration::from_secs(60)),
-            shutdown: Box::pin(std::future::pending::<()>()),
-        };
+        // One masked binary frame (an all-zero mask key) filling all of it.
+        let mut header = vec![0x82, 0x80 | 127];
+        header.extend_from_slice(&((waiting - 14) as u64).to_be_bytes());
+        header.extend_from_slice(&[0; 4]);
+        client_far.write_all(&header).expect("frame header");
+        fill(&mut client_far, &client, 7, waiting - header.len());
+        let session = Session { idle: Duration::from_secs(60), keepalive: Keepalive::default(), extensions: false };
+        let mut pump = Pump::new(
+            Stream::Plain(client),
+            Vec::new(),
+            Stream::Plain(backend),
+            Vec::new(),
+            session,
+            std::future::pending::<Leave>(),
+        );
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(Pin::new(&mut pump).poll(&mut cx).is_pending());
         let moved = pump.up.bytes;

@@ -19,6 +19,10 @@ pub(crate) struct Worker {
     shared: Arc<Shared>,
     pool: Pool,
     open_connections: Cell<usize>,
+    /// WebSocket tunnels open on this worker.
+    tunnels: Cell<usize>,
+    /// On drain: (tunnels open when it began, Close moments handed out so far).
+    drain_closes: Cell<Option<(usize, usize)>>,
     /// Fired once SIGTERM/SIGINT arrived: no new requests on kept-alive connections,
     /// and every wait that should end then listens on it.
     drain: Signal,
@@ -28,7 +32,15 @@ impl Worker {
     pub fn new(shared: Arc<Shared>) -> Self {
         let config = shared.config();
         let pool = Pool::new(config.timeouts.pool_idle);
-        Self { config: RefCell::new(config), shared, pool, open_connections: Cell::new(0), drain: Signal::default() }
+        Self {
+            config: RefCell::new(config),
+            shared,
+            pool,
+            open_connections: Cell::new(0),
+            tunnels: Cell::new(0),
+            drain_closes: Cell::new(None),
+            drain: Signal::default(),
+        }
     }
 
     /// The config in force now. A request takes it once and keeps it to its end.
@@ -66,6 +78,23 @@ impl Worker {
     /// Starts draining: every `shutdown` wait completes.
     pub fn start_draining(&self) {
         self.drain.fire();
+    }
+
+    pub fn tunnel_opened(&self) {
+        self.tunnels.set(self.tunnels.get() + 1);
+    }
+
+    pub fn tunnel_closed(&self) {
+        self.tunnels.set(self.tunnels.get().saturating_sub(1));
+    }
+
+    /// On drain, when the next tunnel's Close goes out, counted from now: the k-th of
+    /// the n tunnels open when draining began gets k/n of `spread`, so clients come
+    /// back evenly over the window rather than all at once.
+    pub fn drain_close_offset(&self, spread: std::time::Duration) -> std::time::Duration {
+        let (n, k) = self.drain_closes.get().unwrap_or((self.tunnels.get().max(1), 0));
+        self.drain_closes.set(Some((n, k + 1)));
+        spread.mul_f64((k.min(n) as f64) / n as f64)
     }
 
     /// Client connections open on this worker.

@@ -3,7 +3,7 @@
 //! per request), retries only where the request cannot have reached the app, 503 with
 //! Retry-After when every replica is down, a restarted replica coming back, WebSocket
 //! spread and fail-over, sticky sessions, and the `+H`/`+N`/`+D` status letters. Every
-//! replica is a real listener on a loopback port.
+//! replica is a real listener on a loopback port. `byhash` has its own file.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use crate::support::backend::{self, response, Backend, Reply};
 use crate::support::*;
+
+#[path = "balancer_byhash.rs"]
+mod byhash;
 
 /// A replica answering `200` with its name as the body.
 fn named(name: &'static str) -> Backend {

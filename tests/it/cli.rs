@@ -112,6 +112,17 @@ fn check_rejects_a_bad_duration_naming_file_line_and_key() {
 }
 
 #[test]
+fn check_rejects_a_bad_hash_and_a_hash_without_byhash_naming_file_line_and_key() {
+    let head = "[server]\nlisten = \"127.0.0.1:0\"\n[[proxy]]\npath = \"/\"\nto = \"balancer://app/\"\n[balancer.app]\nmembers = [\"http://127.0.0.1:1\"]\n";
+    let ran = check(&format!("{head}method = \"byhash\"\nhash = \"param:sid\"\n"), &[]);
+    assert_diagnostic(&ran, 9, &["balancer.app.hash", "unknown hash source \"param:sid\"", "\"query:NAME\""]);
+    let ran = check(&format!("{head}method = \"bybusyness\"\nhash = \"query:sid\"\n"), &[]);
+    assert_diagnostic(&ran, 9, &["balancer.app.hash", "only used with method = \"byhash\""]);
+    let ran = check(&format!("{head}method = \"byhash\"\n"), &[]);
+    assert_diagnostic(&ran, 8, &["balancer.app.hash", "method \"byhash\" needs `hash`"]);
+}
+
+#[test]
 fn check_on_a_missing_config_file_exits_1() {
     let dir = TempDir::new();
     let ran = run_binary(dir.path(), &["check", "--config", "nope.toml"]);
@@ -342,6 +353,63 @@ fn check_explain_shows_failed_conditions_redirects_stickiness_and_refusals() {
         let ran = explain(&args);
         assert_eq!(ran.code, Some(0), "{args:?}: stderr:\n{}", ran.stderr);
         assert_eq!(ran.stdout, want, "{args:?}");
+    }
+}
+
+#[test]
+fn check_explain_shows_the_byhash_key_its_ranking_and_the_fallback() {
+    let config = |status: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[[proxy]]\npath = \"/\"\nto = \"balancer://app/\"\n\
+             [balancer.app]\nmethod = \"byhash\"\nhash = \"query:sid\"\nhash_fallback = \"byrequests\"\n\
+             members = [\"http://127.0.0.2:9\", \"http://127.0.0.3:9\", {{ url = \"http://127.0.0.4:9\", loadfactor = 2{status} }}]\n"
+        )
+    };
+    let head = |target: &str| {
+        format!(
+            "request GET {target} HTTP/1.1\n  Host: localhost\nno rewrite rules\n\
+             decision: proxy[0] forwards it to balancer://app/ as \"{target}\" (HTTP request)\n\
+             balancer app: method byhash (weighted rendezvous hash of query:sid; without it byrequests: smooth weighted round robin)\n"
+        )
+    };
+    let members = |third: &str| {
+        format!(
+            "  member http://127.0.0.2:9 status normal state healthy loadfactor 1 requests 0 tunnels 0\n\
+             \x20 member http://127.0.0.3:9 status normal state healthy loadfactor 1 requests 0 tunnels 0\n\
+             \x20 member http://127.0.0.4:9 status {third} state healthy loadfactor 2 requests 0 tunnels 0\n"
+        )
+    };
+    let ranks = "byhash: key query:sid = \"abc\" ranks http://127.0.0.4:9, http://127.0.0.2:9, http://127.0.0.3:9\n";
+    let with_sid = "/socket.io/?EIO=4&transport=polling&sid=abc";
+    let handshake = "/socket.io/?EIO=4&transport=polling";
+    for (status, target, want) in [
+        ("", with_sid, format!("{}{}{ranks}pick: http://127.0.0.4:9 (the key ranks it first)\n", head(with_sid), members("normal"))),
+        (
+            "",
+            handshake,
+            format!(
+                "{}{}byhash: key query:sid absent \u{2192} fallback byrequests\npick: http://127.0.0.4:9 (byrequests's choice now)\n",
+                head(handshake),
+                members("normal")
+            ),
+        ),
+        (
+            ", status = \"+D\"",
+            with_sid,
+            format!(
+                "{}{}{ranks}pick: http://127.0.0.2:9 (the key ranks it #2; http://127.0.0.4:9 is disabled)\n",
+                head(with_sid),
+                members("disabled")
+            ),
+        ),
+    ] {
+        let dir = TempDir::new();
+        let path = dir.write("sidecar.toml", config(status));
+        let request = format!("GET {target}");
+        let ran =
+            run_binary(dir.path(), &["check", "--config", path.to_str().expect("utf-8 path"), "--explain", &request]);
+        assert_eq!(ran.code, Some(0), "{target} {status}: stderr:\n{}", ran.stderr);
+        assert_eq!(ran.stdout, want, "{target} {status}");
     }
 }
 

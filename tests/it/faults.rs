@@ -722,6 +722,12 @@ fn firehose_tunnel_does_not_starve_other_requests() {
     assert!(head.starts_with(b"HTTP/1.1 101"), "101, got {}", show(&head));
     // The client sends from a file with `sendfile` (std's `io::copy` uses it for a
     // file into a socket), which costs it no copy either.
+    // One masked binary frame (all-zero mask key) too long ever to end: everything the
+    // client sends after this header is its payload.
+    let mut header = vec![0x82, 0x80 | 127];
+    header.extend_from_slice(&(1u64 << 62).to_be_bytes());
+    header.extend_from_slice(&[0; 4]);
+    c.write_all(&header).expect("the frame header");
     let dir = TempDir::new();
     let file = dir.write("firehose", b"");
     std::fs::OpenOptions::new().write(true).open(&file).and_then(|f| f.set_len(32 * 1024 * 1024)).expect("size");

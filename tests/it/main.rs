@@ -1,7 +1,7 @@
 //! The integration tests: one test binary that starts the real `sidecar` binary against
 //! real servers on loopback and asserts on what crossed the wire. One module per feature
 //! area; `support` is the harness they share (the process, raw client connections,
-//! recording backends, certificates, a Prometheus reader).
+//! recording backends, certificates, a Prometheus reader, raw WebSocket frames).
 
 mod support;
 
@@ -23,3 +23,4 @@ mod self_signed;
 mod smuggling;
 mod tls;
 mod websocket;
+mod ws_native;

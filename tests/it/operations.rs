@@ -91,36 +91,27 @@ fn new_connections_are_refused_after_sigterm_while_a_request_is_in_flight() {
 }
 
 #[test]
-fn open_websocket_tunnel_is_closed_at_drain_timeout_and_the_process_exits_0() {
+fn sigterm_sends_each_tunnel_a_close_1001_and_exits_once_the_handshake_is_done() {
+    // drain_timeout is long: the process ends because the closing handshake finished,
+    // not because time ran out.
     let b = backend::ws_echo();
-    let mut p = Sidecar::start(&config_to(b.addr, "drain_timeout = \"500ms\""));
+    let mut p = Sidecar::start(&config_to(b.addr, "drain_timeout = \"20s\""));
     let mut ws = ws_open(p.addr(), "/chat");
     ws_round_trip(&mut ws, "before");
     let signalled = Instant::now();
     p.signal("TERM");
-    ws_round_trip(&mut ws, "during the drain");
-    assert!(ws_wait_closed(&mut ws, Duration::from_secs(3)), "the tunnel is closed by the drain timeout");
-    let took = signalled.elapsed();
-    assert!(took >= Duration::from_millis(450) && took < Duration::from_millis(1500), "closed after {took:?}");
-    assert_eq!(p.wait_exit(Duration::from_secs(2)), Some(0), "{}", p.logs().join("\n"));
-}
-
-#[test]
-fn drain_ends_as_soon_as_the_last_tunnel_closes() {
-    let b = backend::ws_echo();
-    let mut p = Sidecar::start(&config_to(b.addr, "drain_timeout = \"20s\""));
-    let mut ws = ws_open(p.addr(), "/chat");
-    ws_round_trip(&mut ws, "hello");
-    p.signal("TERM");
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(p.is_running(), "a tunnel is open: the drain waits for it");
-    ws_round_trip(&mut ws, "still working");
-    let closed = Instant::now();
-    block_within(DEADLINE, "close", ws.close(None)).expect("close the WebSocket");
-    assert!(ws_wait_closed(&mut ws, DEADLINE), "the close handshake completes");
+    assert_eq!(ws_next_close_code(&mut ws, DEADLINE), Some(1001), "Going Away");
+    // The client library answers the Close; sidecar then closes the connection.
+    assert!(ws_wait_closed(&mut ws, DEADLINE), "the connection closes after the handshake");
     drop(ws);
     assert_eq!(p.wait_exit(Duration::from_secs(3)), Some(0), "{}", p.logs().join("\n"));
-    assert!(closed.elapsed() < Duration::from_secs(2), "exits when nothing is left, took {:?}", closed.elapsed());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "exits when the handshake is done, took {:?}",
+        signalled.elapsed()
+    );
+    let line = p.stdout_lines().into_iter().find(|l| l.contains("/chat")).unwrap_or_default();
+    assert!(line.contains("draining (1001)"), "the access line says why: {line}");
 }
 
 #[test]
@@ -128,14 +119,17 @@ fn sigint_drains_like_sigterm_and_a_second_sigint_exits_130_at_once() {
     let b = backend::ws_echo();
     let mut p = Sidecar::start(&config_to(b.addr, "drain_timeout = \"30s\""));
     let addr = p.addr();
-    let mut ws = ws_open(addr, "/chat");
+    let ws = ws_open(addr, "/chat");
     p.signal("INT");
     assert!(wait_until(Duration::from_secs(1), || refused(addr)), "SIGINT stops accepting");
-    ws_round_trip(&mut ws, "draining");
+    // The client has not read sidecar's Close, so it has not answered: the tunnel
+    // keeps the process in its drain.
+    std::thread::sleep(Duration::from_millis(200));
     assert!(p.is_running(), "the open tunnel keeps the process in its drain");
     let second = Instant::now();
     p.signal("INT");
     assert_eq!(p.wait_exit(Duration::from_secs(2)), Some(130), "{}", p.logs().join("\n"));
+    drop(ws);
     assert!(second.elapsed() < Duration::from_secs(1), "at once: {:?}", second.elapsed());
 }
 
@@ -255,11 +249,13 @@ fn sighup_config_applies_to_the_next_request_on_an_open_keepalive_connection() {
     p.rewrite_config(&format!("{base}\n[[rewrite]]\nrule = \"^/admin - [F]\"\n"));
     p.signal("HUP");
     assert!(p.wait_for_log("reloaded", DEADLINE), "{}", p.logs().join("\n"));
+    // The worker takes the new config from the signal thread a moment after the log
+    // line: poll until a new connection sees it (polls before that may go through).
     let forbidden = wait_until(DEADLINE, || p.get("/admin/y").status == 403);
     assert!(forbidden, "new connections see the new rule");
     c.send("GET /admin/z HTTP/1.1\r\nHost: a\r\n\r\n").expect("send");
     c.read_response().assert_error(403);
-    assert!(b.requests().iter().all(|r| r.target != "/admin/z" && r.target != "/admin/y"), "{:?}", b.requests());
+    assert!(b.requests().iter().all(|r| r.target != "/admin/z"), "{:?}", b.requests());
 }
 
 #[test]

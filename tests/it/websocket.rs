@@ -118,7 +118,7 @@ fn client_bytes_sent_with_the_handshake_wait_for_the_101_then_enter_the_tunnel()
                 peer.write(&answer).await;
                 let mut after = early;
                 let end = Instant::now() + Duration::from_secs(2);
-                while after.len() < 5 && Instant::now() < end {
+                while after.len() < 11 && Instant::now() < end {
                     after.extend(peer.read_for(Duration::from_millis(50)).await);
                 }
                 peer.note(format!("after 101: [{}]", show(&after)));
@@ -128,12 +128,16 @@ fn client_bytes_sent_with_the_handshake_wait_for_the_101_then_enter_the_tunnel()
     });
     let p = sidecar_for(&b);
     let mut c = p.conn();
-    c.send(format!("{}EARLY", handshake("/w3"))).expect("send to sidecar");
+    // A masked text frame "EARLY" (an all-zero mask key leaves the payload as is).
+    let frame = b"\x81\x85\0\0\0\0EARLY";
+    let mut out = handshake("/w3").into_bytes();
+    out.extend_from_slice(frame);
+    c.send(out).expect("send to sidecar");
     assert_eq!(c.read_response().status, 101);
     assert!(b.wait_for_note("after 101", DEADLINE), "{:?}", b.notes());
     let notes = b.notes();
     assert!(notes.contains(&"before 101: []".to_string()), "bytes were forwarded before the 101: {notes:?}");
-    assert!(notes.contains(&"after 101: [EARLY]".to_string()), "{notes:?}");
+    assert!(notes.contains(&format!("after 101: [{}]", show(frame))), "{notes:?}");
 }
 
 // ---- a failed upgrade stays HTTP ----------------------------------------------------------------
@@ -349,7 +353,7 @@ fn tunnel_half_close_lets_the_backend_finish_sending() {
                 peer.write(&answer).await;
                 let (got, eof) = peer.read_to_eof(Duration::from_secs(3)).await;
                 peer.note(format!("got [{}] eof={eof}", show(&got)));
-                peer.write(b"bye after eof").await;
+                peer.write(b"\x82\x0dbye after eof").await;
                 peer.shutdown_write().await;
                 None
             })
@@ -359,12 +363,13 @@ fn tunnel_half_close_lets_the_backend_finish_sending() {
     let mut c = p.conn();
     c.send(handshake("/half")).expect("send to sidecar");
     assert_eq!(c.read_response().status, 101);
-    c.send("client data").expect("send to sidecar");
+    let frame = b"\x82\x8b\0\0\0\0client data";
+    c.send(frame).expect("send to sidecar");
     c.shutdown_write();
     let (rest, closed) = c.read_until_close(DEADLINE);
-    assert_eq!(String::from_utf8_lossy(&rest), "bye after eof", "backend: {:?}", b.notes());
+    assert_eq!(rest, b"\x82\x0dbye after eof", "backend: {:?}", b.notes());
     assert!(closed);
-    assert_eq!(b.notes(), ["got [client data] eof=true"]);
+    assert_eq!(b.notes(), [format!("got [{}] eof=true", show(frame))]);
 }
 
 #[test]

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod json;
 pub mod prom;
 pub mod tls;
+pub mod ws_frames;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -1057,6 +1058,21 @@ pub fn ws_round_trip(ws: &mut WsClient, text: &str) {
 
 /// Waits (at most `limit`) for the WebSocket to end: a close frame, EOF or an error.
 /// Whether it ended.
+/// The code of the next Close frame `ws` reads; `None` if the connection ends first.
+pub fn ws_next_close_code(ws: &mut WsClient, limit: Duration) -> Option<u16> {
+    use async_tungstenite::tungstenite::Message;
+    use futures_lite::StreamExt;
+    block_within(limit, "a Close frame", async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                None | Some(Err(_)) => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+}
+
 pub fn ws_wait_closed(ws: &mut WsClient, limit: Duration) -> bool {
     use async_tungstenite::tungstenite::Message;
     use futures_lite::StreamExt;
