@@ -1,70 +1,37 @@
 //! The demo replicas' WebSocket echo (RFC 6455 §5, server side): frames read and
 //! written, text and binary messages echoed with the replica's name, pings answered,
-//! a close answered and the connection ended. It stands in for an application; the
-//! proxy itself never looks inside a tunnel.
+//! a close answered and the connection ended. It stands in for an application; frame
+//! headers are read and control frames written by `websocket::frame`, as in the proxy.
 
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::websocket::frame::{self, Header, BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT};
+
 /// A larger message is refused with close code 1009 (too big): the page sends a line.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
-
-const CONTINUATION: u8 = 0x0;
-const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
-const PONG: u8 = 0xA;
 
 /// Close codes (RFC 6455 §7.4.1).
 const PROTOCOL_ERROR: u16 = 1002;
 const TOO_BIG: u16 = 1009;
 
-/// A frame's first bytes, decoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FrameHead {
-    fin: bool,
-    opcode: u8,
-    len: usize,
-    mask: [u8; 4],
-    /// Bytes of header before the payload.
-    header_len: usize,
-}
-
-/// PURE. Decodes the head of a client frame at the start of `buf`: `Ok(None)` until
-/// enough bytes are there, `Err(close code)` for a frame a server must refuse.
-fn parse_head(buf: &[u8]) -> Result<Option<FrameHead>, u16> {
-    let [b0, b1, ..] = *buf else { return Ok(None) };
-    let (fin, rsv, opcode) = (b0 & 0x80 != 0, b0 & 0x70, b0 & 0x0F);
-    let (masked, len7) = (b1 & 0x80 != 0, b1 & 0x7F);
+/// PURE. The payload length of a client frame a server accepts, or the close code it
+/// answers one it must refuse with.
+fn accept(h: &Header) -> Result<usize, u16> {
     // §5.1: a client masks every frame; §5.2: no extension was negotiated.
-    if !masked || rsv != 0 || !matches!(opcode, CONTINUATION | TEXT | BINARY | CLOSE | PING | PONG) {
+    let known = matches!(h.opcode, CONTINUATION | TEXT | BINARY | CLOSE | PING | PONG);
+    if h.mask.is_none() || h.rsv != 0 || !known {
         return Err(PROTOCOL_ERROR);
     }
-    let ext = match len7 {
-        126 => 2,
-        127 => 8,
-        _ => 0,
-    };
-    let header_len = 2 + ext + 4;
-    if buf.len() < header_len {
-        return Ok(None);
-    }
-    let len = match ext {
-        0 => u64::from(len7),
-        2 => u64::from(u16::from_be_bytes([buf[2], buf[3]])),
-        _ => u64::from_be_bytes([buf[2], buf[3], buf[4], buf[5], buf[6], buf[7], buf[8], buf[9]]),
-    };
     // §5.5: control frames are short and never fragmented.
-    if opcode >= CLOSE && (len > 125 || !fin) {
+    if h.is_control() && (h.payload_len > frame::MAX_CONTROL_PAYLOAD as u64 || !h.fin) {
         return Err(PROTOCOL_ERROR);
     }
-    let len = usize::try_from(len).ok().filter(|&l| l <= MAX_MESSAGE_BYTES).ok_or(TOO_BIG)?;
-    let m = &buf[2 + ext..header_len];
-    Ok(Some(FrameHead { fin, opcode, len, mask: [m[0], m[1], m[2], m[3]], header_len }))
+    usize::try_from(h.payload_len).ok().filter(|&l| l <= MAX_MESSAGE_BYTES).ok_or(TOO_BIG)
 }
 
-/// PURE. A server frame (unmasked, §5.1) with `payload`.
-fn encode(opcode: u8, payload: &[u8]) -> Vec<u8> {
+/// PURE. A server data frame (unmasked, §5.1) with `payload`; control frames are
+/// `frame::write_control`'s.
+fn data_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 10);
     out.push(0x80 | opcode);
     match payload.len() {
@@ -82,8 +49,16 @@ fn encode(opcode: u8, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+fn control_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    frame::write_control(&mut out, opcode, payload, None);
+    out
+}
+
 fn close_frame(code: u16) -> Vec<u8> {
-    encode(CLOSE, &code.to_be_bytes())
+    let mut out = Vec::new();
+    frame::write_close(&mut out, code, "", None);
+    out
 }
 
 /// Echoes messages on `stream` (after the 101) until the client closes or errs.
@@ -92,8 +67,9 @@ pub async fn echo<S: AsyncRead + AsyncWrite + Unpin>(n: u32, mut stream: S) {
     // A message being assembled from fragments: its opcode and bytes so far.
     let mut message: Option<(u8, Vec<u8>)> = None;
     loop {
-        let head = match parse_head(&buf) {
-            Ok(Some(h)) if buf.len() >= h.header_len + h.len => h,
+        let head = frame::parse_header(&buf).map(|h| accept(&h).map(|len| (h, len))).transpose();
+        let (head, len) = match head {
+            Ok(Some((h, len))) if buf.len() >= h.len + len => (h, len),
             Ok(_) => {
                 let mut chunk = [0u8; 4096];
                 match stream.read(&mut chunk).await {
@@ -107,16 +83,14 @@ pub async fn echo<S: AsyncRead + AsyncWrite + Unpin>(n: u32, mut stream: S) {
                 return;
             }
         };
-        let mut payload: Vec<u8> = buf.drain(..head.header_len + head.len).skip(head.header_len).collect();
-        for (i, b) in payload.iter_mut().enumerate() {
-            *b ^= head.mask[i % 4];
-        }
+        let mut payload: Vec<u8> = buf.drain(..head.len + len).skip(head.len).collect();
+        frame::apply_mask(&mut payload, head.mask.unwrap_or_default());
         let reply = match head.opcode {
-            PING => Some(encode(PONG, &payload)),
+            PING => Some(control_frame(PONG, &payload)),
             PONG => None,
             CLOSE => {
                 // §5.5.1: answer with the status code received, then end the connection.
-                let _ = stream.write_all(&encode(CLOSE, payload.get(..2).unwrap_or_default())).await;
+                let _ = stream.write_all(&control_frame(CLOSE, payload.get(..2).unwrap_or_default())).await;
                 return;
             }
             opcode => {
@@ -140,7 +114,7 @@ pub async fn echo<S: AsyncRead + AsyncWrite + Unpin>(n: u32, mut stream: S) {
                 }
                 // Binary messages that are UTF-8 are echoed too; others are skipped.
                 match message.take().map(|(_, bytes)| String::from_utf8(bytes)) {
-                    Some(Ok(text)) => Some(encode(TEXT, format!("replica {n} echoes: {text}").as_bytes())),
+                    Some(Ok(text)) => Some(data_frame(TEXT, format!("replica {n} echoes: {text}").as_bytes())),
                     _ => None,
                 }
             }
@@ -164,7 +138,7 @@ mod tests {
 
     /// A client frame: masked with `MASK`.
     fn client(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = encode(opcode, payload);
+        let mut out = data_frame(opcode, payload);
         let at = out.len() - payload.len();
         out[0] = if fin { out[0] } else { out[0] & 0x7F };
         out[1] |= 0x80;
@@ -176,16 +150,14 @@ mod tests {
     }
 
     #[test]
-    fn parses_frame_heads() {
-        let head = |fin, opcode, len, header_len| Ok(Some(FrameHead { fin, opcode, len, mask: MASK, header_len }));
-        let long = vec![b'x'; 300];
+    fn accepts_what_a_server_may_read() {
+        let head = |b: &[u8]| frame::parse_header(b).expect("a whole header");
         for (bytes, want) in [
-            (client(true, TEXT, b"Hello"), head(true, TEXT, 5, 6)),
-            (client(false, BINARY, &long), head(false, BINARY, 300, 8)),
-            (client(true, PING, b""), head(true, PING, 0, 6)),
-            (client(true, TEXT, b"Hello")[..1].to_vec(), Ok(None)),
-            (client(true, TEXT, b"Hello")[..5].to_vec(), Ok(None)),
-            (encode(TEXT, b"Hello"), Err(PROTOCOL_ERROR)),       // unmasked
+            (client(true, TEXT, b"Hello"), Ok(5)),
+            (client(false, BINARY, &[b'x'; 300]), Ok(300)),
+            (client(true, PING, b""), Ok(0)),
+            (client(true, CLOSE, &[0x03, 0xE8]), Ok(2)),
+            (data_frame(TEXT, b"Hello"), Err(PROTOCOL_ERROR)), // unmasked
             (vec![0xC1, 0x80, 0, 0, 0, 0], Err(PROTOCOL_ERROR)), // RSV1 without an extension
             (vec![0x83, 0x80, 0, 0, 0, 0], Err(PROTOCOL_ERROR)), // reserved opcode
             (vec![0x09, 0x80, 0, 0, 0, 0], Err(PROTOCOL_ERROR)), // fragmented ping
@@ -193,16 +165,23 @@ mod tests {
             (vec![0x82, 0xFF, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0], Err(TOO_BIG)),
             (vec![0x82, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0], Err(TOO_BIG)),
         ] {
-            assert_eq!(parse_head(&bytes), want, "{bytes:02x?}");
+            assert_eq!(accept(&head(&bytes)), want, "{bytes:02x?}");
         }
     }
 
     #[test]
-    fn encodes_server_frames() {
-        assert_eq!(encode(TEXT, b"Hello"), b"\x81\x05Hello");
-        assert_eq!(encode(PONG, b""), b"\x8a\x00");
-        assert_eq!(encode(BINARY, &[0; 126])[..4], [0x82, 126, 0, 126]);
-        assert_eq!(encode(BINARY, &[0; 70_000])[..10], [0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+    fn writes_data_frames_in_every_length_form() {
+        assert_eq!(data_frame(TEXT, b"Hello"), b"\x81\x05Hello");
+        assert_eq!(data_frame(BINARY, &[0; 126])[..4], [0x82, 126, 0, 126]);
+        assert_eq!(data_frame(BINARY, &[0; 70_000])[..10], [0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+        for len in [0, 125, 126, 65_535, 65_536] {
+            let f = data_frame(BINARY, &vec![7; len]);
+            let h = frame::parse_header(&f).expect("a header");
+            assert_eq!(
+                (h.fin, h.opcode, h.mask, h.payload_len, f.len() - h.len),
+                (true, BINARY, None, len as u64, len)
+            );
+        }
     }
 
     /// Sends `frames` to an echo task over loopback and returns all it wrote until it
@@ -237,18 +216,18 @@ mod tests {
             client(true, BINARY, &[0xFF, 0xFE]), // not UTF-8: skipped
             client(true, CLOSE, &1000u16.to_be_bytes()),
         ]);
-        let mut want = encode(TEXT, b"replica 7 echoes: hello");
-        want.extend(encode(PONG, b"p"));
-        want.extend(encode(TEXT, b"replica 7 echoes: fragmented"));
-        want.extend(encode(TEXT, b"replica 7 echoes: bytes"));
-        want.extend(encode(CLOSE, &1000u16.to_be_bytes()));
+        let mut want = data_frame(TEXT, b"replica 7 echoes: hello");
+        want.extend(control_frame(PONG, b"p"));
+        want.extend(data_frame(TEXT, b"replica 7 echoes: fragmented"));
+        want.extend(data_frame(TEXT, b"replica 7 echoes: bytes"));
+        want.extend(close_frame(1000));
         assert_eq!(got, want);
     }
 
     #[test]
     fn refuses_broken_streams_with_a_close_code() {
         for (frames, code) in [
-            (vec![encode(TEXT, b"unmasked")], PROTOCOL_ERROR),
+            (vec![data_frame(TEXT, b"unmasked")], PROTOCOL_ERROR),
             (vec![client(true, CONTINUATION, b"of nothing")], PROTOCOL_ERROR),
             (vec![client(false, TEXT, b"a"), client(true, TEXT, b"b")], PROTOCOL_ERROR),
             (vec![client(false, TEXT, &[b'a'; 40_000]), client(true, CONTINUATION, &[b'b'; 40_000])], TOO_BIG),
