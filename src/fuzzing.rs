@@ -12,22 +12,25 @@
 //! fuzzing/h1.rs       request_head · chunked · response_head · websocket_upgrade
 //! fuzzing/rules.rs    rewrite (cond/rule parsing and evaluation)
 //! fuzzing/load.rs     config (sidecar.toml text) · import_apache
+//! fuzzing/ws.rs       websocket_frames (the tunnel's frame filter)
 //! ```
 
 mod h1;
 mod load;
 mod rules;
+mod ws;
 
 pub use h1::{chunked, request_head, response_head, websocket_upgrade};
 pub use load::{config, import_apache};
 pub use rules::rewrite;
+pub use ws::websocket_frames;
 
 /// A fuzz target's entry point: any bytes in, a panic when an invariant breaks.
 pub type Entry = fn(&[u8]);
 
 /// Every target with its entry point, by the name of its directory under
 /// `fuzz/corpus/` and `fuzz/regressions/`.
-pub const TARGETS: [(&str, Entry); 7] = [
+pub const TARGETS: [(&str, Entry); 8] = [
     ("request_head", request_head),
     ("chunked", chunked),
     ("response_head", response_head),
@@ -35,6 +38,7 @@ pub const TARGETS: [(&str, Entry); 7] = [
     ("rewrite", rewrite),
     ("config", config),
     ("import_apache", import_apache),
+    ("websocket_frames", websocket_frames),
 ];
 
 #[cfg(test)]
@@ -80,7 +84,16 @@ mod tests {
                 }
             )*};
         }
-        replays!(request_head, chunked, response_head, websocket_upgrade, rewrite, config, import_apache);
+        replays!(
+            request_head,
+            chunked,
+            response_head,
+            websocket_upgrade,
+            rewrite,
+            config,
+            import_apache,
+            websocket_frames
+        );
     }
 
     #[test]

@@ -44,11 +44,24 @@ thread_local! {
 /// waits for the closing handshake before it closes the connections.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// After a peer broke the framing rules, how long its Close waits for the other side's
+/// answer (see `Closing::deferred`).
+const VIOLATION_GRACE: Duration = Duration::from_secs(1);
+
 /// One end of a tunnel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
     Client,
     Backend,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Backend,
+            Side::Backend => Side::Client,
+        }
+    }
 }
 
 impl fmt::Display for Side {
@@ -220,7 +233,7 @@ impl Direction {
 
     /// Everything meant for the destination, sidecar's Close included, is written.
     fn delivered(&self) -> bool {
-        self.pending.is_empty() && self.flushed
+        self.pending.is_empty() && self.flushed && !self.filter.has_injection()
     }
 }
 
@@ -340,6 +353,10 @@ struct Closing {
     give_up: Instant,
     /// A peer not waited for: its Close goes out, then its connection is shut.
     cut: Option<Side>,
+    /// A peer that broke the framing rules gets its Close only once the other side has
+    /// answered sidecar's (or at the instant given): what the other side sent in reply
+    /// to the frames before the bad one reaches it first, as it would without a proxy.
+    deferred: Option<(Side, Instant)>,
 }
 
 /// A keepalive Ping awaiting its Pong.
@@ -442,7 +459,8 @@ impl<L: Future<Output = Leave>> Pump<L> {
             Cause::NoPong(side, _) | Cause::Violation(side, _) => Some(side),
             Cause::Drain | Cause::MemberLeft => None,
         };
-        self.closing = Some(Closing { cause, send_at: now + after, sent: false, give_up: now + within, cut });
+        self.closing =
+            Some(Closing { cause, send_at: now + after, sent: false, give_up: now + within, cut, deferred: None });
         self.timer.set_at(self.next_deadline());
         self.send_closes_if_due(now)
     }
@@ -451,14 +469,46 @@ impl<L: Future<Output = Leave>> Pump<L> {
         let Some(c) = self.closing.as_mut().filter(|c| !c.sent && c.send_at <= now) else { return false };
         c.sent = true;
         let (cause, cut) = (c.cause, c.cut);
-        for side in [Side::Client, Side::Backend] {
-            let mut f = Vec::with_capacity(frame::MAX_CONTROL_FRAME);
-            frame::write_close(&mut f, cause.code(), cause.reason(), mask_for(side));
-            self.to(side).filter.queue(&f, true);
+        let violator = match cause {
+            Cause::Violation(side, _) => Some(side),
+            _ => None,
+        };
+        if let Some(v) = violator {
+            c.deferred = Some((v, now + VIOLATION_GRACE));
+            self.from(v.other()).filter.swallow_close();
         }
-        if let Some(side) = cut {
+        for side in [Side::Client, Side::Backend] {
+            if Some(side) != violator {
+                self.send_close(side, cause);
+            }
+        }
+        if let Some(side) = cut.filter(|&s| Some(s) != violator) {
             self.to(side).shut_dest = true;
         }
+        true
+    }
+
+    fn send_close(&mut self, side: Side, cause: Cause) {
+        let mut f = Vec::with_capacity(frame::MAX_CONTROL_FRAME);
+        frame::write_close(&mut f, cause.code(), cause.reason(), mask_for(side));
+        self.to(side).filter.queue(&f, true);
+    }
+
+    /// Sends the violator its deferred Close once the other side answered or its time
+    /// came; whether it went.
+    fn send_deferred_close(&mut self, now: Instant) -> bool {
+        let Some(c) = self.closing.as_ref() else { return false };
+        let Some((v, at)) = c.deferred else { return false };
+        let cause = c.cause;
+        let other = v.other();
+        if now < at && !self.close_from[other as usize] && !self.from(other).read_done {
+            return false;
+        }
+        if let Some(c) = self.closing.as_mut() {
+            c.deferred = None;
+        }
+        self.send_close(v, cause);
+        self.to(v).shut_dest = true;
         true
     }
 
@@ -483,8 +533,9 @@ impl<L: Future<Output = Leave>> Pump<L> {
             return;
         }
         let sent = self.closing.as_ref().is_some_and(|c| c.sent);
+        let deferred = self.closing.as_ref().and_then(|c| c.deferred).map(|(side, _)| side);
         for side in [Side::Client, Side::Backend] {
-            let hold = sent && !self.answered(side);
+            let hold = sent && (!self.answered(side) || deferred == Some(side));
             self.to(side).hold_end = hold;
         }
     }
@@ -508,7 +559,7 @@ impl<L: Future<Output = Leave>> Pump<L> {
     fn next_deadline(&self) -> Instant {
         let idle = self.last_active + self.session.idle;
         match &self.closing {
-            Some(c) if c.sent => return c.give_up,
+            Some(c) if c.sent => return c.deferred.map_or(c.give_up, |(_, at)| at.min(c.give_up)),
             Some(c) => return idle.min(c.send_at),
             None => {}
         }
@@ -533,7 +584,11 @@ impl<L: Future<Output = Leave>> Pump<L> {
     /// The timer fired: whatever is due. `Some`: the tunnel ends now.
     fn on_time(&mut self, now: Instant) -> Option<TunnelEnd> {
         if let Some(c) = self.closing.as_ref().filter(|c| c.sent) {
-            return (now >= c.give_up).then_some(TunnelEnd::CloseTimedOut(c.cause));
+            if now >= c.give_up {
+                return Some(TunnelEnd::CloseTimedOut(c.cause));
+            }
+            self.send_deferred_close(now);
+            return None;
         }
         if now >= self.last_active + self.session.idle {
             return Some(TunnelEnd::IdleTimeout);
@@ -607,7 +662,11 @@ impl<L: Future<Output = Leave>> Future for Pump<L> {
                 }
             }
             if t.up.filter.has_news() || t.down.filter.has_news() {
-                again |= t.take_news(clock::now());
+                let now = clock::now();
+                again |= t.take_news(now);
+                again |= t.send_deferred_close(now);
+            } else if t.up.read_done || t.down.read_done {
+                again |= t.send_deferred_close(clock::now());
             }
             let shut = t.down.shut_dest;
             if let Some(end) = t.end() {

@@ -59,6 +59,8 @@ pub struct Filter {
     sealed: bool,
     /// A Close went to the destination, the source's or the proxy's own.
     close_passed: bool,
+    /// The source's Close is not passed on: the proxy sends the destination its own.
+    swallow_close: bool,
     /// The payload of the proxy's Ping awaiting the source's Pong.
     own_ping: Option<Vec<u8>>,
     pub seen: Seen,
@@ -77,6 +79,7 @@ impl Filter {
             seal_after_inject: false,
             sealed: false,
             close_passed: false,
+            swallow_close: false,
             own_ping: None,
             seen: Seen::default(),
         }
@@ -90,6 +93,11 @@ impl Filter {
         }
         self.inject.extend_from_slice(frame);
         self.seal_after_inject = close;
+    }
+
+    /// From now on the source's Close is noted but not passed on.
+    pub fn swallow_close(&mut self) {
+        self.swallow_close = true;
     }
 
     /// The source's Pong with this payload answers the proxy's Ping: it is dropped.
@@ -133,7 +141,7 @@ impl Filter {
     /// Filters `buf[start..end]`, just read from the source, in place. `buf[..start]`
     /// must have `HEADROOM` free bytes and `buf[end..]` `TAILROOM`. Returns where in
     /// `buf` the bytes for the destination now are.
-    #[inline]
+    #[inline(always)]
     pub fn scan(&mut self, buf: &mut [u8], start: usize, end: usize) -> Range<usize> {
         if self.held_len == 0 && self.inject.is_empty() && !self.sealed {
             match self.skim(&buf[start..end]) {
@@ -151,7 +159,7 @@ impl Filter {
     /// to drop or put in. Walks `data` frame by frame; `Some` when it all goes on as
     /// it is (the state then follows the end of `data`), `None` at the first frame it
     /// does not handle, with the state left as it was: the full scan starts over.
-    #[inline]
+    #[inline(always)]
     fn skim(&mut self, data: &[u8]) -> Option<()> {
         let mut at = 0usize;
         let mut in_message = self.in_message;
@@ -201,6 +209,7 @@ impl Filter {
 
     /// The full scan from `r` (where the held bytes, if any, now start) to `end`, with
     /// the output so far ending at `w`.
+    #[inline(never)]
     fn scan_from(&mut self, buf: &mut [u8], out: usize, r: usize, end: usize) -> Range<usize> {
         let (mut r, mut end) = (r, end);
         let mut w = r;
@@ -338,7 +347,7 @@ impl Filter {
         match h.opcode {
             CLOSE => {
                 self.seen.close = Some(frame::close_code(plain));
-                let keep = !self.sealed && !self.close_passed;
+                let keep = !self.sealed && !self.close_passed && !self.swallow_close;
                 self.close_passed |= keep;
                 keep
             }

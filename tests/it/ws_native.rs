@@ -741,3 +741,28 @@ fn frame_headers_split_one_byte_per_write_pass_intact_both_ways() {
     let got = c.expect_frame(DEADLINE, "the backend's dripped frame");
     assert_eq!(got.raw, frame, "the backend's frame crossed intact");
 }
+
+#[test]
+fn what_the_backend_answered_before_a_framing_violation_reaches_the_client_before_the_1002() {
+    // Autobahn 4.1.3: a valid message, a reserved opcode and a Ping in one write. The
+    // backend echoes the message; that echo must reach the client before sidecar's
+    // Close, as it would without a proxy in between.
+    let b = FrameBackend::echo();
+    let p = Sidecar::start(&ws_config(b.addr, "", ""));
+    for round in 0..5 {
+        let mut c = FrameClient::connect(p.addr(), &format!("/order{round}"));
+        let mut bytes = client_frame(true, OP_TEXT, b"answer me first");
+        bytes.extend(encode(true, 0, 0x5, BAD_KEY, b"reserved"));
+        bytes.extend(client_frame(true, OP_PING, b"after"));
+        c.send_lossy(&bytes);
+        let (frames, eof) = c.frames_until_eof(DEADLINE);
+        assert!(eof, "round {round}: the connection is closed");
+        assert_eq!(frames.len(), 2, "round {round}: the echo, then the Close:\n{}", describe_all(&frames));
+        assert_eq!(
+            (frames[0].opcode, frames[0].payload.as_slice()),
+            (OP_TEXT, &b"answer me first"[..]),
+            "round {round}"
+        );
+        assert_close_to_client(&frames[1], 1002, "after the echo");
+    }
+}
