@@ -15,20 +15,20 @@
 //! Client URLs are ws://, wss://, http:// or https:// with an IP address; the TLS ones
 //! need `--ca FILE` after the other arguments (the certificate to trust).
 //!
-//! Everything runs on one smol `LocalExecutor` thread, so the load generator costs one core
+//! Everything runs on one async-executor `LocalExecutor` thread, so the load generator costs one core
 //! (the script pins it next to the backend, away from the proxy under test).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use async_executor::LocalExecutor;
 use async_io::{Async, Timer};
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::tungstenite::{Message, Utf8Bytes};
 use async_tungstenite::WebSocketStream;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt, StreamExt};
-use smol::LocalExecutor;
 
 type Ws = WebSocketStream<Net>;
 
@@ -626,7 +626,7 @@ async fn hold_idle(
                 hold.await;
             },
             async {
-                let _ = smol::unblock(|| io::copy(&mut io::stdin().lock().take(u64::MAX), &mut io::sink())).await;
+                let _ = blocking::unblock(|| io::copy(&mut io::stdin().lock().take(u64::MAX), &mut io::sink())).await;
             },
         )
         .await;

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Every text and binary message is sent back as it came; pings, closes and protocol
-//! errors are tungstenite's (default limits: 64 MiB messages, 16 MiB frames). One smol
+//! errors are tungstenite's (default limits: 64 MiB messages, 16 MiB frames). One async-executor
 //! `LocalExecutor` thread: Autobahn runs its cases one connection at a time.
 
 use std::io::{self, Write};
@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_executor::LocalExecutor;
 use async_io::{Async, Timer};
 use async_tungstenite::tungstenite::Message;
 use futures_lite::{future, AsyncRead, AsyncWrite, StreamExt};
@@ -24,7 +25,6 @@ use futures_rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDe
 use futures_rustls::rustls::{self, ServerConfig};
 use futures_rustls::TlsAcceptor;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use smol::LocalExecutor;
 
 /// A handshake that has not finished by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -82,6 +82,15 @@ pub fn clf_time(t: SystemTime) -> String {
     format!("{d:02}/{month}/{y}:{:02}:{:02}:{:02} +0000", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// `2026-11-25T07:22:01Z`: RFC 3339 in UTC, to the second, as stderr's diagnostics
+/// are stamped.
+pub fn rfc3339_time(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 /// Days since 1970-01-01 → (year, month, day) (H. Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -213,6 +222,18 @@ mod tests {
             (1_795_591_321, "25/Nov/2026:07:22:01 +0000"),
         ] {
             assert_eq!(clf_time(at(secs)), want, "secs {secs}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_times() {
+        for (secs, want) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (1_795_591_321, "2026-11-25T07:22:01Z"),
+            (4_102_444_799, "2099-12-31T23:59:59Z"),
+        ] {
+            assert_eq!(rfc3339_time(at(secs)), want, "secs {secs}");
         }
     }
 

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smol::LocalExecutor;
+use async_executor::LocalExecutor;
 
 use crate::balance::{found_from_addresses, found_from_srv, Found, Lookup, SrvRecord};
 use crate::config::{Config, SharedBalancer};

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_executor::LocalExecutor;
 use futures_rustls::rustls::ClientConfig;
-use smol::LocalExecutor;
 
 use crate::balance::HealthCheck;
 use crate::config::SharedBalancer;

@@ -4,23 +4,23 @@
 //! start-up and shutdown sequence as `sidecar` (`run::serve`): Ctrl-C drains and exits
 //! 0, a second Ctrl-C exits 130. `--tls` adds `[server.tls] self_signed = true`.
 //!
-//! The replicas run on smol (async-io): they stand in for an application, are not
-//! sidecar's request path, and async-tungstenite's server side is simplest there. The
-//! proxy itself runs on its own workers' runtime (`rt`), as in production.
+//! The replicas run on async-io with a local executor: they stand in for an application
+//! and are not sidecar's request path; their WebSocket echo is `demo_ws`. The proxy
+//! itself runs on its own workers' runtime (`rt`), as in production.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 
+use async_executor::LocalExecutor;
 use async_io::Async;
-use async_tungstenite::tungstenite::handshake::derive_accept_key;
-use async_tungstenite::tungstenite::protocol::Role;
-use async_tungstenite::WebSocketStream;
-use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+use super::demo_ws;
 
 use crate::config;
 use crate::h1::head::{parse_request_head, trim, RequestHead, MAX_HEADERS};
 use crate::h1::scan::HeadScanner;
-use crate::h1::upgrade::{classify_upgrade, Upgrade};
+use crate::h1::upgrade::{accept_key, classify_upgrade, Upgrade};
 use crate::server::Running;
 
 /// A browser keeps the page's WebSocket open; a short drain lets Ctrl-C end the demo
@@ -112,8 +112,8 @@ fn start_replica(n: u32) -> std::io::Result<SocketAddr> {
     let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0))?;
     let addr = listener.get_ref().local_addr()?;
     std::thread::Builder::new().name(format!("demo-replica-{n}")).spawn(move || {
-        let ex = smol::LocalExecutor::new();
-        smol::block_on(ex.run(async {
+        let ex = LocalExecutor::new();
+        async_io::block_on(ex.run(async {
             loop {
                 if let Ok((stream, _)) = listener.accept().await {
                     ex.spawn(replica_connection(n, stream)).detach();
@@ -133,12 +133,12 @@ async fn replica_connection(n: u32, mut stream: Async<TcpStream>) {
             let key = head.headers.get("Sec-WebSocket-Key").map(trim).unwrap_or_default();
             let answer = format!(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                derive_accept_key(key)
+                accept_key(key)
             );
             if stream.write_all(answer.as_bytes()).await.is_err() {
                 return;
             }
-            echo(n, stream).await;
+            demo_ws::echo(n, stream).await;
             return;
         }
         let body = if head.target == "/" {
@@ -170,21 +170,6 @@ async fn read_head(stream: &mut Async<TcpStream>, buf: &mut Vec<u8>) -> Option<(
         let mut chunk = [0u8; 4096];
         let n = stream.read(&mut chunk).await.ok().filter(|&n| n > 0)?;
         buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-async fn echo(n: u32, stream: Async<TcpStream>) {
-    let mut ws = WebSocketStream::from_raw_socket(stream, Role::Server, None).await;
-    while let Some(Ok(msg)) = ws.next().await {
-        if msg.is_text() || msg.is_binary() {
-            let reply = match msg.into_text() {
-                Ok(t) => format!("replica {n} echoes: {t}").into(),
-                Err(_) => continue,
-            };
-            if ws.send(reply).await.is_err() {
-                return;
-            }
-        }
     }
 }
 

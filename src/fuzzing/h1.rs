@@ -355,7 +355,8 @@ pub fn websocket_upgrade(data: &[u8]) {
     }
     assert_eq!(req.headers.count("Sec-WebSocket-Key"), 1);
     let key = req.headers.get("Sec-WebSocket-Key").map(trim).unwrap_or_default();
-    let accept = async_tungstenite::tungstenite::handshake::derive_accept_key(key);
+    // The derivation itself is checked against RFC 6455's vectors in `h1::upgrade`.
+    let accept = crate::h1::upgrade::accept_key(key);
     let good = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     );

@@ -48,12 +48,22 @@ pub fn check_switch(request: &RequestHead, response: &ResponseHead) -> Result<()
         return Err("101 without Upgrade: websocket");
     }
     let key = request.headers.get("Sec-WebSocket-Key").map(trim).unwrap_or_default();
-    let want = async_tungstenite::tungstenite::handshake::derive_accept_key(key);
+    let want = accept_key(key);
     match response.headers.get("Sec-WebSocket-Accept").map(trim) {
         Some(got) if got == want.as_bytes() => Ok(()),
         Some(_) => Err("101 with a wrong Sec-WebSocket-Accept"),
         None => Err("101 without Sec-WebSocket-Accept"),
     }
+}
+
+/// RFC 6455 §4.2.2: base64 of the SHA-1 of the key followed by the protocol's GUID.
+/// SHA-1 is what the RFC prescribes; it proves the server read the handshake, nothing more.
+pub fn accept_key(key: &[u8]) -> String {
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key);
+    ctx.update(GUID);
+    data_encoding::BASE64.encode(ctx.finish().as_ref())
 }
 
 #[cfg(test)]
@@ -106,6 +116,18 @@ mod tests {
         ] {
             let res = parse_response_head(response.as_bytes()).expect("valid head");
             assert_eq!(check_switch(&req, &res).is_ok(), ok, "{response:?}");
+        }
+    }
+
+    #[test]
+    fn derives_accept_keys() {
+        // RFC 6455 §1.3's example, and two keys checked against Python's hashlib + base64.
+        for (key, want) in [
+            ("dGhlIHNhbXBsZSBub25jZQ==", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            ("AAAAAAAAAAAAAAAAAAAAAA==", "ICX+Yqv66kxgM0FcWaLWlFLwTAI="),
+            ("x3JJHMbDL1EzLkh9GBhXDw==", "HSmrc0sMlYUkAGmm5OPpG2HaGWk="),
+        ] {
+            assert_eq!(accept_key(key.as_bytes()), want, "{key}");
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,9 +108,10 @@ async fn resolve(url: &Url) -> Result<Vec<SocketAddr>, ConnectError> {
     }
     let host = url.bare_host().to_string();
     let port = url.port;
-    // getaddrinfo blocks; smol runs it on its blocking pool, whose waker reaches the
-    // worker through the runtime's cross-thread queue.
-    let addrs = smol::net::resolve((host.as_str(), port)).await.map_err(|e| match is_local_shortage(&e) {
+    // getaddrinfo blocks; it runs on the `blocking` crate's thread pool, whose waker
+    // reaches the worker through the runtime's cross-thread queue.
+    let addrs = blocking::unblock(move || (host.as_str(), port).to_socket_addrs().map(Vec::from_iter));
+    let addrs = addrs.await.map_err(|e| match is_local_shortage(&e) {
         true => ConnectError::Local(e),
         false => ConnectError::Resolve(e),
     })?;

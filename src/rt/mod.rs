@@ -8,7 +8,7 @@
 //! - Tasks are `async-task` tasks on a thread-local queue. A waker used on the
 //!   worker's own thread (every wake-up on the request path) pushes onto that queue;
 //!   one used from another thread (a config reload, the drain signal, a hostname
-//!   resolved on smol's blocking pool) goes through a locked queue and an eventfd that
+//!   resolved on the `blocking` pool) goes through a locked queue and an eventfd that
 //!   ends the worker's wait.
 //! - Deadlines live in a table (`timers.rs`) whose earliest entry is the wait's
 //!   timeout: an idle worker sleeps in `epoll_wait` until its next deadline.
@@ -20,9 +20,9 @@
 //! `add` is an `unsafe fn`, which this crate forbids. Linux only, like SO_REUSEPORT
 //! spreading.
 //!
-//! async-io and smol remain where nothing is on the request path: the demo's built-in
-//! replicas, hostname resolution (getaddrinfo blocks, so it runs on smol's blocking
-//! pool) and the integration tests' clients.
+//! async-io, async-executor and blocking remain where nothing is on the request path:
+//! the demo's built-in replicas, hostname resolution (getaddrinfo blocks, so it runs on
+//! the `blocking` crate's pool) and the integration tests' clients.
 
 mod io;
 mod ready;

@@ -433,7 +433,7 @@ fn websocket_upgrades_spread_across_replicas_and_fail_over_when_one_is_down() {
     // The tunnels that were on w2 are untouched.
     let mut alive = 0;
     for t in &mut open {
-        if smol::block_on(within(Duration::from_millis(500), ws_try_echo(t, "still there"))) == Some(true) {
+        if async_io::block_on(within(Duration::from_millis(500), ws_try_echo(t, "still there"))) == Some(true) {
             alive += 1;
         }
     }

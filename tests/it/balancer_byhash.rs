@@ -21,12 +21,12 @@ fn byhash(hash: &str, fallback: Option<&str>) -> String {
 }
 
 /// A TCP connection to `to` from the loopback address `from`.
-fn tcp_from(from: IpAddr, to: SocketAddr) -> smol::net::TcpStream {
+fn tcp_from(from: IpAddr, to: SocketAddr) -> async_net::TcpStream {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
     socket.bind(&SocketAddr::new(from, 0).into()).unwrap_or_else(|e| panic!("bind {from}: {e}"));
     socket.connect_timeout(&to.into(), DEADLINE).unwrap_or_else(|e| panic!("connect from {from}: {e}"));
     socket.set_nonblocking(true).expect("non-blocking");
-    let tcp = smol::net::TcpStream::try_from(std::net::TcpStream::from(socket)).expect("an async stream");
+    let tcp = async_net::TcpStream::try_from(std::net::TcpStream::from(socket)).expect("an async stream");
     let _ = tcp.set_nodelay(true);
     tcp
 }

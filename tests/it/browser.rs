@@ -334,7 +334,7 @@ impl Drop for Driver {
 /// bounded by `limit`); the status and the JSON body.
 fn http(addr: SocketAddr, method: &str, path: &str, body: &str, limit: Duration) -> Result<(u16, Value), String> {
     let tcp = std::net::TcpStream::connect_timeout(&addr, limit).map_err(|e| format!("connect: {e}"))?;
-    let tcp = smol::Async::new(tcp).map_err(|e| format!("register: {e}"))?;
+    let tcp = async_io::Async::new(tcp).map_err(|e| format!("register: {e}"))?;
     let mut c = Conn::from_io(Box::new(tcp));
     c.timeout = limit;
     let request = format!(

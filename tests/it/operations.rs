@@ -30,7 +30,7 @@ fn refused(addr: SocketAddr) -> bool {
         Err(_) => true,
         Ok(s) => {
             // Accepted after all: it must then be closed without being served.
-            let mut c = Conn::from_io(Box::new(smol::Async::new(s).expect("async stream")));
+            let mut c = Conn::from_io(Box::new(async_io::Async::new(s).expect("async stream")));
             let _ = c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
             matches!(c.try_read_response(false, Duration::from_millis(300)), Err(ReadError::Closed(_)))
         }

@@ -29,7 +29,7 @@ fn handshake(target: &str) -> String {
 /// Connects an async-tungstenite client to `ws://addr{path}` with `key`; sends a text
 /// and a binary message and checks both echoes; closes.
 async fn echo_round_trip(addr: SocketAddr, path: &str, key: &str) {
-    let tcp = smol::net::TcpStream::connect(addr).await.expect("connect");
+    let tcp = async_net::TcpStream::connect(addr).await.expect("connect");
     let req = http::Request::builder()
         .uri(format!("ws://{addr}{path}"))
         .header("Host", addr.to_string())
@@ -393,10 +393,10 @@ fn active_tunnel_outlives_tunnel_idle_timeout() {
     let p = Sidecar::start(&config_to(b.addr, "tunnel_idle_timeout = \"300ms\""));
     let addr = p.addr();
     block_within(Duration::from_secs(5), "active tunnel", async move {
-        let tcp = smol::net::TcpStream::connect(addr).await.expect("connect");
+        let tcp = async_net::TcpStream::connect(addr).await.expect("connect");
         let (mut ws, _) = async_tungstenite::client_async(format!("ws://{addr}/active"), tcp).await.expect("handshake");
         for i in 0..8 {
-            smol::Timer::after(Duration::from_millis(100)).await;
+            async_io::Timer::after(Duration::from_millis(100)).await;
             ws.send(Message::text(format!("m{i}"))).await.expect("send");
             assert_eq!(ws.next().await.expect("echo").expect("frame"), Message::text(format!("m{i}")));
         }

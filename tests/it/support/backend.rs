@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use async_executor::LocalExecutor;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::WebSocketStream;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use futures_rustls::rustls::ServerConfig;
 use futures_rustls::TlsAcceptor;
-use smol::LocalExecutor;
 
 use super::{within, Io};
 
@@ -108,7 +108,7 @@ struct State {
 pub struct Backend {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    stop: Option<smol::channel::Sender<()>>,
+    stop: Option<async_channel::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -139,11 +139,11 @@ impl Backend {
     fn spawn_on(listener: std::net::TcpListener, handler: Handler, tls: Option<Arc<ServerConfig>>) -> Backend {
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(State::default()));
-        let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
+        let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
         let st = Arc::clone(&state);
         let thread = std::thread::spawn(move || {
             let ex = LocalExecutor::new();
-            let listener = smol::net::TcpListener::try_from(listener).expect("async listener");
+            let listener = async_net::TcpListener::try_from(listener).expect("async listener");
             let accept_loop = async {
                 loop {
                     let Ok((tcp, _)) = listener.accept().await else { continue };
@@ -186,7 +186,7 @@ impl Backend {
                     .detach();
                 }
             };
-            smol::block_on(ex.run(futures_lite::future::or(accept_loop, async {
+            async_io::block_on(ex.run(futures_lite::future::or(accept_loop, async {
                 let _ = stop_rx.recv().await;
             })));
             // Dropping `ex` cancels every connection task, closing its socket.
@@ -475,7 +475,7 @@ async fn serve(mut peer: Peer, handler: Handler) {
                 if !peer.write(&a).await {
                     return;
                 }
-                smol::Timer::after(wait).await;
+                async_io::Timer::after(wait).await;
                 if !peer.write(&b).await {
                     return;
                 }

@@ -29,15 +29,15 @@ const START_DEADLINE: Duration = Duration::from_secs(10);
 /// Runs `fut` with a deadline; `None` when the deadline passed first.
 pub async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
     futures_lite::future::or(async { Some(fut.await) }, async {
-        smol::Timer::after(limit).await;
+        async_io::Timer::after(limit).await;
         None
     })
     .await
 }
 
-/// `smol::block_on(within(..))`, panicking with `what` when the deadline passes.
+/// `async_io::block_on(within(..))`, panicking with `what` when the deadline passes.
 pub fn block_within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
-    match smol::block_on(within(limit, fut)) {
+    match async_io::block_on(within(limit, fut)) {
         Some(v) => v,
         None => panic!("deadline of {limit:?} passed while waiting for: {what}"),
     }
@@ -499,7 +499,7 @@ pub struct Conn {
 
 impl Conn {
     pub fn open(addr: SocketAddr) -> Conn {
-        let tcp = block_within(DEADLINE, "connect", smol::net::TcpStream::connect(addr)).expect("connect to sidecar");
+        let tcp = block_within(DEADLINE, "connect", async_net::TcpStream::connect(addr)).expect("connect to sidecar");
         let _ = tcp.set_nodelay(true);
         Conn::from_io(Box::new(tcp))
     }
@@ -512,7 +512,7 @@ impl Conn {
     pub fn send(&mut self, bytes: impl AsRef<[u8]>) -> std::io::Result<()> {
         let io = &mut self.io;
         let bytes = bytes.as_ref();
-        match smol::block_on(within(self.timeout, async {
+        match async_io::block_on(within(self.timeout, async {
             io.write_all(bytes).await?;
             io.flush().await
         })) {
@@ -524,7 +524,7 @@ impl Conn {
     /// Shuts down our write side (TCP FIN / TLS close_notify + FIN).
     pub fn shutdown_write(&mut self) {
         let io = &mut self.io;
-        let _ = smol::block_on(within(self.timeout, io.close()));
+        let _ = async_io::block_on(within(self.timeout, io.close()));
     }
 
     /// Reads more bytes into the buffer, waiting at most until `until`.
@@ -538,7 +538,7 @@ impl Conn {
         }
         let mut chunk = vec![0u8; 64 * 1024];
         let io = &mut self.io;
-        match smol::block_on(within(until - now, io.read(&mut chunk))) {
+        match async_io::block_on(within(until - now, io.read(&mut chunk))) {
             None => Fill::Timeout,
             Some(Ok(0)) | Some(Err(_)) => {
                 self.eof = true;
@@ -1008,14 +1008,14 @@ pub fn show(bytes: &[u8]) -> String {
 // ---------------------------------------------------------------------------------
 
 /// An async-tungstenite client over plain TCP.
-pub type WsClient = async_tungstenite::WebSocketStream<smol::net::TcpStream>;
+pub type WsClient = async_tungstenite::WebSocketStream<async_net::TcpStream>;
 
 /// Opens a WebSocket to `ws://addr{path}` through sidecar (a real handshake with a fresh
 /// key); the error is the handshake's.
 pub async fn ws_connect(addr: SocketAddr, path: &str) -> Result<WsClient, String> {
     use async_tungstenite::tungstenite::handshake::client::generate_key;
     use async_tungstenite::tungstenite::http;
-    let tcp = smol::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    let tcp = async_net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
     let req = http::Request::builder()
         .uri(format!("ws://{addr}{path}"))
@@ -1076,7 +1076,7 @@ pub fn ws_next_close_code(ws: &mut WsClient, limit: Duration) -> Option<u16> {
 pub fn ws_wait_closed(ws: &mut WsClient, limit: Duration) -> bool {
     use async_tungstenite::tungstenite::Message;
     use futures_lite::StreamExt;
-    smol::block_on(within(limit, async {
+    async_io::block_on(within(limit, async {
         loop {
             match ws.next().await {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,

@@ -101,8 +101,8 @@ pub async fn connect(
     addr: SocketAddr,
     name: &str,
     cfg: Arc<ClientConfig>,
-) -> std::io::Result<futures_rustls::client::TlsStream<smol::net::TcpStream>> {
-    let tcp = smol::net::TcpStream::connect(addr).await?;
+) -> std::io::Result<futures_rustls::client::TlsStream<async_net::TcpStream>> {
+    let tcp = async_net::TcpStream::connect(addr).await?;
     let name = ServerName::try_from(name.to_string()).map_err(|e| std::io::Error::other(e.to_string()))?;
     TlsConnector::from(cfg).connect(name, tcp).await
 }
