@@ -391,9 +391,15 @@ fn members_follow_dns_from_3_to_10_to_2_under_load_with_no_failed_request_or_cut
     std::thread::sleep(Duration::from_millis(300)); // requests already in flight land
     let before = load.tally();
     std::thread::sleep(Duration::from_secs(1));
+    // The tunnel on a member that left gets a Close 1012 at a random moment within
+    // drain_spread (15 s here); until then it echoes. Either way it is never cut.
+    let mut closed = 0;
     for (i, t) in tunnels.iter_mut().enumerate() {
-        ws_round_trip(t, &format!("tunnel {i} after the scale-in"));
+        if !echo_or_close_1012(t, &format!("tunnel {i} after the scale-in")) {
+            closed += 1;
+        }
     }
+    assert!(closed <= 1, "only the removed member's tunnel is closed, {closed} were");
     let (log, failures) = load.finish();
     let after = {
         let mut t = BTreeMap::new();
@@ -421,7 +427,8 @@ fn members_follow_dns_from_3_to_10_to_2_under_load_with_no_failed_request_or_cut
         .iter()
         .find(|m| m.get("address").and_then(Value::as_str) == Some(&format!("127.0.0.4:{port}")))
         .map(|m| (m.get("status").and_then(Value::as_str).map(String::from), m.get("tunnels").and_then(Value::as_f64)));
-    assert_eq!(held, Some((Some("removed".to_string()), Some(1.0))), "a removed member's tunnel stays open");
+    let want = Some((Some("removed".to_string()), Some(if closed == 0 { 1.0 } else { 0.0 })));
+    assert_eq!(held, want, "a removed member's tunnel stays until its Close");
     assert!(dns.tcp_queries.load(SeqCst) > 0, "the truncated answer was asked again over TCP");
     println!(
         "3→10→2: {} requests, 0 failed; scale-out seen by every member in {scale_out:?}, scale-in applied in {scale_in:?}; \
@@ -431,9 +438,28 @@ fn members_follow_dns_from_3_to_10_to_2_under_load_with_no_failed_request_or_cut
         dns.tcp_queries.load(SeqCst)
     );
     for t in &mut tunnels {
-        crate::support::block_within(crate::support::DEADLINE, "close", t.close(None))
-            .expect("the client closes its tunnel");
+        let _ = crate::support::block_within(crate::support::DEADLINE, "close", t.close(None));
     }
+}
+
+/// Sends `text`: `true` when it comes back, `false` when sidecar's Close 1012 (the
+/// member left) comes instead; anything else fails the test.
+fn echo_or_close_1012(ws: &mut WsClient, text: &str) -> bool {
+    use async_tungstenite::tungstenite::Message;
+    use futures_lite::StreamExt;
+    crate::support::block_within(crate::support::DEADLINE, "an echo or a Close", async {
+        if ws.send(Message::text(text)).await.is_err() {
+            // Closed already: the Close is next in the stream.
+        }
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) if t.as_str() == text => return true,
+                Some(Ok(Message::Close(Some(f)))) if u16::from(f.code) == 1012 => return false,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("{text}: expected its echo or a Close 1012, got {other:?}"),
+            }
+        }
+    })
 }
 
 #[test]
