@@ -40,18 +40,8 @@ fn get_from(p: &Sidecar, from: IpAddr, target: &str) -> Response {
 
 /// A WebSocket handshake to `target` from `from`; the handshake error, if any.
 fn ws_from(p: &Sidecar, from: IpAddr, target: &str) -> Result<WsClient, String> {
-    use async_tungstenite::tungstenite::handshake::client::generate_key;
-    use async_tungstenite::tungstenite::http;
     let addr = p.addr();
-    let req = http::Request::builder()
-        .uri(format!("ws://{addr}{target}"))
-        .header("Host", addr.to_string())
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Version", "13")
-        .header("Sec-WebSocket-Key", generate_key())
-        .body(())
-        .map_err(|e| format!("request: {e}"))?;
+    let req = ws_handshake_request(addr, target)?;
     let tcp = tcp_from(from, addr);
     block_within(DEADLINE, "WebSocket handshake", async_tungstenite::client_async(req, tcp))
         .map(|(ws, _)| ws)

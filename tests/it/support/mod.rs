@@ -1013,11 +1013,20 @@ pub type WsClient = async_tungstenite::WebSocketStream<async_net::TcpStream>;
 /// Opens a WebSocket to `ws://addr{path}` through sidecar (a real handshake with a fresh
 /// key); the error is the handshake's.
 pub async fn ws_connect(addr: SocketAddr, path: &str) -> Result<WsClient, String> {
-    use async_tungstenite::tungstenite::handshake::client::generate_key;
-    use async_tungstenite::tungstenite::http;
     let tcp = async_net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    let req = http::Request::builder()
+    let req = ws_handshake_request(addr, path)?;
+    async_tungstenite::client_async(req, tcp).await.map(|(ws, _)| ws).map_err(|e| format!("handshake: {e}"))
+}
+
+/// A WebSocket handshake request for `path` on sidecar at `addr`, with a fresh key.
+pub fn ws_handshake_request(
+    addr: SocketAddr,
+    path: &str,
+) -> Result<async_tungstenite::tungstenite::http::Request<()>, String> {
+    use async_tungstenite::tungstenite::handshake::client::generate_key;
+    use async_tungstenite::tungstenite::http;
+    http::Request::builder()
         .uri(format!("ws://{addr}{path}"))
         .header("Host", addr.to_string())
         .header("Connection", "Upgrade")
@@ -1025,8 +1034,7 @@ pub async fn ws_connect(addr: SocketAddr, path: &str) -> Result<WsClient, String
         .header("Sec-WebSocket-Version", "13")
         .header("Sec-WebSocket-Key", generate_key())
         .body(())
-        .map_err(|e| format!("request: {e}"))?;
-    async_tungstenite::client_async(req, tcp).await.map(|(ws, _)| ws).map_err(|e| format!("handshake: {e}"))
+        .map_err(|e| format!("request: {e}"))
 }
 
 /// `ws_connect` with a deadline, panicking on failure.
