@@ -18,7 +18,7 @@ fn main() {
     let cli = match cli::parse(&name, &rest) {
         Parsed::Run(cli) => cli,
         Parsed::Help(text) => {
-            println!("{text}");
+            cmd::print_out(&format!("{text}\n"));
             std::process::exit(0);
         }
         Parsed::Bad(text) => {
@@ -27,7 +27,7 @@ fn main() {
         }
     };
     if cli.version {
-        println!("sidecar {}", env!("CARGO_PKG_VERSION"));
+        cmd::print_out(&format!("sidecar {}\n", env!("CARGO_PKG_VERSION")));
         std::process::exit(0);
     }
     let code = match cli.command {

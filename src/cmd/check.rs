@@ -14,14 +14,14 @@ pub fn check(path: &Path) -> i32 {
             // Names are looked up once, to show what they stand for now; a name that
             // does not resolve here (a CI runner outside the cluster) is only a warning.
             crate::discovery::resolve_now(&c);
-            print!("{}", describe(&c));
+            super::print_out(&describe(&c));
             for (line, message) in warnings(&c) {
                 eprintln!("{}:{line}: warning: {message}", path.display());
             }
             for message in resolve_warnings(&c) {
                 eprintln!("{}: warning: {message}", path.display());
             }
-            println!("{}: ok", path.display());
+            super::print_out(&format!("{}: ok\n", path.display()));
             0
         }
         Err(diagnostics) => {
@@ -53,7 +53,7 @@ pub fn check_explain(path: &Path, request: &str, headers: &[String]) -> i32 {
             for message in resolve_warnings(&c) {
                 eprintln!("{}: warning: {message}", path.display());
             }
-            print!("{}", super::explain::explain(&c, &head));
+            super::print_out(&super::explain::explain(&c, &head));
             0
         }
         Err(e) => {

@@ -44,7 +44,7 @@ pub fn import_apache(path: &Path) -> i32 {
     }
     imported.warnings.sort_by_key(|(line, _)| *line);
     imported.warnings.dedup();
-    print!("{}", imported.toml);
+    super::print_out(&imported.toml);
     for (line, message) in &imported.warnings {
         match line {
             0 => eprintln!("{}: warning: {message}", path.display()),

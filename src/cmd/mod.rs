@@ -32,3 +32,11 @@ pub fn init_logging() {
         })
         .try_init();
 }
+
+/// Writes `text` to stdout. A reader that went away (`sidecar check | head`) is no
+/// reason to panic: the rest is simply not wanted.
+pub fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}

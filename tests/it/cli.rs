@@ -419,3 +419,28 @@ fn check_explain_of_a_request_sidecar_would_refuse_to_parse_exits_2() {
     assert_eq!(ran.code, Some(2), "stdout:\n{}", ran.stdout);
     assert!(ran.stderr.contains("--explain: not a request sidecar would accept"), "{}", ran.stderr);
 }
+
+#[test]
+fn help_and_check_into_a_closed_pipe_exit_without_a_panic() {
+    // `sidecar --help | head -1`: the reader goes away before sidecar writes.
+    use std::process::{Command, Stdio};
+    let dir = TempDir::new();
+    let config = dir.write(
+        "sidecar.toml",
+        b"[server]\nlisten = \"127.0.0.1:0\"\n\n[[proxy]]\npath = \"/\"\nto = \"http://127.0.0.1:9/\"\n",
+    );
+    for args in [vec!["--help".to_string()], vec!["check".into(), "--config".into(), config.display().to_string()]] {
+        let mut child = Command::new(binary())
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sidecar");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}
