@@ -147,14 +147,14 @@ impl Cx<'_> {
         let base = inherit.unwrap_or_default();
         let interval = match interval {
             None => base.interval,
-            Some(v) => Some(self.duration(&Some(v.clone()), &format!("{table}.ws_ping_interval"), Duration::ZERO))
+            Some(_) => Some(self.duration(interval, &format!("{table}.ws_ping_interval"), Duration::ZERO))
                 .filter(|d| !d.is_zero()),
         };
         let pong_timeout = match pong_timeout {
             None => base.pong_timeout,
             Some(v) => {
                 let key = format!("{table}.ws_pong_timeout");
-                let d = self.duration(&Some(v.clone()), &key, base.pong_timeout);
+                let d = self.duration(pong_timeout, &key, base.pong_timeout);
                 if d.is_zero() {
                     self.err(v, key, "expected a duration above zero");
                     base.pong_timeout

@@ -155,6 +155,16 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
+    /// The value of the first cookie `name` across the `Cookie` lines (RFC 6265 §5.4:
+    /// `name=value` pairs separated by `;`, spaces around name and value ignored).
+    pub fn cookie(&self, name: &str) -> Option<&[u8]> {
+        self.headers.all("Cookie").flat_map(|v| v.split(|&b| b == b';')).find_map(|pair| {
+            let pair = trim(pair);
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            (trim(&pair[..eq]) == name.as_bytes()).then(|| trim(&pair[eq + 1..]))
+        })
+    }
+
     /// The request line as Apache's `%{THE_REQUEST}` shows it.
     pub fn request_line(&self) -> String {
         // Sized once: one allocation, no formatting machinery.

@@ -11,7 +11,7 @@ use crate::h1::head::{trim, RequestHead};
 pub(crate) fn hash_key<'r>(head: &'r RequestHead, source: &HashSource, client_ip: &'r str) -> Option<&'r [u8]> {
     let value = match source {
         HashSource::Query(name) => query_param(&head.target, name),
-        HashSource::Cookie(name) => cookie(head, name),
+        HashSource::Cookie(name) => head.cookie(name),
         HashSource::Header(name) => head.headers.get(name).map(trim),
         // An IPv4 client of a dual-stack listener hashes as itself, not as
         // `::ffff:a.b.c.d`, so it keeps its member if the listener changes.
@@ -29,16 +29,6 @@ fn query_param<'t>(target: &'t str, name: &str) -> Option<&'t [u8]> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
         (k == name).then_some(v.as_bytes())
-    })
-}
-
-/// The value of the first cookie `name` across the `Cookie` lines (RFC 6265 §5.4:
-/// `name=value` pairs separated by `;`, spaces around name and value ignored).
-fn cookie<'h>(head: &'h RequestHead, name: &str) -> Option<&'h [u8]> {
-    head.headers.all("Cookie").flat_map(|v| v.split(|&b| b == b';')).find_map(|pair| {
-        let pair = trim(pair);
-        let eq = pair.iter().position(|&b| b == b'=')?;
-        (trim(&pair[..eq]) == name.as_bytes()).then(|| trim(&pair[eq + 1..]))
     })
 }
 

@@ -260,13 +260,7 @@ fn outcome_of(cause: &UpstreamError) -> Outcome {
 
 /// The route part of the sticky cookie `name` (Apache: the value after its last '.').
 pub(crate) fn sticky_route(head: &RequestHead, name: &str) -> Option<String> {
-    head.headers.all("Cookie").flat_map(|v| v.split(|&b| b == b';')).find_map(|pair| {
-        let pair = crate::h1::head::trim(pair);
-        let (k, v) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
-        (k == name.as_bytes()).then(|| {
-            let v = &v[1..];
-            let route = v.rsplit(|&b| b == b'.').next().unwrap_or(v);
-            String::from_utf8_lossy(route).into_owned()
-        })
-    })
+    let v = head.cookie(name)?;
+    let route = v.rsplit(|&b| b == b'.').next().unwrap_or(v);
+    Some(String::from_utf8_lossy(route).into_owned())
 }

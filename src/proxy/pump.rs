@@ -574,7 +574,7 @@ impl<L: Future<Output = Leave>> Pump<L> {
         }
         let mut next = idle;
         if let Some(interval) = self.session.keepalive.interval {
-            for side in self.pinged_sides() {
+            for side in [Side::Client, Side::Backend].into_iter().filter(|&s| self.pinged(s)) {
                 next = next.min(match self.pings[side as usize] {
                     Some(p) => p.sent + self.session.keepalive.pong_timeout,
                     None => self.last_heard[side as usize] + interval,
@@ -584,10 +584,9 @@ impl<L: Future<Output = Leave>> Pump<L> {
         next
     }
 
-    /// The sides that get keepalive Pings.
-    fn pinged_sides(&self) -> impl Iterator<Item = Side> {
-        let backend = self.session.keepalive.backend;
-        [Side::Client, Side::Backend].into_iter().filter(move |&s| s == Side::Client || backend)
+    /// Whether `side` gets keepalive Pings (when they are on).
+    fn pinged(&self, side: Side) -> bool {
+        side == Side::Client || self.session.keepalive.backend
     }
 
     /// The timer fired: whatever is due. `Some`: the tunnel ends now.
@@ -609,10 +608,10 @@ impl<L: Future<Output = Leave>> Pump<L> {
         let interval = self.session.keepalive.interval?;
         let pong_timeout = self.session.keepalive.pong_timeout;
         for side in [Side::Client, Side::Backend] {
-            let i = side as usize;
-            if side == Side::Backend && !self.session.keepalive.backend {
+            if !self.pinged(side) {
                 continue;
             }
+            let i = side as usize;
             if let Some(p) = self.pings[i] {
                 if self.last_heard[i] > p.sent {
                     // Anything from the peer shows it is alive.

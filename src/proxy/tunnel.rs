@@ -19,13 +19,12 @@ use crate::target::Url;
 
 use super::decide::Destination;
 use super::error::{ProxyError, UpstreamError};
-use super::lease::Lease;
 use super::pump::{self, Cause, Leave, Session, TunnelEnd};
 use super::request::Request;
 use super::Next;
 
-/// Accepts a backend's 101 for `req`: checks it, relays it to the client and counts
-/// the tunnel on the member. The caller runs the tunnel with `run`.
+/// Accepts a backend's 101 for `req`: checks it and relays it to the client. The caller
+/// counts the tunnel on the member (`Lease::into_tunnel`) and runs it with `run`.
 pub(super) async fn switch(
     req: &mut Request<'_>,
     dest: &Destination,
@@ -44,7 +43,6 @@ pub(super) async fn switch(
     req.write_client_head(res, dest, Version::Http11, Framing::None, ClientConnection::Upgrade, &mut out);
     client.write_flush(&out).await.map_err(ProxyError::ClientGone)?;
     req.progress.responded = true;
-    req.lease = req.lease.take().map(Lease::into_tunnel);
     let session = Session {
         idle: req.config.timeouts.tunnel_idle,
         keepalive: dest.keepalive,
