@@ -42,6 +42,26 @@ pub struct NormPath {
 }
 
 impl NormPath {
+    pub fn as_ref(&self) -> NormRef<'_> {
+        NormRef { path: &self.path, query: self.query.as_deref() }
+    }
+
+    /// The fully %-decoded path, Apache's `r->uri` and `%{REQUEST_URI}`.
+    pub fn decoded(&self) -> String {
+        self.as_ref().decoded()
+    }
+}
+
+/// A `NormPath` whose path lives in a buffer the caller reuses and whose query
+/// borrows from the request target: what the request path routes with, allocating
+/// nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NormRef<'a> {
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+}
+
+impl NormRef<'_> {
     /// The fully %-decoded path, Apache's `r->uri` and `%{REQUEST_URI}`.
     pub fn decoded(&self) -> String {
         let bytes = self.path.as_bytes();
@@ -72,6 +92,13 @@ fn hex_pair(bytes: &[u8], at: usize) -> Option<u8> {
 /// Splits an origin-form or absolute-form target and normalises its path. The
 /// authority of an absolute-form target is dropped: it never chooses the upstream.
 pub fn normalize_target(target: &str) -> Result<NormPath, PathError> {
+    let mut path = String::new();
+    let query = normalize_target_into(target, &mut path)?.query.map(str::to_string);
+    Ok(NormPath { path, query })
+}
+
+/// `normalize_target` with the path written into `buf` (cleared first).
+pub fn normalize_target_into<'a>(target: &'a str, buf: &'a mut String) -> Result<NormRef<'a>, PathError> {
     let origin = match target.find("://") {
         Some(i) if !target[..i].contains('/') => {
             let rest = &target[i + 3..];
@@ -80,65 +107,92 @@ pub fn normalize_target(target: &str) -> Result<NormPath, PathError> {
         _ => target,
     };
     let (raw_path, query) = match origin.split_once('?') {
-        Some((p, q)) => (p, Some(q.to_string())),
+        Some((p, q)) => (p, Some(q)),
         None => (origin, None),
     };
     let raw_path = if raw_path.is_empty() { "/" } else { raw_path };
-    Ok(NormPath { path: normalize_path(raw_path)?, query })
+    normalize_path_into(raw_path, buf)?;
+    Ok(NormRef { path: buf, query })
 }
 
-fn normalize_path(raw: &str) -> Result<String, PathError> {
+fn normalize_path_into(raw: &str, out: &mut String) -> Result<(), PathError> {
+    out.clear();
     if raw == "*" {
-        return Ok("*".to_string());
+        out.push('*');
+        return Ok(());
     }
     let bytes = raw.as_bytes();
-    // Pass 1: escapes.
-    let mut unescaped = String::with_capacity(raw.len());
+    // Pass 1: every escape is judged before any segment, so a path with both a bad
+    // escape and too many `..` gets the escape's answer.
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let b = hex_pair(bytes, i + 1).ok_or(PathError::Malformed("invalid percent escape in path"))?;
-                match b {
+                match hex_pair(bytes, i + 1).ok_or(PathError::Malformed("invalid percent escape in path"))? {
                     0 => return Err(PathError::Malformed("%00 in path")),
                     b'/' | b'\\' => return Err(PathError::EncodedSlash),
-                    b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => {
-                        unescaped.push(b as char)
-                    }
-                    b => unescaped.push_str(&format!("%{b:02X}")),
+                    _ => {}
                 }
                 i += 3;
             }
             b'\\' => return Err(PathError::Malformed("backslash in path")),
-            b => {
-                unescaped.push(b as char);
-                i += 1;
-            }
+            _ => i += 1,
         }
     }
-    // Pass 2: segments (RFC 3986 §5.2.4), with empty segments merged as Apache does.
-    let mut segments: Vec<&str> = Vec::new();
-    let trailing = unescaped.ends_with('/') || unescaped.ends_with("/.") || unescaped.ends_with("/..");
-    for seg in unescaped.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                if segments.pop().is_none() {
-                    return Err(PathError::Malformed("path climbs above the root"));
-                }
-            }
-            s => segments.push(s),
-        }
-    }
-    let mut out = String::with_capacity(unescaped.len());
-    for s in &segments {
+    // Pass 2: segment by segment (RFC 3986 §5.2.4), each unescaped first (so `%2E%2E`
+    // is a dot segment; no escape can hide a `/`, pass 1 refused those), empty
+    // segments merged as Apache does. Each segment is written, then taken back if it
+    // is a dot or empty one: the output never needs a second buffer.
+    let mut trailing = false;
+    for (k, segment) in raw.split('/').enumerate() {
+        let mark = out.len();
         out.push('/');
-        out.push_str(s);
+        unescape_into(segment, out);
+        let dots = match &out[mark + 1..] {
+            "" | "." => 1,
+            ".." => 2,
+            _ => 0,
+        };
+        // A path ending in `/`, `/.` or `/..` keeps its trailing slash.
+        trailing = k > 0 && dots > 0;
+        if dots > 0 {
+            out.truncate(mark);
+        }
+        if dots == 2 {
+            let parent = out.rfind('/').ok_or(PathError::Malformed("path climbs above the root"))?;
+            out.truncate(parent);
+        }
     }
     if out.is_empty() || trailing {
         out.push('/');
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Appends `segment` with unreserved `%XX` decoded and other escapes upper-cased
+/// (escapes were checked by the caller).
+fn unescape_into(segment: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let bytes = segment.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], hex_pair(bytes, i + 1)) {
+            (b'%', Some(b)) => {
+                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                    out.push(b as char);
+                } else {
+                    out.push('%');
+                    out.push(HEX[usize::from(b >> 4)] as char);
+                    out.push(HEX[usize::from(b & 15)] as char);
+                }
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b as char);
+                i += 1;
+            }
+        }
+    }
 }
 
 /// The route table, longest prefix first.
@@ -171,23 +225,60 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 /// The upstream request-target for `path` under `route_prefix`, sent to a target
 /// whose own path is `to_path`: ProxyPass `/api` `http://b/x` sends `/api/y` as `/x/y`.
 pub fn upstream_target(route_prefix: &str, to_path: &str, path: &NormPath) -> String {
-    let rest = if route_prefix == "/" { &path.path[..] } else { &path.path[route_prefix.len()..] };
-    let mut out = join_paths(to_path, rest);
-    if let Some(q) = &path.query {
+    let mut out = String::new();
+    upstream_target_into(route_prefix, to_path, path.as_ref(), &mut out);
+    out
+}
+
+/// `upstream_target` written into `out` (cleared first).
+pub fn upstream_target_into(route_prefix: &str, to_path: &str, path: NormRef<'_>, out: &mut String) {
+    let rest = if route_prefix == "/" { path.path } else { &path.path[route_prefix.len()..] };
+    out.clear();
+    join_paths_into(to_path, rest, out);
+    if let Some(q) = path.query {
         out.push('?');
         out.push_str(q);
     }
-    out
 }
 
 /// Joins two path parts with exactly one `/` between them.
 pub fn join_paths(base: &str, rest: &str) -> String {
+    let mut out = String::new();
+    join_paths_into(base, rest, &mut out);
+    out
+}
+
+/// `join_paths` appended to `out`.
+pub fn join_paths_into(base: &str, rest: &str, out: &mut String) {
     let base = if base.is_empty() { "/" } else { base };
+    out.push_str(base);
     match (base.ends_with('/'), rest.starts_with('/')) {
-        (_, _) if rest.is_empty() => base.to_string(),
-        (true, true) => format!("{base}{}", &rest[1..]),
-        (false, false) => format!("{base}/{rest}"),
-        _ => format!("{base}{rest}"),
+        _ if rest.is_empty() => {}
+        (true, true) => out.push_str(&rest[1..]),
+        (false, false) => {
+            out.push('/');
+            out.push_str(rest);
+        }
+        _ => out.push_str(rest),
+    }
+}
+
+/// Which route or rule decided where a request went, as access lines and metrics name
+/// it (`proxy[0]`, `rewrite[2]`): two numbers, formatted only when a line is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RouteLabel {
+    /// The `[[proxy]]` entry at this position in the config file.
+    Proxy(usize),
+    /// The rewrite rule at this position.
+    Rewrite(usize),
+}
+
+impl std::fmt::Display for RouteLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Proxy(i) => write!(f, "proxy[{i}]"),
+            Self::Rewrite(i) => write!(f, "rewrite[{i}]"),
+        }
     }
 }
 
@@ -264,6 +355,21 @@ mod tests {
                 _ => assert_eq!(got, want, "input {input:?}"),
             }
         }
+    }
+
+    #[test]
+    fn normalising_into_a_used_buffer_gives_the_same_path() {
+        let mut buf = String::from("/left/over/from/the/last/request");
+        for input in ["/", "/api/../admin", "/a/%2e%2e", "//x//y/", "/a%3fb?q=1", "http://h", "*", "/%2e%2e/api"] {
+            let owned = normalize_target(input);
+            let reused =
+                normalize_target_into(input, &mut buf).map(|n| (n.path.to_string(), n.query.map(str::to_string)));
+            assert_eq!(reused, owned.map(|n| (n.path, n.query)), "input {input:?}");
+        }
+        let path = normalize_target("/api/y?x=1").expect("valid");
+        let mut out = String::from("stale");
+        upstream_target_into("/api", "/x", path.as_ref(), &mut out);
+        assert_eq!(out, "/x/y?x=1");
     }
 
     #[test]

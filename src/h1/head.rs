@@ -1,7 +1,8 @@
 //! PURE. HTTP/1 heads: httparse → `RequestHead` / `ResponseHead`, with every check
 //! RFC 9112 makes a MUST (docs/security.md, S13–S19, S24, B1, B2; the ids in comments
-//! below refer to it too). A head is kept as its raw bytes plus offsets, so parsing one
-//! allocates two vectors and no string per header.
+//! below refer to it too). A head is kept as its raw bytes plus offsets, no string per
+//! header; the `_into` parsers refill a head the caller keeps, so a connection that
+//! reuses one allocates nothing per request.
 //!
 //! Framing (Content-Length / Transfer-Encoding) is decided in `framing.rs`; this file
 //! only guarantees that every line is well-formed.
@@ -91,15 +92,24 @@ pub struct Headers {
 }
 
 impl Headers {
-    /// `parsed` borrows from `buf`; offsets are taken before `buf` is copied.
-    fn from_parsed(buf: &[u8], parsed: &[httparse::Header<'_>]) -> Self {
+    /// Replaces the lines with `parsed`, which borrows from `buf`; offsets are taken
+    /// before `buf` is copied. The storage is reused: no allocation once it has grown
+    /// to the size of the heads it holds.
+    fn refill(&mut self, buf: &[u8], parsed: &[httparse::Header<'_>]) {
         let base = buf.as_ptr() as usize;
         let offset = |s: &[u8]| {
             let start = (s.as_ptr() as usize).wrapping_sub(base) as u32;
             start..start + s.len() as u32
         };
-        let lines = parsed.iter().map(|h| (offset(h.name.as_bytes()), offset(h.value))).collect();
-        Self { raw: buf.to_vec(), lines }
+        self.lines.clear();
+        self.lines.extend(parsed.iter().map(|h| (offset(h.name.as_bytes()), offset(h.value))));
+        self.raw.clear();
+        self.raw.extend_from_slice(buf);
+    }
+
+    /// Bytes of heap the lines hold (kept for reuse after `refill`).
+    pub fn capacity_bytes(&self) -> usize {
+        self.raw.capacity() + self.lines.capacity() * std::mem::size_of::<(Range<u32>, Range<u32>)>()
     }
 
     /// `(name, value)` in the order received; names keep their case.
@@ -167,16 +177,27 @@ impl RequestHead {
 
     /// The request line as Apache's `%{THE_REQUEST}` shows it.
     pub fn request_line(&self) -> String {
-        // Sized once: one allocation, no formatting machinery.
+        let mut line = String::new();
+        self.write_request_line(&mut line);
+        line
+    }
+
+    /// Appends the request line to `out`: no formatting machinery, and no allocation
+    /// when `out` has room.
+    pub fn write_request_line(&self, out: &mut String) {
         let version = self.version.as_str();
-        let mut line = String::with_capacity(self.method.len() + self.target.len() + version.len() + 2);
+        out.reserve(self.method.len() + self.target.len() + version.len() + 2);
         for (i, part) in [self.method.as_str(), self.target.as_str(), version].into_iter().enumerate() {
             if i > 0 {
-                line.push(' ');
+                out.push(' ');
             }
-            line.push_str(part);
+            out.push_str(part);
         }
-        line
+    }
+
+    /// Bytes of heap the head holds (kept for reuse by `parse_request_head_into`).
+    pub fn capacity_bytes(&self) -> usize {
+        self.method.capacity() + self.target.capacity() + self.headers.capacity_bytes()
     }
 
     /// The `Host` header. The parser accepts only a valid host (`is_valid_host`), which
@@ -203,6 +224,14 @@ impl RequestHead {
 /// Parses a complete request head (`buf` ends with CRLFCRLF, checked by `HeadScanner`)
 /// of at most `max_headers` header lines.
 pub fn parse_request_head(buf: &[u8], max_headers: usize) -> Result<RequestHead, HeadError> {
+    let mut head = RequestHead::default();
+    parse_request_head_into(buf, max_headers, &mut head)?;
+    Ok(head)
+}
+
+/// `parse_request_head` into `head`, reusing its storage. After an error `head` holds
+/// no meaningful request.
+pub fn parse_request_head_into(buf: &[u8], max_headers: usize, head: &mut RequestHead) -> Result<(), HeadError> {
     let mut all = [httparse::EMPTY_HEADER; MAX_HEADERS_LIMIT];
     let slots = &mut all[..max_headers.clamp(1, MAX_HEADERS_LIMIT)];
     let mut req = httparse::Request::new(slots);
@@ -210,21 +239,21 @@ pub fn parse_request_head(buf: &[u8], max_headers: usize) -> Result<RequestHead,
         httparse::Status::Complete(_) => {}
         httparse::Status::Partial => return Err(HeadError::Malformed("incomplete head")),
     }
-    let method = req.method.unwrap_or_default().to_string();
     let target = req.path.unwrap_or_default();
     if !target.bytes().all(crate::target::is_target_byte) {
         return Err(HeadError::Malformed("request target contains a control, space, non-ASCII byte or '#'"));
     }
-    let target = target.to_string();
-    let version = if req.version == Some(0) { Version::Http10 } else { Version::Http11 };
     let n = req.headers.len();
-    let headers = Headers::from_parsed(buf, &req.headers[..n]);
     if target.len() > MAX_LINE_BYTES || head_lines_too_long(&req.headers[..n]) {
         return Err(HeadError::TooLarge);
     }
-    let head = RequestHead { method, target, version, headers };
-    check_request(&head)?;
-    Ok(head)
+    head.method.clear();
+    head.method.push_str(req.method.unwrap_or_default());
+    head.target.clear();
+    head.target.push_str(target);
+    head.version = if req.version == Some(0) { Version::Http10 } else { Version::Http11 };
+    head.headers.refill(buf, &req.headers[..n]);
+    check_request(head)
 }
 
 fn head_lines_too_long(headers: &[httparse::Header<'_>]) -> bool {
@@ -288,7 +317,7 @@ pub fn is_valid_host(v: &[u8]) -> bool {
 }
 
 /// A parsed, validated response head.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ResponseHead {
     pub status: u16,
     pub reason: String,
@@ -299,6 +328,14 @@ pub struct ResponseHead {
 /// Parses a complete response head from a backend. Anything odd is the backend's
 /// fault and ends in 502 (docs/security.md, "Backend responses").
 pub fn parse_response_head(buf: &[u8]) -> Result<ResponseHead, HeadError> {
+    let mut head = ResponseHead::default();
+    parse_response_head_into(buf, &mut head)?;
+    Ok(head)
+}
+
+/// `parse_response_head` into `head`, reusing its storage. After an error `head` holds
+/// no meaningful response.
+pub fn parse_response_head_into(buf: &[u8], head: &mut ResponseHead) -> Result<(), HeadError> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut slots);
     match res.parse(buf).map_err(from_httparse)? {
@@ -313,11 +350,20 @@ pub fn parse_response_head(buf: &[u8]) -> Result<ResponseHead, HeadError> {
     if !reason.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) {
         return Err(HeadError::Malformed("invalid reason phrase"));
     }
-    let reason = reason.to_string();
-    let version = if res.version == Some(0) { Version::Http10 } else { Version::Http11 };
+    head.status = status;
+    head.reason.clear();
+    head.reason.push_str(reason);
+    head.version = if res.version == Some(0) { Version::Http10 } else { Version::Http11 };
     let n = res.headers.len();
-    let headers = Headers::from_parsed(buf, &res.headers[..n]);
-    Ok(ResponseHead { status, reason, version, headers })
+    head.headers.refill(buf, &res.headers[..n]);
+    Ok(())
+}
+
+impl ResponseHead {
+    /// Bytes of heap the head holds (kept for reuse by `parse_response_head_into`).
+    pub fn capacity_bytes(&self) -> usize {
+        self.reason.capacity() + self.headers.capacity_bytes()
+    }
 }
 
 #[cfg(test)]
@@ -395,6 +441,30 @@ mod tests {
         assert_eq!(names, ["Host", "X-Mixed-Case", "Connection"]);
         assert!(h.headers.has_token("connection", "upgrade"));
         assert!(!h.headers.has_token("connection", "close"));
+    }
+
+    #[test]
+    fn a_head_parsed_into_reused_storage_keeps_nothing_of_the_last_one() {
+        let long = "POST /a/long/target?with=query HTTP/1.1\r\nHost: first.example\r\nX-A: 1\r\nX-B: 2\r\n\
+                    Content-Length: 0\r\n\r\n";
+        let short = "GET /b HTTP/1.0\r\nHost: h\r\n\r\n";
+        let mut reused = parse_request_head(long.as_bytes(), MAX_HEADERS).expect("valid");
+        parse_request_head_into(short.as_bytes(), MAX_HEADERS, &mut reused).expect("valid");
+        let fresh = parse_request_head(short.as_bytes(), MAX_HEADERS).expect("valid");
+        let lines = |h: &RequestHead| h.headers.iter().map(|(n, v)| (n.to_string(), v.to_vec())).collect::<Vec<_>>();
+        assert_eq!(
+            (&reused.method, &reused.target, reused.version, lines(&reused)),
+            (&fresh.method, &fresh.target, fresh.version, lines(&fresh))
+        );
+        // A refused head leaves the storage usable for the next one.
+        assert!(parse_request_head_into(b"GET / HTTP/1.1\r\n\r\n", MAX_HEADERS, &mut reused).is_err());
+        parse_request_head_into(short.as_bytes(), MAX_HEADERS, &mut reused).expect("valid");
+        assert_eq!(lines(&reused), lines(&fresh));
+
+        let mut res = parse_response_head(b"HTTP/1.1 404 Not Found Here\r\nX-A: 1\r\nX-B: 2\r\n\r\n").expect("valid");
+        parse_response_head_into(b"HTTP/1.0 200 \r\nX-C: 3\r\n\r\n", &mut res).expect("valid");
+        assert_eq!((res.status, res.reason.as_str(), res.version), (200, "", Version::Http10));
+        assert_eq!(res.headers.iter().map(|(n, v)| (n, v.to_vec())).collect::<Vec<_>>(), [("X-C", b"3".to_vec())]);
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! - Deadlines live in a table (`timers.rs`) whose earliest entry is the wait's
 //!   timeout: an idle worker sleeps in `epoll_wait` until its next deadline.
 //! - The clock is read once per wake-up (`now`).
+//! - What a request needs for its duration (the box its future runs in, the buffers it
+//!   parses and writes into) is reused from the worker's last requests (`reuse.rs`).
 //!
 //! The poller is rustix's epoll, the same calls the `polling` crate makes: `polling`
 //! re-arms a timerfd and its notifier with two `epoll_ctl` calls, a `timerfd_settime`
@@ -26,11 +28,13 @@
 
 mod io;
 mod ready;
+mod reuse;
 mod signal;
 pub(crate) mod timers;
 
 pub use io::{connect, Io};
 pub use ready::Ready;
+pub use reuse::{FreeList, FuturePool};
 pub use signal::{Signal, Wait};
 
 use std::cell::{Cell, RefCell};
