@@ -7,6 +7,8 @@ use std::fmt::{self, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::route::RouteLabel;
+
 /// `[server] access_log`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum AccessFormat {
@@ -30,7 +32,7 @@ pub struct AccessRecord {
     /// From the first byte of the request head to the backend's response head.
     pub ttfb: Option<Duration>,
     pub elapsed: Duration,
-    pub route: Option<String>,
+    pub route: Option<RouteLabel>,
     pub replica: Option<String>,
     pub tries: u32,
     /// Tunnel bytes client→backend and backend→client.
@@ -149,7 +151,7 @@ impl AccessRecord {
             ("request", self.request_line.clone()),
             ("referer", self.referer.clone()),
             ("user_agent", self.user_agent.clone()),
-            ("route", self.route.clone()),
+            ("route", self.route.map(|r| r.to_string())),
             ("replica", self.replica.clone()),
         ];
         for (name, value) in fields {
@@ -185,7 +187,11 @@ impl AccessRecord {
 /// total=…ms [tries=…] [up=… down=…] [reason="…"]`.
 impl fmt::Display for AccessRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "route={} replica={}", self.route.as_deref().unwrap_or("-"), self.replica.as_deref().unwrap_or("-"))?;
+        match self.route {
+            Some(route) => write!(f, "route={route}")?,
+            None => f.write_str("route=-")?,
+        }
+        write!(f, " replica={}", self.replica.as_deref().unwrap_or("-"))?;
         match self.ttfb {
             Some(t) => write!(f, " ttfb={}ms", t.as_millis())?,
             None => f.write_str(" ttfb=-")?,
@@ -248,7 +254,7 @@ mod tests {
             bytes: Some(5120),
             ttfb: Some(Duration::from_millis(3)),
             elapsed: Duration::from_millis(12),
-            route: Some("proxy[0]".into()),
+            route: Some(RouteLabel::Proxy(0)),
             replica: Some("https://server01:3000".into()),
             tries: 1,
             ..Default::default()

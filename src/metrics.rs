@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::route::RouteLabel;
+
 /// Upper bounds of the request duration histogram, in seconds.
 const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
@@ -20,7 +22,8 @@ pub struct RouteCounters {
 
 #[derive(Default)]
 pub struct Metrics {
-    routes: RwLock<Vec<(String, Arc<RouteCounters>)>>,
+    /// Per route label; `None` counts requests that never reached a route.
+    routes: RwLock<Vec<(Option<RouteLabel>, Arc<RouteCounters>)>>,
     duration_buckets: [AtomicU64; BUCKETS.len()],
     duration_count: AtomicU64,
     duration_sum_micros: AtomicU64,
@@ -38,23 +41,24 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    fn route(&self, label: &str) -> Arc<RouteCounters> {
+    fn route(&self, label: Option<RouteLabel>) -> Arc<RouteCounters> {
         if let Ok(routes) = self.routes.read() {
-            if let Some((_, c)) = routes.iter().find(|(l, _)| l == label) {
+            if let Some((_, c)) = routes.iter().find(|(l, _)| *l == label) {
                 return Arc::clone(c);
             }
         }
         let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, c)) = routes.iter().find(|(l, _)| l == label) {
+        if let Some((_, c)) = routes.iter().find(|(l, _)| *l == label) {
             return Arc::clone(c);
         }
         let c = Arc::new(RouteCounters::default());
-        routes.push((label.to_string(), Arc::clone(&c)));
+        routes.push((label, Arc::clone(&c)));
         c
     }
 
-    /// Counts one finished request (`label` = `proxy[0]`, `rewrite[1]` or `-`).
-    pub fn request(&self, label: &str, status: u16, elapsed: Duration) {
+    /// Counts one finished request (`label`: `proxy[0]`, `rewrite[1]`, or `None`
+    /// shown as `-`).
+    pub fn request(&self, label: Option<RouteLabel>, status: u16, elapsed: Duration) {
         let class = match status {
             100..=599 => usize::from(status / 100),
             _ => 0,
@@ -74,6 +78,7 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE sidecar_requests_total counter");
         if let Ok(routes) = self.routes.read() {
             for (label, c) in routes.iter() {
+                let label = label.map_or_else(|| "-".to_string(), |l| l.to_string());
                 for (class, n) in c.by_class.iter().enumerate() {
                     let n = n.load(Relaxed);
                     let class = if class == 0 { "none".to_string() } else { format!("{class}xx") };
@@ -140,9 +145,9 @@ mod tests {
     #[test]
     fn renders_counters() {
         let m = Metrics::default();
-        m.request("proxy[0]", 200, Duration::from_millis(3));
-        m.request("proxy[0]", 502, Duration::from_millis(30));
-        m.request("-", 400, Duration::from_micros(10));
+        m.request(Some(RouteLabel::Proxy(0)), 200, Duration::from_millis(3));
+        m.request(Some(RouteLabel::Proxy(0)), 502, Duration::from_millis(30));
+        m.request(None, 400, Duration::from_micros(10));
         let mut out = String::new();
         m.render(&mut out);
         for want in [

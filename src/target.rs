@@ -67,11 +67,15 @@ pub struct Url {
 impl Url {
     /// `host[:port]` as it goes into a `Host` header: the port only when not the default.
     pub fn authority(&self) -> String {
-        if self.port == self.scheme.default_port() {
-            self.host.clone()
-        } else {
-            format!("{}:{}", self.host, self.port)
+        match self.explicit_port() {
+            None => self.host.clone(),
+            Some(port) => format!("{}:{port}", self.host),
         }
+    }
+
+    /// The port as an authority shows it: `None` when it is the scheme's default.
+    pub fn explicit_port(&self) -> Option<u16> {
+        (self.port != self.scheme.default_port()).then_some(self.port)
     }
 
     /// `scheme://authority` with no path: the identity of a replica.

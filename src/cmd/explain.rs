@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::h1::framing::request_framing;
 use crate::h1::head::{parse_request_head, RequestHead, MAX_HEADERS_LIMIT};
 use crate::h1::upgrade::{classify_upgrade, Upgrade};
-use crate::proxy::{decide_traced, hash_key, sticky_route, ClientInfo, Decided};
+use crate::proxy::{decide_traced, hash_key, sticky_route, ClientInfo, Decided, RouteBufs};
 use crate::rewrite::Trace;
 use crate::target::Target;
 
@@ -86,7 +86,8 @@ pub fn explain(config: &Config, head: &RequestHead) -> String {
         return out;
     }
     let mut steps = Steps { config, out: String::new() };
-    let decided = decide_traced(config, head, &info, upgrade, &mut steps);
+    let mut bufs = RouteBufs::default();
+    let decided = decide_traced(config, head, &info, upgrade, &mut bufs, &mut steps);
     out.push_str(&steps.out);
     if config.rule_sources.is_empty() {
         let _ = writeln!(out, "no rewrite rules");
@@ -110,7 +111,7 @@ pub fn explain(config: &Config, head: &RequestHead) -> String {
     let kind = if dest.websocket { "WebSocket handshake, tunnelled after a valid 101" } else { "HTTP request" };
     let _ =
         writeln!(out, "decision: {} forwards it to {} as {:?} ({kind})", dest.label, dest.target, dest.upstream_target);
-    let Target::Balancer { name, .. } = &dest.target else {
+    let Target::Balancer { name, .. } = &*dest.target else {
         return out;
     };
     let Some(shared) = config.balancer(name) else {

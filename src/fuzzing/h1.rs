@@ -135,7 +135,7 @@ pub fn request_head(data: &[u8]) {
 
 /// The head sidecar writes for `head`.
 fn forwarded(head: &RequestHead, target: &str, host: &str, framing: Framing, websocket: bool) -> Vec<u8> {
-    let outgoing = Outgoing { target, host, framing, websocket };
+    let outgoing = Outgoing { target, host, port: None, framing, websocket };
     let fwd = Forwarding { peer_ip: "10.0.0.7", proto: "https", via: Some("sidecar") };
     let mut out = Vec::new();
     write_request_head(head, &outgoing, &fwd, &mut out);

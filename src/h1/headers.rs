@@ -4,8 +4,6 @@
 //! hop-by-hop headers removed, `X-Forwarded-*` and `Via` added, and ProxyPassReverse
 //! applied.
 
-use std::io::Write;
-
 use super::framing::Framing;
 use super::head::{tokens, Headers, RequestHead, ResponseHead, Version};
 
@@ -37,8 +35,9 @@ pub struct Forwarding<'a> {
 pub struct Outgoing<'a> {
     /// The request-target to send (origin-form, valid on the wire).
     pub target: &'a str,
-    /// The `Host` header to send.
+    /// The `Host` header to send, followed by `:port` when `port` is `Some`.
     pub host: &'a str,
+    pub port: Option<u16>,
     pub framing: Framing,
     /// Forward as a WebSocket handshake (`Upgrade: websocket`, `Connection: Upgrade`).
     pub websocket: bool,
@@ -47,46 +46,54 @@ pub struct Outgoing<'a> {
 /// Writes the request head for the backend. Always HTTP/1.1: the backend connection is
 /// pooled whatever the client spoke.
 pub fn write_request_head(head: &RequestHead, out: &Outgoing<'_>, fwd: &Forwarding<'_>, buf: &mut Vec<u8>) {
-    let _ = write!(buf, "{} {} HTTP/1.1\r\nHost: {}\r\n", head.method, out.target, out.host);
+    for part in [head.method.as_str(), " ", out.target, " HTTP/1.1\r\nHost: ", out.host] {
+        buf.extend_from_slice(part.as_bytes());
+    }
+    if let Some(port) = out.port {
+        buf.push(b':');
+        push_decimal(buf, port.into());
+    }
+    buf.extend_from_slice(b"\r\n");
     let h = &head.headers;
-    let mut xff: Vec<&[u8]> = Vec::new();
-    let mut via: Vec<&[u8]> = Vec::new();
-    for (name, value) in h.iter() {
-        if name.contains('_')
+    // Kept where they are and gathered in one pass each below, rather than collected:
+    // a request's head is written without allocating.
+    let is_xff = |name: &str| name.eq_ignore_ascii_case("X-Forwarded-For");
+    let is_via = |name: &str| fwd.via.is_some() && name.eq_ignore_ascii_case("Via");
+    let forwarded = |name: &str| {
+        !(name.contains('_')
             || is_hop_by_hop(name, h)
-            || REWRITTEN_ON_REQUEST.iter().any(|r| r.eq_ignore_ascii_case(name))
-        {
-            continue;
+            || REWRITTEN_ON_REQUEST.iter().any(|r| r.eq_ignore_ascii_case(name)))
+    };
+    for (name, value) in h.iter() {
+        if forwarded(name) && !is_xff(name) && !is_via(name) {
+            push_header(buf, name, value);
         }
-        if name.eq_ignore_ascii_case("X-Forwarded-For") {
-            xff.push(value);
-            continue;
-        }
-        if fwd.via.is_some() && name.eq_ignore_ascii_case("Via") {
-            via.push(value);
-            continue;
-        }
-        push_header(buf, name, value);
     }
     // Added after stripping, so a client's `Connection: X-Forwarded-For` cannot remove
     // them (CVE-2022-31813). The client's XFF is kept in front, as Apache does; only
     // the last element is sidecar's own word.
     buf.extend_from_slice(b"X-Forwarded-For: ");
-    for v in &xff {
+    for (_, v) in h.iter().filter(|&(name, _)| is_xff(name) && forwarded(name)) {
         buf.extend_from_slice(v);
         buf.extend_from_slice(b", ");
     }
-    let _ = write!(buf, "{}\r\n", fwd.peer_ip);
+    buf.extend_from_slice(fwd.peer_ip.as_bytes());
+    buf.extend_from_slice(b"\r\n");
     if let Some(client_host) = h.get("Host") {
         push_header(buf, "X-Forwarded-Host", client_host);
     }
-    let _ = write!(buf, "X-Forwarded-Proto: {}\r\n", fwd.proto);
+    for part in ["X-Forwarded-Proto: ", fwd.proto, "\r\n"] {
+        buf.extend_from_slice(part.as_bytes());
+    }
     if let Some(pseudonym) = fwd.via {
-        write_via(buf, &via, head.version, pseudonym);
+        let earlier = h.iter().filter(|&(name, _)| is_via(name) && forwarded(name)).map(|(_, v)| v);
+        write_via(buf, earlier, head.version, pseudonym);
     }
     match out.framing {
         Framing::Length(n) => {
-            let _ = write!(buf, "Content-Length: {n}\r\n");
+            buf.extend_from_slice(b"Content-Length: ");
+            push_decimal(buf, n);
+            buf.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         Framing::None | Framing::UntilClose => {}
@@ -97,14 +104,31 @@ pub fn write_request_head(head: &RequestHead, out: &Outgoing<'_>, fwd: &Forwardi
     buf.extend_from_slice(b"\r\n");
 }
 
-fn write_via(buf: &mut Vec<u8>, earlier: &[&[u8]], version: Version, pseudonym: &str) {
+fn write_via<'v>(buf: &mut Vec<u8>, earlier: impl Iterator<Item = &'v [u8]>, version: Version, pseudonym: &str) {
     buf.extend_from_slice(b"Via: ");
     for v in earlier {
         buf.extend_from_slice(v);
         buf.extend_from_slice(b", ");
     }
-    let proto = if version == Version::Http10 { "1.0" } else { "1.1" };
-    let _ = write!(buf, "{proto} {pseudonym}\r\n");
+    let proto = if version == Version::Http10 { "1.0 " } else { "1.1 " };
+    for part in [proto, pseudonym, "\r\n"] {
+        buf.extend_from_slice(part.as_bytes());
+    }
+}
+
+/// Appends `n` in decimal, without the formatting machinery.
+fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[at..]);
 }
 
 fn push_header(buf: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -137,10 +161,15 @@ pub fn write_response_head(
     buf: &mut Vec<u8>,
 ) {
     let reason = if res.reason.is_empty() { "-" } else { &res.reason };
-    let _ = write!(buf, "{} {} {}\r\n", client_version.as_str(), res.status, reason);
+    buf.extend_from_slice(client_version.as_str().as_bytes());
+    buf.push(b' ');
+    push_decimal(buf, res.status.into());
+    buf.push(b' ');
+    buf.extend_from_slice(reason.as_bytes());
+    buf.extend_from_slice(b"\r\n");
     let h = &res.headers;
     let bodiless = matches!(framing, Framing::None);
-    let mut via_seen: Vec<&[u8]> = Vec::new();
+    let is_via = |name: &str| via.is_some() && name.eq_ignore_ascii_case("Via");
     for (name, value) in h.iter() {
         if is_hop_by_hop(name, h) {
             continue;
@@ -150,8 +179,7 @@ pub fn write_response_head(
         if name.eq_ignore_ascii_case("Content-Length") && !(bodiless && res.status != 204 && res.status >= 200) {
             continue;
         }
-        if via.is_some() && name.eq_ignore_ascii_case("Via") {
-            via_seen.push(value);
+        if is_via(name) {
             continue;
         }
         if ["Location", "Content-Location", "URI"].iter().any(|n| n.eq_ignore_ascii_case(name)) {
@@ -163,11 +191,14 @@ pub fn write_response_head(
         push_header(buf, name, value);
     }
     if let Some(pseudonym) = via {
-        write_via(buf, &via_seen, res.version, pseudonym);
+        let earlier = h.iter().filter(|&(name, _)| is_via(name) && !is_hop_by_hop(name, h)).map(|(_, v)| v);
+        write_via(buf, earlier, res.version, pseudonym);
     }
     match framing {
         Framing::Length(n) => {
-            let _ = write!(buf, "Content-Length: {n}\r\n");
+            buf.extend_from_slice(b"Content-Length: ");
+            push_decimal(buf, n);
+            buf.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         Framing::None | Framing::UntilClose => {}
@@ -193,7 +224,8 @@ mod tests {
 
     fn forward(request: &str, via: Option<&str>) -> String {
         let head = parse_request_head(request.as_bytes(), MAX_HEADERS).expect("valid head");
-        let out = Outgoing { target: "/x", host: "backend:3000", framing: Framing::Length(5), websocket: false };
+        let out =
+            Outgoing { target: "/x", host: "backend", port: Some(3000), framing: Framing::Length(5), websocket: false };
         let fwd = Forwarding { peer_ip: "10.0.0.7", proto: "https", via };
         let mut buf = Vec::new();
         write_request_head(&head, &out, &fwd, &mut buf);

@@ -112,9 +112,11 @@ impl WriteDeadline {
     }
 }
 
-/// Copies one body of at most `max_bytes`. `prefix` (a head written just before) goes
-/// out with the first body bytes in one write. Reads wait as `read` says; writes give
-/// up `write_idle` after the peer stopped taking bytes. Returns the body bytes copied.
+/// Copies one body of at most `max_bytes`. What `out` holds (a head written just
+/// before) goes out with the first body bytes in one write; `out` is the copy's write
+/// buffer, passed in so that a connection's requests reuse one, and holds nothing of
+/// use afterwards. Reads wait as `read` says; writes give up `write_idle` after the
+/// peer stopped taking bytes. Returns the body bytes copied.
 #[allow(clippy::too_many_arguments)]
 pub async fn copy_body(
     from: &mut Conn,
@@ -123,10 +125,9 @@ pub async fn copy_body(
     encoding: Encoding,
     read: ReadPace,
     write_idle: Duration,
-    prefix: Vec<u8>,
+    out: &mut Vec<u8>,
     max_bytes: Option<u64>,
 ) -> Result<u64, CopyError> {
-    let mut out = prefix;
     let mut copied = 0u64;
     let mut decoder = ChunkedDecoder::default();
     let mut remaining = match framing {
@@ -178,7 +179,7 @@ pub async fn copy_body(
         if !data.is_empty() {
             let bytes = &input[data];
             if encoding == Encoding::Chunked {
-                chunk_header(bytes.len(), &mut out);
+                chunk_header(bytes.len(), out);
                 out.extend_from_slice(bytes);
                 out.extend_from_slice(b"\r\n");
             } else {
@@ -191,7 +192,7 @@ pub async fn copy_body(
         }
         from.consume(consumed);
         if !out.is_empty() && (out.len() >= READ_BYTES || from.buffered().is_empty()) {
-            writes.write_all(to, &out).await.map_err(CopyError::Write)?;
+            writes.write_all(to, out).await.map_err(CopyError::Write)?;
             out.clear();
         }
     }
@@ -199,7 +200,7 @@ pub async fn copy_body(
         out.extend_from_slice(LAST_CHUNK);
     }
     if !out.is_empty() {
-        writes.write_all(to, &out).await.map_err(CopyError::Write)?;
+        writes.write_all(to, out).await.map_err(CopyError::Write)?;
     }
     writes.flush(to).await.map_err(CopyError::Write)?;
     Ok(copied)
@@ -224,6 +225,7 @@ mod tests {
         let mut from = Conn::new(Stream::Plain(from));
         let mut to = Stream::Plain(to);
         let idle = Duration::from_secs(5);
+        let mut out = Vec::new();
         let mut copy = pin!(copy_body(
             &mut from,
             &mut to,
@@ -231,7 +233,7 @@ mod tests {
             Encoding::Raw,
             ReadPace::Idle(idle),
             idle,
-            Vec::new(),
+            &mut out,
             None
         ));
         let mut cx = Context::from_waker(Waker::noop());

@@ -9,24 +9,26 @@ use crate::config::Config;
 use crate::h1::head::RequestHead;
 use crate::h1::upgrade::Upgrade;
 use crate::rewrite::{Decision, NoTrace, RequestVars, Trace};
-use crate::route::{normalize_target, upstream_target, NormPath, PathError};
+use crate::route::{normalize_target, normalize_target_into, upstream_target_into, NormRef, PathError, RouteLabel};
 use crate::target::Target;
 use crate::websocket::Keepalive;
 
 use super::error::ProxyError;
 use super::ClientInfo;
 
-/// A request's destination.
+/// A request's destination: borrowed from the config and from the request's
+/// `RouteBufs`, so routing a request allocates nothing (a `P` rule's target, built by
+/// the rewrite engine, is the exception).
 #[derive(Debug)]
-pub struct Destination {
-    pub target: Target,
+pub struct Destination<'a> {
+    pub target: Cow<'a, Target>,
     /// Path and query to send, before a balancer member's own path is put in front.
-    pub upstream_target: String,
+    pub upstream_target: &'a str,
     pub preserve_host: bool,
     /// Forward as a WebSocket handshake and tunnel after a valid 101.
     pub websocket: bool,
     /// `proxy[i]` or `rewrite[i]`, for the access line.
-    pub label: String,
+    pub label: RouteLabel,
     /// The client-facing prefix of the route, for ProxyPassReverse.
     pub reverse: bool,
     /// Keepalive Pings for the tunnel, if one opens.
@@ -35,22 +37,37 @@ pub struct Destination {
 
 /// What to do with a request.
 #[derive(Debug)]
-pub enum Decided {
-    Forward(Destination),
+pub enum Decided<'a> {
+    Forward(Destination<'a>),
     /// Answer locally: a redirect from an `R` rule.
     Redirect {
         status: u16,
         location: String,
-        label: String,
+        label: RouteLabel,
     },
     /// `OPTIONS *`: nothing to forward.
     OptionsStar,
 }
 
+/// Where a request's routing writes: its normalised path and its upstream target.
+/// A connection's requests reuse one, so routing allocates nothing.
+#[derive(Debug, Default)]
+pub struct RouteBufs {
+    path: String,
+    upstream: String,
+}
+
+impl RouteBufs {
+    /// Bytes of heap held for reuse.
+    pub fn capacity_bytes(&self) -> usize {
+        self.path.capacity() + self.upstream.capacity()
+    }
+}
+
 /// The server variables of one request, computed only when a rule asks.
 struct Vars<'a> {
     head: &'a RequestHead,
-    path: &'a NormPath,
+    path: NormRef<'a>,
     info: &'a ClientInfo,
     server_name: &'a str,
     decoded: OnceCell<String>,
@@ -66,7 +83,7 @@ impl RequestVars for Vars<'_> {
         self.decoded.get_or_init(|| self.path.decoded())
     }
     fn query(&self) -> &str {
-        self.path.query.as_deref().unwrap_or("")
+        self.path.query.unwrap_or("")
     }
     fn header(&self, name: &str) -> Option<Cow<'_, str>> {
         let mut values = self.head.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v);
@@ -106,26 +123,34 @@ fn path_error(e: PathError) -> ProxyError {
     }
 }
 
-pub fn decide(config: &Config, head: &RequestHead, info: &ClientInfo, upgrade: Upgrade) -> Result<Decided, ProxyError> {
-    decide_traced(config, head, info, upgrade, &mut NoTrace)
-}
-
-/// `decide`, telling `trace` what the rewrite rules did (`sidecar check --explain`).
-pub fn decide_traced(
-    config: &Config,
+pub fn decide<'a>(
+    config: &'a Config,
     head: &RequestHead,
     info: &ClientInfo,
     upgrade: Upgrade,
+    bufs: &'a mut RouteBufs,
+) -> Result<Decided<'a>, ProxyError> {
+    decide_traced(config, head, info, upgrade, bufs, &mut NoTrace)
+}
+
+/// `decide`, telling `trace` what the rewrite rules did (`sidecar check --explain`).
+pub fn decide_traced<'a>(
+    config: &'a Config,
+    head: &RequestHead,
+    info: &ClientInfo,
+    upgrade: Upgrade,
+    bufs: &'a mut RouteBufs,
     trace: &mut impl Trace,
-) -> Result<Decided, ProxyError> {
+) -> Result<Decided<'a>, ProxyError> {
     if head.target == "*" {
         return Ok(Decided::OptionsStar);
     }
-    let norm = normalize_target(&head.target).map_err(path_error)?;
+    let RouteBufs { path, upstream } = bufs;
+    let norm = normalize_target_into(&head.target, path).map_err(path_error)?;
     let server_name = config.server_name.as_deref().or(head.host()).unwrap_or("");
     let vars = Vars {
         head,
-        path: &norm,
+        path: norm,
         info,
         server_name,
         decoded: OnceCell::new(),
@@ -135,22 +160,23 @@ pub fn decide_traced(
     let websocket = upgrade == Upgrade::WebSocket;
     let rewritten;
     let norm = match config.rules.evaluate_traced(&vars, trace) {
-        Decision::Pass => &norm,
+        Decision::Pass => norm,
         Decision::Rewritten { path_and_query, .. } => {
             rewritten = normalize_target(&path_and_query).map_err(path_error)?;
-            &rewritten
+            rewritten.as_ref()
         }
         Decision::Proxy { target, rule } => {
-            let upstream_target = match &target {
-                Target::Url(u) => u.path.clone(),
-                Target::Balancer { path, .. } => path.clone(),
-            };
+            upstream.clear();
+            upstream.push_str(match &target {
+                Target::Url(u) => &u.path,
+                Target::Balancer { path, .. } => path,
+            });
             return Ok(Decided::Forward(Destination {
-                target,
-                upstream_target,
+                target: Cow::Owned(target),
+                upstream_target: upstream,
                 preserve_host: false,
                 websocket,
-                label: format!("rewrite[{rule}]"),
+                label: RouteLabel::Rewrite(rule),
                 // ProxyPassReverse applies to every proxied response, as in Apache: the
                 // table only maps URLs of configured backends.
                 reverse: true,
@@ -158,23 +184,24 @@ pub fn decide_traced(
             }));
         }
         Decision::Redirect { status, location, rule } => {
-            return Ok(Decided::Redirect { status, location, label: format!("rewrite[{rule}]") })
+            return Ok(Decided::Redirect { status, location, label: RouteLabel::Rewrite(rule) })
         }
         Decision::Forbidden { .. } => return Err(ProxyError::Forbidden),
         Decision::Gone { .. } => return Err(ProxyError::Gone),
         Decision::Refused { .. } => return Err(ProxyError::BadRequest("rewrite result is not a valid request target")),
     };
-    let route = config.routes.find(&norm.path).ok_or(ProxyError::NoRoute("no [[proxy]] path matches"))?;
+    let route = config.routes.find(norm.path).ok_or(ProxyError::NoRoute("no [[proxy]] path matches"))?;
     let base_path = match &route.target {
         Target::Url(u) => u.path.as_str(),
         Target::Balancer { path, .. } => path.as_str(),
     };
+    upstream_target_into(&route.prefix, base_path, norm, upstream);
     Ok(Decided::Forward(Destination {
-        target: route.target.clone(),
-        upstream_target: upstream_target(&route.prefix, base_path, norm),
+        target: Cow::Borrowed(&route.target),
+        upstream_target: upstream,
         preserve_host: route.preserve_host,
         websocket: websocket && route.upgrade,
-        label: format!("proxy[{}]", route.index),
+        label: RouteLabel::Proxy(route.index),
         reverse: route.reverse,
         keepalive: route.keepalive.unwrap_or(config.ws_keepalive),
     }))

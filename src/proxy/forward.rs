@@ -4,6 +4,7 @@
 //! to (any method), and, once, a request without a body whose replica failed before
 //! any response byte.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::balance::{key_hash, Affinity, Failure, Outcome};
@@ -15,11 +16,12 @@ use crate::h1::head::RequestHead;
 use crate::h1::upgrade::{classify_upgrade, Upgrade};
 use crate::net::connect::ConnectError;
 use crate::net::stream::{with_timeout, Conn};
+use crate::route::join_paths;
 use crate::target::{Target, Url};
 use crate::throttle;
 
 use super::affinity::hash_key;
-use super::decide::{decide, Decided, Destination};
+use super::decide::{decide, Decided, Destination, RouteBufs};
 use super::error::{ProxyError, UpstreamError};
 use super::exchange::{attempt, Tried};
 use super::lease::Lease;
@@ -36,14 +38,15 @@ const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH";
 
 /// Handles one request and says how the connection continues. Every error is answered
 /// here (when the client can still be answered) and recorded in the request.
-pub(super) async fn handle(req: &mut Request<'_>, client: &mut Conn) -> Next {
+pub(super) async fn handle(req: &mut Request, client: &mut Conn) -> Next {
     match route_and_forward(req, client).await {
         Ok(next) => next,
         Err(e) => {
             // Connect failures were logged per attempt; other replica faults here.
             if let ProxyError::Upstream { cause, .. } = &e {
                 if !matches!(cause, UpstreamError::Connect(_)) {
-                    throttle::warn(&format!("{}: {e}", req.record.route.as_deref().unwrap_or("-")));
+                    let route = req.record.route.map_or_else(|| "-".to_string(), |r| r.to_string());
+                    throttle::warn(&format!("{route}: {e}"));
                 }
             }
             if req.answer_error(client, &e).await {
@@ -55,7 +58,7 @@ pub(super) async fn handle(req: &mut Request<'_>, client: &mut Conn) -> Next {
     }
 }
 
-async fn route_and_forward(req: &mut Request<'_>, client: &mut Conn) -> Result<Next, ProxyError> {
+async fn route_and_forward(req: &mut Request, client: &mut Conn) -> Result<Next, ProxyError> {
     let framing = request_framing(&req.head).map_err(|e| ProxyError::BadRequest(e.0))?;
     req.framing = framing;
     req.progress.body_done = framing == Framing::None;
@@ -81,7 +84,24 @@ async fn route_and_forward(req: &mut Request<'_>, client: &mut Conn) -> Result<N
     if let Upgrade::Invalid(why) = upgrade {
         return Err(ProxyError::BadRequest(why));
     }
-    let dest = match decide(&req.config, &req.head, req.info, upgrade)? {
+    // The destination borrows the config and the routing buffers, not the request,
+    // which forwarding goes on changing: a handle of its own on the config, and the
+    // buffers out of the request's scratch until the request is done with them.
+    let config = Arc::clone(&req.config);
+    let mut bufs = std::mem::take(&mut req.scratch().route);
+    let result = route_with(req, client, &config, upgrade, &mut bufs).await;
+    req.scratch().route = bufs;
+    result
+}
+
+async fn route_with(
+    req: &mut Request,
+    client: &mut Conn,
+    config: &crate::config::Config,
+    upgrade: Upgrade,
+    bufs: &mut RouteBufs,
+) -> Result<Next, ProxyError> {
+    let dest = match decide(config, &req.head, &req.info, upgrade, bufs)? {
         Decided::Forward(d) => d,
         Decided::Redirect { status, location, label } => {
             req.record.route = Some(label);
@@ -94,16 +114,15 @@ async fn route_and_forward(req: &mut Request<'_>, client: &mut Conn) -> Result<N
             return Ok(if close { Next::Close } else { Next::KeepAlive });
         }
     };
-    req.record.route = Some(dest.label.clone());
+    req.record.route = Some(dest.label);
     forward(req, &dest, client).await
 }
 
 /// Sends the request to a replica of `dest` and relays the answer, trying another
 /// replica where that is safe.
-async fn forward(req: &mut Request<'_>, dest: &Destination, client: &mut Conn) -> Result<Next, ProxyError> {
-    let upstream = match &dest.target {
-        // The target's own path is already in `upstream_target`.
-        Target::Url(u) => Upstream::Direct(Url { path: "/".to_string(), ..u.clone() }),
+async fn forward(req: &mut Request, dest: &Destination<'_>, client: &mut Conn) -> Result<Next, ProxyError> {
+    let upstream = match &*dest.target {
+        Target::Url(u) => Upstream::Direct(u),
         Target::Balancer { name, .. } => {
             Upstream::Balanced(Arc::clone(req.config.balancer(name).ok_or(ProxyError::NoRoute("unknown balancer"))?))
         }
@@ -127,14 +146,16 @@ async fn forward(req: &mut Request<'_>, dest: &Destination, client: &mut Conn) -
     let mut replayed = false;
     let mut last_error = None;
     for _ in 0..max_attempts {
+        let picked;
         let url = match &upstream {
-            Upstream::Direct(url) => url.clone(),
+            Upstream::Direct(url) => *url,
             Upstream::Balanced(b) => {
                 match Lease::pick(b, &tried, Affinity { sticky_route: sticky.as_deref(), hash_key: key }) {
                     Ok((lease, url)) => {
                         tried.push(lease.member());
                         req.lease = Some(lease);
-                        url
+                        picked = url;
+                        &picked
                     }
                     Err(retry_after) => {
                         return Err(ProxyError::AllReplicasDown { balancer: b.name.clone(), retry_after })
@@ -142,16 +163,22 @@ async fn forward(req: &mut Request<'_>, dest: &Destination, client: &mut Conn) -
                 }
             }
         };
+        // A direct target's own path is already in `upstream_target`; a member's goes
+        // in front of it.
+        let target = match &upstream {
+            Upstream::Balanced(_) if url.path != "/" => Cow::Owned(join_paths(&url.path, dest.upstream_target)),
+            _ => Cow::Borrowed(dest.upstream_target),
+        };
         req.record.tries += 1;
-        req.record.replica = Some(url.origin());
+        req.note_replica(url);
         #[cfg(debug_assertions)]
         panic_for_tests(&req.head.target);
         let failed = |cause: UpstreamError| ProxyError::Upstream { replica: url.origin(), cause };
-        match attempt(req, dest, client, &url).await {
+        match attempt(req, dest, client, url, &target).await {
             Tried::Response(backend, res) => {
                 let failed_status = req.lease.as_ref().is_some_and(|l| l.is_failure_status(res.status));
                 let status = res.status;
-                let result = relay(req, dest, client, &url, backend, res).await;
+                let result = relay(req, dest, client, url, backend, res).await;
                 if let Some(lease) = req.lease.as_mut() {
                     lease.report(match &result {
                         Err(ProxyError::Upstream { cause, .. }) => outcome_of(cause),
@@ -221,14 +248,14 @@ fn panic_for_tests(target: &str) {
 }
 
 /// Where the replicas of a destination come from.
-enum Upstream {
+enum Upstream<'d> {
     /// One fixed backend.
-    Direct(Url),
+    Direct(&'d Url),
     Balanced(Arc<SharedBalancer>),
 }
 
 /// Reports a failed attempt and gives its member's count back.
-fn end_attempt(req: &mut Request<'_>, outcome: Outcome) {
+fn end_attempt(req: &mut Request, outcome: Outcome) {
     if let Some(mut lease) = req.lease.take() {
         lease.report(outcome);
     }

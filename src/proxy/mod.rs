@@ -30,20 +30,22 @@ mod tunnel;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::access_log::AccessRecord;
 use crate::config::Config;
 use crate::h1::answer::Answer;
-use crate::h1::head::{parse_request_head, HeadError, RequestHead};
+use crate::h1::head::{parse_request_head_into, HeadError, RequestHead};
 use crate::net::stream::{deadline, with_timeout, Conn, HeadReadError, Stream};
 use crate::server::Worker;
 
 use request::{log_access, Request};
 
 pub(crate) use affinity::hash_key;
-pub(crate) use decide::{decide_traced, Decided};
+pub(crate) use decide::{decide_traced, Decided, RouteBufs};
 pub(crate) use forward::sticky_route;
+pub(crate) use request::Scratch;
 
 /// Facts about the client connection.
 pub(crate) struct ClientInfo {
@@ -63,6 +65,7 @@ pub(crate) enum Next {
 
 /// Serves one client connection until it closes.
 pub(crate) async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) {
+    let info = Rc::new(info);
     let mut client = Conn::new(stream);
     let mut first = true;
     loop {
@@ -98,45 +101,76 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) 
         let config = worker.config();
         let started = Instant::now();
         let limits = config.limits;
-        let head =
-            match deadline(config.timeouts.header, read_head(&mut client, limits.max_head_bytes, limits.max_headers))
-                .await
-            {
-                Some(Ok(head)) => head,
-                Some(Err(None)) => return,
-                Some(Err(Some(e))) => {
-                    let (status, reason) = match e {
-                        HeadError::TooLarge => (431, "request head too large".to_string()),
-                        HeadError::MethodNotAllowed => (405, e.to_string()),
-                        HeadError::Malformed(why) => (400, why.to_string()),
-                    };
-                    refuse(&worker, &config, &mut client, &info, status, reason, started).await;
-                    return;
-                }
-                None => {
-                    let reason = "request head not complete within header_timeout".to_string();
-                    refuse(&worker, &config, &mut client, &info, 408, reason, started).await;
-                    return;
-                }
-            };
-        // Boxed: the request path's state lives only while a request is in flight,
-        // instead of in every connection task for its whole life, so an idle keep-alive
-        // connection or WebSocket tunnel stays small.
-        let mut req = Box::new(Request::new(&worker, &info, config, head, started));
-        match Box::pin(forward::handle(&mut req, &mut client)).await {
-            Next::KeepAlive => req.finish(),
-            Next::Close => {
-                req.finish();
-                let _ = futures_lite::AsyncWriteExt::close(&mut client.stream).await;
-                return;
-            }
-            Next::Tunnel(backend, session) => {
-                // The request stays in its box: a tunnel holds it for hours.
+        let mut scratch = worker.take_scratch();
+        let read = read_head(&mut client, &mut scratch.head, limits.max_head_bytes, limits.max_headers);
+        let refused = match deadline(config.timeouts.header, read).await {
+            Some(Ok(())) => None,
+            Some(Err(None)) => return,
+            Some(Err(Some(e))) => Some(match e {
+                HeadError::TooLarge => (431, "request head too large".to_string()),
+                HeadError::MethodNotAllowed => (405, e.to_string()),
+                HeadError::Malformed(why) => (400, why.to_string()),
+            }),
+            None => Some((408, "request head not complete within header_timeout".to_string())),
+        };
+        if let Some((status, reason)) = refused {
+            worker.give_scratch(scratch);
+            refuse(&worker, &config, &mut client, &info, status, reason, started).await;
+            return;
+        }
+        // The request runs in a box the worker reuses: this connection's task holds a
+        // pointer to it only while the request is in flight, so an idle keep-alive
+        // connection or a tunnel stays small, and no request allocates its state.
+        let running =
+            worker.requests().run(run_request(Rc::clone(&worker), Rc::clone(&info), config, scratch, started, client));
+        let (back, ended) = running.await;
+        client = back;
+        match ended {
+            Ended::KeepAlive => {}
+            Ended::Closed => return,
+            Ended::Tunnel(req, backend, session) => {
                 Box::pin(tunnel::run(req, client, backend, session)).await;
                 return;
             }
         }
     }
+}
+
+/// How a request left its client connection.
+enum Ended {
+    KeepAlive,
+    /// Answered and closed.
+    Closed,
+    /// The 101 has been written: the connection becomes this tunnel. The request is
+    /// boxed (once per tunnel) to keep every other request's outcome small.
+    Tunnel(Box<Request>, Conn, pump::Session),
+}
+
+/// One request, from its parsed head (in `scratch`) to its access line, or to the
+/// tunnel it opens. Owns what it uses, so that it can run in a pooled box; the client
+/// connection comes back with the outcome.
+async fn run_request(
+    worker: Rc<Worker>,
+    info: Rc<ClientInfo>,
+    config: Arc<Config>,
+    scratch: Box<Scratch>,
+    started: Instant,
+    mut client: Conn,
+) -> (Conn, Ended) {
+    let mut req = Request::new(worker, info, config, scratch, started);
+    let ended = match forward::handle(&mut req, &mut client).await {
+        Next::KeepAlive => {
+            req.finish();
+            Ended::KeepAlive
+        }
+        Next::Close => {
+            req.finish();
+            let _ = futures_lite::AsyncWriteExt::close(&mut client.stream).await;
+            Ended::Closed
+        }
+        Next::Tunnel(backend, session) => Ended::Tunnel(Box::new(req), backend, session),
+    };
+    (client, ended)
 }
 
 /// Answers a request whose head could not be read, logs it and lets the caller close.
@@ -160,15 +194,20 @@ async fn refuse(
     log_access(worker, config, &record);
 }
 
-/// Reads one request head, skipping blank lines before it. `Err(None)`: the client
-/// closed (or sent only blank lines) before a request began.
-async fn read_head(client: &mut Conn, max_bytes: usize, max_headers: usize) -> Result<RequestHead, Option<HeadError>> {
+/// Reads one request head into `head`, skipping blank lines before it. `Err(None)`:
+/// the client closed (or sent only blank lines) before a request began.
+async fn read_head(
+    client: &mut Conn,
+    head: &mut RequestHead,
+    max_bytes: usize,
+    max_headers: usize,
+) -> Result<(), Option<HeadError>> {
     let len = client.read_head(max_bytes, true).await.map_err(|e| match e {
         HeadReadError::Closed | HeadReadError::Io(_) => None,
         HeadReadError::ClosedInside => Some(HeadError::Malformed("connection closed inside a request head")),
         HeadReadError::Scan(e) => Some(HeadError::from(e)),
     })?;
-    let head = parse_request_head(&client.buffered()[..len], max_headers).map_err(Some)?;
+    parse_request_head_into(&client.buffered()[..len], max_headers, head).map_err(Some)?;
     client.consume(len);
-    Ok(head)
+    Ok(())
 }

@@ -19,8 +19,8 @@ use super::{tunnel, Next};
 /// Relays a response (or opens the tunnel) and returns the backend connection to the
 /// pool when it is clean.
 pub(super) async fn relay(
-    req: &mut Request<'_>,
-    dest: &Destination,
+    req: &mut Request,
+    dest: &Destination<'_>,
     client: &mut Conn,
     url: &Url,
     mut backend: Conn,
@@ -30,7 +30,9 @@ pub(super) async fn relay(
     req.record.status = res.status;
     req.record.ttfb = Some(req.started.elapsed());
     if res.status == 101 {
-        return tunnel::switch(req, dest, client, url, backend, &res).await;
+        let next = tunnel::switch(req, dest, client, url, backend, &res).await;
+        req.scratch().response = res;
+        return next;
     }
     let rf = response_framing(&req.head.method, &res).map_err(|e| bad(e.0.to_string()))?;
     let client_11 = req.head.version == Version::Http11;
@@ -44,7 +46,9 @@ pub(super) async fn relay(
     };
     let keep_alive = !req.must_close() && client_framing != Framing::UntilClose;
     let connection = if keep_alive { ClientConnection::KeepAlive } else { ClientConnection::Close };
-    let mut out = Vec::with_capacity(512);
+    // The head and the body go through the request's scratch buffer, put back after.
+    let mut out = std::mem::take(&mut req.scratch().out);
+    out.clear();
     req.write_client_head(&res, dest, req.head.version, client_framing, connection, &mut out);
     req.progress.responded = true;
     let backend_keeps = rf.reusable
@@ -54,9 +58,13 @@ pub(super) async fn relay(
             Version::Http11 => !res.headers.has_token("Connection", "close"),
             Version::Http10 => res.headers.has_token("Connection", "keep-alive"),
         };
+    req.scratch().response = res;
     let idle = req.config.timeouts.proxy;
-    match copy_body(&mut backend, &mut client.stream, rf.framing, encoding, ReadPace::Idle(idle), idle, out, None).await
-    {
+    let copied =
+        copy_body(&mut backend, &mut client.stream, rf.framing, encoding, ReadPace::Idle(idle), idle, &mut out, None)
+            .await;
+    req.scratch().out = out;
+    match copied {
         Ok(n) => req.record.bytes = Some(n),
         Err(CopyError::Write(e)) => return Err(ProxyError::ClientGone(e)),
         Err(e) => {

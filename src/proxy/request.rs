@@ -1,8 +1,10 @@
 //! One request from its head to its access line: the config snapshot it is routed
 //! with, where it stands (body read, response begun), the balancer lease, the access
 //! record and the counters it adds to the metrics. Everything the request path learns
-//! is written here, and `finish` reports it all at once.
+//! is written here, and `finish` reports it all at once. Also `Scratch`, the buffers a
+//! request parses and writes into, which its worker hands from one request to the next.
 
+use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,10 +16,11 @@ use crate::h1::framing::Framing;
 use crate::h1::head::{RequestHead, ResponseHead, Version};
 use crate::h1::headers::{write_response_head, ClientConnection};
 use crate::net::stream::Conn;
+use crate::net::stream::READ_BYTES;
 use crate::route::reverse_url;
 use crate::server::Worker;
 
-use super::decide::Destination;
+use super::decide::{Destination, RouteBufs};
 use super::error::{ProxyError, CLIENT_CLOSED_STATUS};
 use super::lease::Lease;
 use super::ClientInfo;
@@ -42,9 +45,41 @@ pub(crate) struct Counts {
     pub fresh: u64,
 }
 
-pub(crate) struct Request<'c> {
-    pub worker: &'c Worker,
-    pub info: &'c ClientInfo,
+/// What a request parses and writes into, handed by its worker from one request to the
+/// next (`Worker::take_scratch`), so that a request allocates no buffer once its
+/// worker has served a few. Boxed: a request holds a pointer to it, and a tunnel none.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    /// The request head is parsed here; `Request::new` moves it to `Request::head`
+    /// and `finish` moves it back.
+    pub head: RequestHead,
+    /// The backend's response head.
+    pub response: ResponseHead,
+    pub route: RouteBufs,
+    /// Heads sidecar writes, with the first body bytes, and the body copy's buffer.
+    pub out: Vec<u8>,
+}
+
+impl Scratch {
+    /// More than this in buffers is freed rather than kept: a body relayed with its
+    /// length grows `out` to about two reads' worth and is kept; an unusually large
+    /// head or a re-chunked body costs its request an allocation instead of holding
+    /// memory in the worker.
+    const KEPT_BYTES: usize = 2 * READ_BYTES + 1024;
+
+    /// Whether the buffers are small enough to keep for the next request.
+    pub fn worth_keeping(&self) -> bool {
+        let bytes = self.head.capacity_bytes()
+            + self.response.capacity_bytes()
+            + self.route.capacity_bytes()
+            + self.out.capacity();
+        bytes <= Self::KEPT_BYTES
+    }
+}
+
+pub(crate) struct Request {
+    pub worker: Rc<Worker>,
+    pub info: Rc<ClientInfo>,
     /// The config the request is routed with, kept to its end even if a reload lands.
     pub config: Arc<Config>,
     pub head: RequestHead,
@@ -57,20 +92,25 @@ pub(crate) struct Request<'c> {
     pub lease: Option<Lease>,
     pub record: AccessRecord,
     pub counts: Counts,
+    /// `None` once given back (a tunnel needs none); `scratch()` gets a new one.
+    scratch: Option<Box<Scratch>>,
 }
 
-impl<'c> Request<'c> {
-    /// `config` is the snapshot the head was read under; the request keeps it.
+impl Request {
+    /// `config` is the snapshot the head was read under; the request keeps it. The head
+    /// is the one parsed into `scratch`.
     pub fn new(
-        worker: &'c Worker,
-        info: &'c ClientInfo,
+        worker: Rc<Worker>,
+        info: Rc<ClientInfo>,
         config: Arc<Config>,
-        head: RequestHead,
+        mut scratch: Box<Scratch>,
         started: Instant,
     ) -> Self {
-        let mut record =
-            AccessRecord { peer: Some(info.peer), request_line: Some(head.request_line()), ..Default::default() };
+        let head = std::mem::take(&mut scratch.head);
+        let mut record = AccessRecord { peer: Some(info.peer), ..Default::default() };
+        // What only an access line shows is copied out of the head only for one.
         if config.access_log != AccessFormat::Off {
+            record.request_line = Some(head.request_line());
             let header = |name| head.headers.get(name).map(|v| String::from_utf8_lossy(v).into_owned());
             record.referer = header("Referer");
             record.user_agent = header("User-Agent");
@@ -86,6 +126,31 @@ impl<'c> Request<'c> {
             lease: None,
             record,
             counts: Counts::default(),
+            scratch: Some(scratch),
+        }
+    }
+
+    /// The request's buffers (see `Scratch`). A caller takes a buffer out with
+    /// `mem::take` for as long as it writes into it and puts it back: one that is not
+    /// put back (an error path) is only allocated again.
+    pub fn scratch(&mut self) -> &mut Scratch {
+        self.scratch.get_or_insert_with(Box::default)
+    }
+
+    /// Gives the buffers back to the worker, with the head: a tunnel needs neither for
+    /// its hours, and the worker's next request reuses them.
+    pub fn release_scratch(&mut self) {
+        if let Some(mut scratch) = self.scratch.take() {
+            scratch.head = std::mem::take(&mut self.head);
+            self.worker.give_scratch(scratch);
+        }
+    }
+
+    /// Notes the replica an attempt went to, for the access line: its name is
+    /// formatted only when a line will be written.
+    pub fn note_replica(&mut self, url: &crate::target::Url) {
+        if self.config.access_log != AccessFormat::Off {
+            self.record.replica = Some(url.origin());
         }
     }
 
@@ -154,8 +219,9 @@ impl<'c> Request<'c> {
 
     /// The end of the request: its access line and its counters.
     pub fn finish(mut self) {
+        self.release_scratch();
         self.record.elapsed = self.started.elapsed();
-        log_access(self.worker, &self.config, &self.record);
+        log_access(&self.worker, &self.config, &self.record);
         let m = self.worker.metrics();
         let c = &self.counts;
         let (tunnel_up, tunnel_down) = self.record.tunnel.unwrap_or((0, 0));
@@ -180,5 +246,5 @@ pub(crate) fn log_access(worker: &Worker, config: &Config, record: &AccessRecord
         // Never written here: a stalled stdout must not stop the worker.
         worker.shared().access_log.push(line);
     }
-    worker.metrics().request(record.route.as_deref().unwrap_or("-"), record.status, record.elapsed);
+    worker.metrics().request(record.route, record.status, record.elapsed);
 }

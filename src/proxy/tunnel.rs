@@ -6,6 +6,7 @@
 //! tunnel itself (drain, the member's removal, an unanswered Ping, broken framing).
 //! Tear-down: the tunnel's byte counts go to the lease, the metrics and the access line.
 
+use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -26,8 +27,8 @@ use super::Next;
 /// Accepts a backend's 101 for `req`: checks it and relays it to the client. The caller
 /// counts the tunnel on the member (`Lease::into_tunnel`) and runs it with `run`.
 pub(super) async fn switch(
-    req: &mut Request<'_>,
-    dest: &Destination,
+    req: &mut Request,
+    dest: &Destination<'_>,
     client: &mut Conn,
     url: &Url,
     backend: Conn,
@@ -39,9 +40,12 @@ pub(super) async fn switch(
         return Err(bad_switch("101 to a request that was not a WebSocket handshake"));
     }
     check_switch(&req.head, res).map_err(bad_switch)?;
-    let mut out = Vec::with_capacity(256);
+    let mut out = std::mem::take(&mut req.scratch().out);
+    out.clear();
     req.write_client_head(res, dest, Version::Http11, Framing::None, ClientConnection::Upgrade, &mut out);
-    client.write_flush(&out).await.map_err(ProxyError::ClientGone)?;
+    let written = client.write_flush(&out).await;
+    req.scratch().out = out;
+    written.map_err(ProxyError::ClientGone)?;
     req.progress.responded = true;
     let session = Session {
         idle: req.config.timeouts.tunnel_idle,
@@ -52,10 +56,12 @@ pub(super) async fn switch(
 }
 
 /// Runs the tunnel of `req` until it ends, then writes its access line.
-pub(super) async fn run(mut req: Box<Request<'_>>, client: Conn, backend: Conn, session: Session) {
-    // A tunnel may stay open for hours; its request head is not needed any more.
-    drop(std::mem::take(&mut req.head));
-    let worker = req.worker;
+pub(super) async fn run(mut req: Box<Request>, client: Conn, backend: Conn, session: Session) {
+    // A tunnel may stay open for hours; its request head and buffers are not needed
+    // any more, and the worker's next request can use them.
+    req.release_scratch();
+    let worker = Rc::clone(&req.worker);
+    let worker = &*worker;
     let open = OpenTunnel::new(worker);
     let (client_stream, to_backend) = client.into_parts();
     let (backend_stream, to_client) = backend.into_parts();

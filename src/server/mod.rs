@@ -152,6 +152,7 @@ fn run_worker(
                 clock::sleep(POOL_PRUNE_EVERY).await;
                 worker.pool().prune(clock::now());
                 crate::net::buffers::spare::trim();
+                worker.trim_request_stores();
                 rt::compact();
             }
         };

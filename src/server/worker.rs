@@ -1,5 +1,6 @@
 //! One worker thread's state, read by every connection task on that thread: the
-//! config in force, the backend pool, the open-connection count and the drain signal.
+//! config in force, the backend pool, the open-connection count, the drain signal and
+//! what its requests reuse from one to the next.
 //! Connection tasks share it through `Rc` on the worker's single-threaded executor, so
 //! its cells need no lock. What all threads share (metrics, balancers inside the
 //! config) sits behind `Shared`.
@@ -11,8 +12,13 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::net::pool::Pool;
-use crate::rt::{Signal, Wait};
+use crate::proxy::Scratch;
+use crate::rt::{FreeList, FuturePool, Signal, Wait};
 use crate::shared::Shared;
+
+/// Request boxes and buffer sets kept for reuse, each: as many as requests run at once
+/// on a busy worker, a few hundred KiB at most, freed when the worker is quiet.
+const KEPT_PER_REQUEST_STORE: usize = 64;
 
 pub(crate) struct Worker {
     config: RefCell<Arc<Config>>,
@@ -26,6 +32,10 @@ pub(crate) struct Worker {
     /// Fired once SIGTERM/SIGINT arrived: no new requests on kept-alive connections,
     /// and every wait that should end then listens on it.
     drain: Signal,
+    /// The boxes request futures run in (`proxy::serve`).
+    requests: FuturePool,
+    /// The buffers requests parse and write into.
+    scratch: FreeList<Box<Scratch>>,
 }
 
 impl Worker {
@@ -40,7 +50,33 @@ impl Worker {
             tunnels: Cell::new(0),
             drain_closes: Cell::new(None),
             drain: Signal::default(),
+            requests: FuturePool::new(KEPT_PER_REQUEST_STORE),
+            scratch: FreeList::new(KEPT_PER_REQUEST_STORE),
         }
+    }
+
+    /// Where requests run, each in a box reused from an earlier one.
+    pub fn requests(&self) -> &FuturePool {
+        &self.requests
+    }
+
+    /// Buffers for a new request: an earlier request's, or new ones.
+    pub fn take_scratch(&self) -> Box<Scratch> {
+        self.scratch.take().unwrap_or_default()
+    }
+
+    /// Keeps a finished request's buffers for the next one, unless they grew unusually
+    /// large.
+    pub fn give_scratch(&self, scratch: Box<Scratch>) {
+        if scratch.worth_keeping() {
+            self.scratch.give(scratch);
+        }
+    }
+
+    /// Frees the request boxes and buffers that went unused since the last call.
+    pub fn trim_request_stores(&self) {
+        self.requests.trim();
+        self.scratch.trim();
     }
 
     /// The config in force now. A request takes it once and keeps it to its end.
