@@ -76,6 +76,12 @@ fn reload(running: &mut Running, path: &Path) {
                 log::error!("SIGHUP: reload rejected, old config kept: {d}");
                 return;
             }
+            config.retire_members(&old);
+            let config = Arc::new(config);
+            running.reload(Arc::clone(&config));
+            // Said once every worker has been handed the config (its wake-up is
+            // signalled before a client reading this line can connect), so a request
+            // that follows the line is served with it.
             log::info!("SIGHUP: reloaded {}", path.display());
             if let Some(s) = config
                 .self_signed
@@ -84,8 +90,6 @@ fn reload(running: &mut Running, path: &Path) {
             {
                 s.log();
             }
-            config.retire_members(&old);
-            running.reload(Arc::new(config));
         }
         Err(diagnostics) => {
             for d in &diagnostics {
