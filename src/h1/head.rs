@@ -114,26 +114,29 @@ impl Headers {
 
     /// `(name, value)` in the order received; names keep their case.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
-        self.lines.iter().map(|(n, v)| (self.name(n), &self.raw[v.start as usize..v.end as usize]))
+        // Names were checked to be tokens (ASCII) by httparse.
+        self.iter_bytes().map(|(n, v)| (std::str::from_utf8(n).unwrap_or(""), v))
     }
 
-    fn name(&self, r: &Range<u32>) -> &str {
-        // Names were checked to be tokens (ASCII) by httparse.
-        std::str::from_utf8(&self.raw[r.start as usize..r.end as usize]).unwrap_or("")
+    /// `iter` with names as bytes: what lookups and the head writers compare, without
+    /// a UTF-8 check of every name on every pass.
+    pub fn iter_bytes(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        let bytes = |r: &Range<u32>| &self.raw[r.start as usize..r.end as usize];
+        self.lines.iter().map(move |(n, v)| (bytes(n), bytes(v)))
     }
 
     /// Every value of `name` (case-insensitive), in order.
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        self.iter_bytes().filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v)
     }
 
     /// The only or first value of `name`.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        self.iter_bytes().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v)
     }
 
     pub fn count(&self, name: &str) -> usize {
-        self.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count()
+        self.all(name).count()
     }
 
     /// Whether a comma-separated header (across all its lines) holds `token`,

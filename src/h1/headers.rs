@@ -13,10 +13,15 @@ const HOP_BY_HOP: [&str; 6] = ["Connection", "Keep-Alive", "TE", "Trailer", "Tra
 /// Headers sidecar writes itself; a peer's copy is never passed through.
 const REWRITTEN_ON_REQUEST: [&str; 4] = ["Host", "Content-Length", "X-Forwarded-Host", "X-Forwarded-Proto"];
 
-fn is_hop_by_hop(name: &str, connection: &Headers) -> bool {
-    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
-        || name.len() >= 5 && name[..5].eq_ignore_ascii_case("proxy")
-        || connection.all("Connection").any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
+fn is_hop_by_hop(name: &[u8], connection: &Headers) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(name))
+        || name.len() >= 5 && name[..5].eq_ignore_ascii_case(b"proxy")
+        || connection.all("Connection").any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(name)))
+}
+
+/// Whether `name` is one of `names`, case-insensitively.
+fn is_one_of(name: &[u8], names: &[&str]) -> bool {
+    names.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// Facts about the client connection that go into forwarding headers.
@@ -57,14 +62,11 @@ pub fn write_request_head(head: &RequestHead, out: &Outgoing<'_>, fwd: &Forwardi
     let h = &head.headers;
     // Kept where they are and gathered in one pass each below, rather than collected:
     // a request's head is written without allocating.
-    let is_xff = |name: &str| name.eq_ignore_ascii_case("X-Forwarded-For");
-    let is_via = |name: &str| fwd.via.is_some() && name.eq_ignore_ascii_case("Via");
-    let forwarded = |name: &str| {
-        !(name.contains('_')
-            || is_hop_by_hop(name, h)
-            || REWRITTEN_ON_REQUEST.iter().any(|r| r.eq_ignore_ascii_case(name)))
-    };
-    for (name, value) in h.iter() {
+    let is_xff = |name: &[u8]| name.eq_ignore_ascii_case(b"X-Forwarded-For");
+    let is_via = |name: &[u8]| fwd.via.is_some() && name.eq_ignore_ascii_case(b"Via");
+    let forwarded =
+        |name: &[u8]| !(name.contains(&b'_') || is_hop_by_hop(name, h) || is_one_of(name, &REWRITTEN_ON_REQUEST));
+    for (name, value) in h.iter_bytes() {
         if forwarded(name) && !is_xff(name) && !is_via(name) {
             push_header(buf, name, value);
         }
@@ -73,20 +75,20 @@ pub fn write_request_head(head: &RequestHead, out: &Outgoing<'_>, fwd: &Forwardi
     // them (CVE-2022-31813). The client's XFF is kept in front, as Apache does; only
     // the last element is sidecar's own word.
     buf.extend_from_slice(b"X-Forwarded-For: ");
-    for (_, v) in h.iter().filter(|&(name, _)| is_xff(name) && forwarded(name)) {
+    for (_, v) in h.iter_bytes().filter(|&(name, _)| is_xff(name) && forwarded(name)) {
         buf.extend_from_slice(v);
         buf.extend_from_slice(b", ");
     }
     buf.extend_from_slice(fwd.peer_ip.as_bytes());
     buf.extend_from_slice(b"\r\n");
     if let Some(client_host) = h.get("Host") {
-        push_header(buf, "X-Forwarded-Host", client_host);
+        push_header(buf, b"X-Forwarded-Host", client_host);
     }
     for part in ["X-Forwarded-Proto: ", fwd.proto, "\r\n"] {
         buf.extend_from_slice(part.as_bytes());
     }
     if let Some(pseudonym) = fwd.via {
-        let earlier = h.iter().filter(|&(name, _)| is_via(name) && forwarded(name)).map(|(_, v)| v);
+        let earlier = h.iter_bytes().filter(|&(name, _)| is_via(name) && forwarded(name)).map(|(_, v)| v);
         write_via(buf, earlier, head.version, pseudonym);
     }
     match out.framing {
@@ -131,8 +133,8 @@ fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
     buf.extend_from_slice(&digits[at..]);
 }
 
-fn push_header(buf: &mut Vec<u8>, name: &str, value: &[u8]) {
-    buf.extend_from_slice(name.as_bytes());
+fn push_header(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    buf.extend_from_slice(name);
     buf.extend_from_slice(b": ");
     buf.extend_from_slice(value);
     buf.extend_from_slice(b"\r\n");
@@ -169,20 +171,20 @@ pub fn write_response_head(
     buf.extend_from_slice(b"\r\n");
     let h = &res.headers;
     let bodiless = matches!(framing, Framing::None);
-    let is_via = |name: &str| via.is_some() && name.eq_ignore_ascii_case("Via");
-    for (name, value) in h.iter() {
+    let is_via = |name: &[u8]| via.is_some() && name.eq_ignore_ascii_case(b"Via");
+    for (name, value) in h.iter_bytes() {
         if is_hop_by_hop(name, h) {
             continue;
         }
         // A HEAD or 304 answer keeps the backend's Content-Length: it describes the
         // representation, not this message's body (RFC 9110 §8.6).
-        if name.eq_ignore_ascii_case("Content-Length") && !(bodiless && res.status != 204 && res.status >= 200) {
+        if name.eq_ignore_ascii_case(b"Content-Length") && !(bodiless && res.status != 204 && res.status >= 200) {
             continue;
         }
         if is_via(name) {
             continue;
         }
-        if ["Location", "Content-Location", "URI"].iter().any(|n| n.eq_ignore_ascii_case(name)) {
+        if is_one_of(name, &["Location", "Content-Location", "URI"]) {
             if let Some(mapped) = reverse(value) {
                 push_header(buf, name, &mapped);
                 continue;
@@ -191,7 +193,7 @@ pub fn write_response_head(
         push_header(buf, name, value);
     }
     if let Some(pseudonym) = via {
-        let earlier = h.iter().filter(|&(name, _)| is_via(name) && !is_hop_by_hop(name, h)).map(|(_, v)| v);
+        let earlier = h.iter_bytes().filter(|&(name, _)| is_via(name) && !is_hop_by_hop(name, h)).map(|(_, v)| v);
         write_via(buf, earlier, res.version, pseudonym);
     }
     match framing {
