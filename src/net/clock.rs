@@ -18,6 +18,11 @@ pub fn now() -> Instant {
     rt::now()
 }
 
+/// How long ago `t` was, as of the current wake-up.
+pub fn since(t: Instant) -> Duration {
+    now().saturating_duration_since(t)
+}
+
 /// A future that completes at its deadline.
 pub struct Sleep {
     at: Instant,

@@ -17,6 +17,7 @@ use futures_lite::AsyncWriteExt;
 
 use crate::h1::chunked::{chunk_header, ChunkedDecoder, LAST_CHUNK};
 use crate::h1::framing::Framing;
+use crate::net::clock;
 use crate::net::stream::{timed_out, with_timeout, Conn, Stream, FAIR_SHARE_BYTES, READ_BYTES};
 
 /// How much a peer must take before a write deadline moves: four reads' worth. A
@@ -81,14 +82,14 @@ struct WriteDeadline {
 
 impl WriteDeadline {
     fn new(idle: Duration) -> Self {
-        Self { at: Instant::now() + idle, taken: 0, idle }
+        Self { at: clock::now() + idle, taken: 0, idle }
     }
 
     /// Writes all of `buf`; each write waits at most until the deadline.
     async fn write_all(&mut self, to: &mut Stream, buf: &[u8]) -> io::Result<()> {
         let mut off = 0;
         while off < buf.len() {
-            let left = self.at.saturating_duration_since(Instant::now());
+            let left = self.at.saturating_duration_since(clock::now());
             if left.is_zero() {
                 return Err(timed_out());
             }
@@ -99,7 +100,7 @@ impl WriteDeadline {
             off += n;
             self.taken += n;
             if self.taken >= WRITE_PROGRESS_BYTES {
-                self.at = Instant::now() + self.idle;
+                self.at = clock::now() + self.idle;
                 self.taken = 0;
             }
         }
@@ -107,7 +108,7 @@ impl WriteDeadline {
     }
 
     async fn flush(&mut self, to: &mut Stream) -> io::Result<()> {
-        let left = self.at.saturating_duration_since(Instant::now());
+        let left = self.at.saturating_duration_since(clock::now());
         with_timeout(left.max(Duration::from_millis(1)), to.flush()).await
     }
 }
@@ -151,10 +152,10 @@ pub async fn copy_body(
                 since_yield = 0;
             }
             from.reserve_read();
-            let started = Instant::now();
+            let started = clock::now();
             let n =
                 with_timeout(read.next_wait(waited, received), from.fill(READ_BYTES)).await.map_err(CopyError::Read)?;
-            waited += started.elapsed();
+            waited += clock::since(started);
             received += n as u64;
             since_yield += n as u64;
             if n == 0 {

@@ -2,7 +2,7 @@
 //! the request head and body written, `100 Continue` handled, the response head read
 //! within `proxy_timeout`. What went wrong is classified for the balancer.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::h1::framing::Framing;
 use crate::h1::head::{parse_response_head_into, HeadError, ResponseHead, MAX_RESPONSE_HEAD_BYTES};
@@ -81,7 +81,7 @@ async fn send_to_replica(
     let head_len = out.len();
     let mut fresh_only = false;
     loop {
-        let pooled = if fresh_only { None } else { req.worker.pool().take(url, Instant::now()) };
+        let pooled = if fresh_only { None } else { req.worker.pool().take(url, clock::now()) };
         let reused = pooled.is_some();
         let mut backend = match pooled {
             Some(c) => {

@@ -3,6 +3,10 @@
 //! gives that count back when it is dropped, whatever ends the work: a normal finish,
 //! an early return or a panicking connection task. A lease that was never reported on
 //! reports `Outcome::Abandoned`, so a member's trial in flight is released too.
+//!
+//! The balancer is shared by every worker thread and by the config reload and DNS
+//! discovery, which stamp it with the real clock: its times are read from the real
+//! clock here too, not from a worker's last wake-up, so they never run backwards.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

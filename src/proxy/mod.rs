@@ -37,6 +37,7 @@ use crate::access_log::AccessRecord;
 use crate::config::Config;
 use crate::h1::answer::Answer;
 use crate::h1::head::{parse_request_head_into, HeadError, RequestHead};
+use crate::net::clock;
 use crate::net::stream::{deadline, with_timeout, Conn, HeadReadError, Stream};
 use crate::server::Worker;
 
@@ -99,7 +100,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) 
         // The config in force when the request begins (a reload during the idle wait
         // applies to it); the request keeps this snapshot to its end.
         let config = worker.config();
-        let started = Instant::now();
+        let started = clock::now();
         let limits = config.limits;
         let mut scratch = worker.take_scratch();
         let read = read_head(&mut client, &mut scratch.head, limits.max_head_bytes, limits.max_headers);
@@ -187,7 +188,7 @@ async fn refuse(
     let record = AccessRecord {
         peer: Some(info.peer),
         status,
-        elapsed: started.elapsed(),
+        elapsed: clock::since(started),
         reason: Some(reason),
         ..Default::default()
     };

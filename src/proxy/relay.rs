@@ -2,11 +2,10 @@
 //! (hop-by-hop, framing, ProxyPassReverse), the body streamed, the backend connection
 //! pooled when clean. A 101 goes to tunnel.rs.
 
-use std::time::Instant;
-
 use crate::h1::framing::{response_framing, Framing};
 use crate::h1::head::{ResponseHead, Version};
 use crate::h1::headers::ClientConnection;
+use crate::net::clock;
 use crate::net::stream::Conn;
 use crate::target::Url;
 
@@ -28,7 +27,7 @@ pub(super) async fn relay(
 ) -> Result<Next, ProxyError> {
     let bad = |why: String| ProxyError::Upstream { replica: url.origin(), cause: UpstreamError::Malformed(why) };
     req.record.status = res.status;
-    req.record.ttfb = Some(req.started.elapsed());
+    req.record.ttfb = Some(clock::since(req.started));
     if res.status == 101 {
         let next = tunnel::switch(req, dest, client, url, backend, &res).await;
         req.scratch().response = res;
@@ -79,7 +78,7 @@ pub(super) async fn relay(
         }
     }
     if backend_keeps {
-        req.worker.pool().put(url, backend, Instant::now());
+        req.worker.pool().put(url, backend, clock::now());
     }
     Ok(if keep_alive { Next::KeepAlive } else { Next::Close })
 }

@@ -15,6 +15,7 @@ use crate::h1::answer::Answer;
 use crate::h1::framing::Framing;
 use crate::h1::head::{RequestHead, ResponseHead, Version};
 use crate::h1::headers::{write_response_head, ClientConnection};
+use crate::net::clock;
 use crate::net::stream::Conn;
 use crate::net::stream::READ_BYTES;
 use crate::route::reverse_url;
@@ -220,7 +221,7 @@ impl Request {
     /// The end of the request: its access line and its counters.
     pub fn finish(mut self) {
         self.release_scratch();
-        self.record.elapsed = self.started.elapsed();
+        self.record.elapsed = clock::since(self.started);
         log_access(&self.worker, &self.config, &self.record);
         let m = self.worker.metrics();
         let c = &self.counts;
@@ -242,9 +243,11 @@ impl Request {
 /// One access line and one request counted, for a request or a tunnel that ended, and
 /// for a request that never got as far as a `Request` (a bad head, a timeout).
 pub(crate) fn log_access(worker: &Worker, config: &Config, record: &AccessRecord) {
-    if let Some(line) = record.line(config.access_log, std::time::SystemTime::now()) {
-        // Never written here: a stalled stdout must not stop the worker.
-        worker.shared().access_log.push(line);
+    if config.access_log != AccessFormat::Off {
+        if let Some(line) = record.line(config.access_log, std::time::SystemTime::now()) {
+            // Never written here: a stalled stdout must not stop the worker.
+            worker.shared().access_log.push(line);
+        }
     }
     worker.metrics().request(record.route, record.status, record.elapsed);
 }
