@@ -41,21 +41,20 @@ pub struct AccessRecord {
 }
 
 /// Appends `s` with `"`, `\` and bytes outside printable ASCII as `\xHH`.
-fn escaped(out: &mut String, s: &str) {
+fn escaped(out: &mut impl Write, s: &str) -> fmt::Result {
     for c in s.chars() {
         match c {
-            '"' | '\\' => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if c.is_ascii_graphic() || c == ' ' => out.push(c),
+            '"' | '\\' => write!(out, "\\x{:02x}", c as u32)?,
+            c if c.is_ascii_graphic() || c == ' ' => out.write_char(c)?,
             c => {
                 let mut buf = [0u8; 4];
                 for b in c.encode_utf8(&mut buf).bytes() {
-                    let _ = write!(out, "\\x{b:02x}");
+                    write!(out, "\\x{b:02x}")?;
                 }
             }
         }
     }
+    Ok(())
 }
 
 /// Appends `s` as a JSON string.
@@ -74,14 +73,14 @@ pub(crate) fn json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// `25/Nov/2026:07:22:01 +0000`: Apache's `%t` in UTC.
-pub fn clf_time(t: SystemTime) -> String {
+/// Appends `25/Nov/2026:07:22:01 +0000`: Apache's `%t` in UTC.
+fn write_clf_time(out: &mut String, t: SystemTime) {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
     const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let month = MONTHS[(m - 1) as usize];
-    format!("{d:02}/{month}/{y}:{:02}:{:02}:{:02} +0000", rem / 3600, rem % 3600 / 60, rem % 60)
+    let _ = write!(out, "{d:02}/{month}/{y}:{:02}:{:02}:{:02} +0000", rem / 3600, rem % 3600 / 60, rem % 60);
 }
 
 /// `2026-11-25T07:22:01Z`: RFC 3339 in UTC, to the second, as stderr's diagnostics
@@ -109,23 +108,32 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 impl AccessRecord {
     /// The line in `format` at time `now` (the end of the request), or `None` when off.
     pub fn line(&self, format: AccessFormat, now: SystemTime) -> Option<String> {
-        match format {
-            AccessFormat::Off => None,
-            AccessFormat::Combined => Some(self.combined(now)),
-            AccessFormat::Json => Some(self.json(now)),
-        }
+        let mut s = String::new();
+        self.write_line(format, now, &mut s).then_some(s)
     }
 
-    fn combined(&self, now: SystemTime) -> String {
-        let mut s = String::with_capacity(256);
+    /// `line` appended to `out`, which the caller may reuse from line to line: writing
+    /// one allocates nothing once `out` has room. `false` (nothing written) when off.
+    pub fn write_line(&self, format: AccessFormat, now: SystemTime, out: &mut String) -> bool {
+        match format {
+            AccessFormat::Off => return false,
+            AccessFormat::Combined => self.combined(now, out),
+            AccessFormat::Json => self.json(now, out),
+        }
+        true
+    }
+
+    fn combined(&self, now: SystemTime, s: &mut String) {
         match self.peer {
             Some(p) => {
                 let _ = write!(s, "{}", p.ip());
             }
             None => s.push('-'),
         }
-        let _ = write!(s, " - - [{}] \"", clf_time(now));
-        escaped(&mut s, self.request_line.as_deref().unwrap_or("-"));
+        s.push_str(" - - [");
+        write_clf_time(s, now);
+        s.push_str("] \"");
+        let _ = escaped(s, self.request_line.as_deref().unwrap_or("-"));
         let _ = write!(s, "\" {} ", self.status);
         match self.bytes {
             Some(b) if b > 0 => {
@@ -135,31 +143,42 @@ impl AccessRecord {
         }
         for v in [&self.referer, &self.user_agent] {
             s.push_str(" \"");
-            escaped(&mut s, v.as_deref().unwrap_or("-"));
+            let _ = escaped(s, v.as_deref().unwrap_or("-"));
             s.push('"');
         }
         let _ = write!(s, " {}", self);
-        s
     }
 
-    fn json(&self, now: SystemTime) -> String {
-        let mut s = String::with_capacity(320);
-        s.push_str("{\"time\":");
-        json_string(&mut s, &clf_time(now));
-        let fields: [(&str, Option<String>); 6] = [
-            ("peer", self.peer.map(|p| p.to_string())),
-            ("request", self.request_line.clone()),
-            ("referer", self.referer.clone()),
-            ("user_agent", self.user_agent.clone()),
-            ("route", self.route.map(|r| r.to_string())),
-            ("replica", self.replica.clone()),
-        ];
-        for (name, value) in fields {
+    fn json(&self, now: SystemTime, s: &mut String) {
+        s.push_str("{\"time\":\"");
+        // The time, an address and a route label hold nothing JSON escapes.
+        write_clf_time(s, now);
+        s.push('"');
+        match self.peer {
+            Some(p) => {
+                let _ = write!(s, ",\"peer\":\"{p}\"");
+            }
+            None => s.push_str(",\"peer\":null"),
+        }
+        for (name, value) in
+            [("request", &self.request_line), ("referer", &self.referer), ("user_agent", &self.user_agent)]
+        {
             let _ = write!(s, ",\"{name}\":");
             match value {
-                Some(v) => json_string(&mut s, &v),
+                Some(v) => json_string(s, v),
                 None => s.push_str("null"),
             }
+        }
+        match self.route {
+            Some(r) => {
+                let _ = write!(s, ",\"route\":\"{r}\"");
+            }
+            None => s.push_str(",\"route\":null"),
+        }
+        s.push_str(",\"replica\":");
+        match &self.replica {
+            Some(v) => json_string(s, v),
+            None => s.push_str("null"),
         }
         let _ = write!(s, ",\"status\":{}", self.status);
         let _ = write!(s, ",\"bytes\":{}", self.bytes.unwrap_or(0));
@@ -175,11 +194,10 @@ impl AccessRecord {
         }
         s.push_str(",\"reason\":");
         match &self.reason {
-            Some(r) => json_string(&mut s, r),
+            Some(r) => json_string(s, r),
             None => s.push_str("null"),
         }
         s.push('}');
-        s
     }
 }
 
@@ -204,9 +222,9 @@ impl fmt::Display for AccessRecord {
             write!(f, " up={up} down={down}")?;
         }
         if let Some(reason) = &self.reason {
-            let mut s = String::new();
-            escaped(&mut s, reason);
-            write!(f, " reason=\"{s}\"")?;
+            f.write_str(" reason=\"")?;
+            escaped(f, reason)?;
+            f.write_str("\"")?;
         }
         Ok(())
     }
@@ -227,7 +245,9 @@ mod tests {
             (951_782_400, "29/Feb/2000:00:00:00 +0000"),
             (1_795_591_321, "25/Nov/2026:07:22:01 +0000"),
         ] {
-            assert_eq!(clf_time(at(secs)), want, "secs {secs}");
+            let mut got = String::new();
+            write_clf_time(&mut got, at(secs));
+            assert_eq!(got, want, "secs {secs}");
         }
     }
 

@@ -80,7 +80,20 @@ impl Url {
 
     /// `scheme://authority` with no path: the identity of a replica.
     pub fn origin(&self) -> String {
-        format!("{}://{}", self.scheme.as_str(), self.authority())
+        let mut s = String::new();
+        self.write_origin(&mut s);
+        s
+    }
+
+    /// `origin` appended to `out`, without formatting or a temporary string.
+    pub fn write_origin(&self, out: &mut String) {
+        for part in [self.scheme.as_str(), "://", &self.host] {
+            out.push_str(part);
+        }
+        if let Some(port) = self.explicit_port() {
+            use std::fmt::Write;
+            let _ = write!(out, ":{port}");
+        }
     }
 
     /// The replica as logs and `/status` name it: the origin, and the address it is

@@ -59,6 +59,9 @@ pub(crate) struct Scratch {
     pub route: RouteBufs,
     /// Heads sidecar writes, with the first body bytes, and the body copy's buffer.
     pub out: Vec<u8>,
+    /// The strings an access record held (request line, Referer, User-Agent,
+    /// replica), for the next request's record.
+    texts: Vec<String>,
 }
 
 impl Scratch {
@@ -73,9 +76,29 @@ impl Scratch {
         let bytes = self.head.capacity_bytes()
             + self.response.capacity_bytes()
             + self.route.capacity_bytes()
-            + self.out.capacity();
+            + self.out.capacity()
+            + self.texts.iter().map(String::capacity).sum::<usize>();
         bytes <= Self::KEPT_BYTES
     }
+
+    /// A string for an access record, holding what `write` puts in it: an earlier
+    /// record's, or a new one.
+    fn text(&mut self, write: impl FnOnce(&mut String)) -> String {
+        let mut text = self.texts.pop().unwrap_or_default();
+        text.clear();
+        write(&mut text);
+        text
+    }
+
+    /// Keeps a record's string for `text`.
+    fn keep_text(&mut self, text: String) {
+        if self.texts.len() < Self::KEPT_TEXTS {
+            self.texts.push(text);
+        }
+    }
+
+    /// As many strings as a record holds.
+    const KEPT_TEXTS: usize = 4;
 }
 
 pub(crate) struct Request {
@@ -109,10 +132,14 @@ impl Request {
     ) -> Self {
         let head = std::mem::take(&mut scratch.head);
         let mut record = AccessRecord { peer: Some(info.peer), ..Default::default() };
-        // What only an access line shows is copied out of the head only for one.
+        // What only an access line shows is copied out of the head only for one, into
+        // strings an earlier record used.
         if config.access_log != AccessFormat::Off {
-            record.request_line = Some(head.request_line());
-            let header = |name| head.headers.get(name).map(|v| String::from_utf8_lossy(v).into_owned());
+            record.request_line = Some(scratch.text(|s| head.write_request_line(s)));
+            let mut header = |name| {
+                let value = head.headers.get(name)?;
+                Some(scratch.text(|s| s.push_str(&String::from_utf8_lossy(value))))
+            };
             record.referer = header("Referer");
             record.user_agent = header("User-Agent");
         }
@@ -148,10 +175,14 @@ impl Request {
     }
 
     /// Notes the replica an attempt went to, for the access line: its name is
-    /// formatted only when a line will be written.
+    /// written only when a line will be.
     pub fn note_replica(&mut self, url: &crate::target::Url) {
         if self.config.access_log != AccessFormat::Off {
-            self.record.replica = Some(url.origin());
+            let scratch = self.scratch.get_or_insert_with(Box::default);
+            let origin = scratch.text(|s| url.write_origin(s));
+            if let Some(earlier) = self.record.replica.replace(origin) {
+                scratch.keep_text(earlier);
+            }
         }
     }
 
@@ -220,9 +251,19 @@ impl Request {
 
     /// The end of the request: its access line and its counters.
     pub fn finish(mut self) {
-        self.release_scratch();
         self.record.elapsed = clock::since(self.started);
         log_access(&self.worker, &self.config, &self.record);
+        // The record's strings go back with the buffers (a tunnel gave those back at
+        // its start: its strings are simply freed).
+        if let Some(scratch) = self.scratch.as_mut() {
+            let r = &mut self.record;
+            for text in [&mut r.request_line, &mut r.referer, &mut r.user_agent, &mut r.replica] {
+                if let Some(text) = text.take() {
+                    scratch.keep_text(text);
+                }
+            }
+        }
+        self.release_scratch();
         let m = self.worker.metrics();
         let c = &self.counts;
         let (tunnel_up, tunnel_down) = self.record.tunnel.unwrap_or((0, 0));
@@ -244,9 +285,11 @@ impl Request {
 /// for a request that never got as far as a `Request` (a bad head, a timeout).
 pub(crate) fn log_access(worker: &Worker, config: &Config, record: &AccessRecord) {
     if config.access_log != AccessFormat::Off {
-        if let Some(line) = record.line(config.access_log, std::time::SystemTime::now()) {
+        let queue = &worker.shared().access_log;
+        let mut line = queue.line_buffer();
+        if record.write_line(config.access_log, std::time::SystemTime::now(), &mut line) {
             // Never written here: a stalled stdout must not stop the worker.
-            worker.shared().access_log.push(line);
+            queue.push(line);
         }
     }
     worker.metrics().request(record.route, record.status, record.elapsed);
