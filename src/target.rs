@@ -51,7 +51,7 @@ impl Scheme {
 }
 
 /// A concrete backend URL. `host` is lower-case; an IPv6 literal keeps its brackets.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Url {
     pub scheme: Scheme,
     pub host: String,
@@ -62,6 +62,22 @@ pub struct Url {
     /// discovered through DNS). `host` still names the backend: it is the `Host`
     /// header and the name TLS verifies.
     pub addr: Option<SocketAddr>,
+}
+
+impl Clone for Url {
+    fn clone(&self) -> Self {
+        Self { scheme: self.scheme, host: self.host.clone(), port: self.port, path: self.path.clone(), addr: self.addr }
+    }
+
+    /// Reuses this URL's strings: a request copying its balancer member's URL into the
+    /// one it kept from its last request allocates nothing.
+    fn clone_from(&mut self, source: &Self) {
+        self.scheme = source.scheme;
+        self.host.clone_from(&source.host);
+        self.port = source.port;
+        self.path.clone_from(&source.path);
+        self.addr = source.addr;
+    }
 }
 
 impl Url {

@@ -7,10 +7,11 @@
 //!
 //! A keep-alive GET allocates nothing: its head is parsed into buffers its worker
 //! reuses from request to request, its future runs in a reused box, and heads are
-//! written into a reused buffer. With an access log on, the line is written into a
-//! buffer the log writer hands back, from strings the last request's record used;
-//! that is measured in a child run of this binary whose stdout (the access lines) is
-//! discarded, `combined` and `json`.
+//! written into a reused buffer. So does one sent through a balancer (the member's
+//! URL is copied into strings the last request used), and one with an access log on
+//! (the line is written into a buffer the log writer hands back, from strings the
+//! last request's record used). Those are measured in child runs of this binary, one
+//! sidecar per process, whose stdout (the access lines) is discarded.
 //!
 //! The counting allocator needs `unsafe impl GlobalAlloc`: this file is the only
 //! place the crate allows unsafe code (the lint is `deny`, overridden here; the
@@ -59,10 +60,37 @@ const ROUNDS: u64 = 2000;
 const MAX_PER_GET: f64 = 0.01;
 const MAX_PER_MESSAGE: f64 = 0.01;
 
-/// Set in the child run: the access log format its GETs are measured with.
-const CHILD_FORMAT: &str = "SIDECAR_ALLOCATIONS_ACCESS_LOG";
-/// What the child prints before its count.
-const CHILD_SAYS: &str = "heap allocations per proxied keep-alive GET with an access log:";
+/// Set in a child run: its `Setup`, as `Setup::name` says it.
+const CHILD_SETUP: &str = "SIDECAR_ALLOCATIONS_SETUP";
+/// What a child prints before its count.
+const CHILD_SAYS: &str = "heap allocations per proxied keep-alive GET:";
+
+/// What sidecar is configured with.
+#[derive(Clone, Copy)]
+struct Setup {
+    /// `[server] access_log`.
+    access_log: &'static str,
+    /// Proxied to a one-member balancer instead of a URL.
+    balanced: bool,
+}
+
+impl Setup {
+    const PLAIN: Setup = Setup { access_log: "off", balanced: false };
+    /// Measured in child runs.
+    const CHILDREN: [Setup; 3] = [
+        Setup { access_log: "combined", balanced: false },
+        Setup { access_log: "json", balanced: false },
+        Setup { access_log: "off", balanced: true },
+    ];
+
+    fn name(self) -> String {
+        format!("access_log = {}{}", self.access_log, if self.balanced { ", through a balancer" } else { "" })
+    }
+
+    fn named(name: &str) -> Option<Setup> {
+        Self::CHILDREN.into_iter().find(|s| s.name() == name)
+    }
+}
 
 const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nContent-Type: text/plain\r\n\r\nhello, world\n";
 const UPGRADE_RESPONSE: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
@@ -136,18 +164,21 @@ fn read_response(s: &mut TcpStream, buf: &mut [u8], n: &mut usize) {
     consume(buf, n, len + cl);
 }
 
-fn start_sidecar(backend: SocketAddr, access_log: &str) -> SocketAddr {
+fn start_sidecar(backend: SocketAddr, setup: Setup) -> SocketAddr {
     let dir = std::env::temp_dir().join(format!("sidecar-alloc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     // A free port, taken for a moment: sidecar binds it right after.
     let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let front: SocketAddr = ([127, 0, 0, 1], port).into();
     let config = dir.join("sidecar.toml");
+    let access_log = setup.access_log;
+    let to = match setup.balanced {
+        false => format!("\"http://{backend}/\""),
+        true => format!("\"balancer://app/\"\n\n[balancer.app]\nmembers = [\"http://{backend}\"]"),
+    };
     std::fs::write(
         &config,
-        format!(
-            "[server]\nlisten = \"{front}\"\nworkers = 1\naccess_log = \"{access_log}\"\n\n[[proxy]]\npath = \"/\"\nto = \"http://{backend}/\"\n"
-        ),
+        format!("[server]\nlisten = \"{front}\"\nworkers = 1\naccess_log = \"{access_log}\"\n\n[[proxy]]\npath = \"/\"\nto = {to}\n"),
     )
     .expect("config");
     std::thread::spawn(move || sidecar::cmd::run::run(&config));
@@ -170,12 +201,12 @@ fn per_round(f: &mut impl FnMut()) -> f64 {
     (ALLOCS.load(Relaxed) - before) as f64 / ROUNDS as f64
 }
 
-/// A backend, and sidecar in front of it with `access_log`; returns sidecar's address.
-fn start(access_log: &str) -> SocketAddr {
+/// A backend, and sidecar in front of it set up as `setup`; returns sidecar's address.
+fn start(setup: Setup) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
     let backend_addr = listener.local_addr().expect("addr");
     std::thread::spawn(move || backend(listener));
-    start_sidecar(backend_addr, access_log)
+    start_sidecar(backend_addr, setup)
 }
 
 /// Allocations per keep-alive GET through sidecar at `front`.
@@ -191,14 +222,16 @@ fn per_get(front: SocketAddr) -> f64 {
     per_round(&mut get)
 }
 
-/// Runs this test again in a child process with the access log in `format`, its
-/// stdout discarded, and returns the child's count per GET.
-fn per_get_with_access_log(format: &str) -> f64 {
+/// Runs this test again in a child process set up as `setup`, its stdout discarded,
+/// and returns the child's count per GET.
+fn per_get_in_child(setup: Setup) -> f64 {
     let exe = std::env::current_exe().expect("this test binary");
-    let err = std::env::temp_dir().join(format!("sidecar-alloc-{}-{format}.err", std::process::id()));
+    let name = setup.name();
+    let file = name.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    let err = std::env::temp_dir().join(format!("sidecar-alloc-{}-{file}.err", std::process::id()));
     let mut child = Command::new(exe)
         .args(["allocations_per_keep_alive_get_and_per_tunnelled_message", "--exact", "--nocapture"])
-        .env(CHILD_FORMAT, format)
+        .env(CHILD_SETUP, &name)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&err).expect("child stderr file"))
         .spawn()
@@ -211,28 +244,29 @@ fn per_get_with_access_log(format: &str) -> f64 {
         if Instant::now() > end {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("the {format} child run did not end within 60 s");
+            panic!("the child run ({name}) did not end within 60 s");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     let said = std::fs::read_to_string(&err).unwrap_or_default();
     let _ = std::fs::remove_file(&err);
-    assert!(status.success(), "the {format} child run failed:\n{said}");
+    assert!(status.success(), "the child run ({name}) failed:\n{said}");
     said.lines()
         .find_map(|l| l.strip_prefix(CHILD_SAYS))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no count from the {format} child run:\n{said}"))
+        .unwrap_or_else(|| panic!("no count from the child run ({name}):\n{said}"))
 }
 
 #[test]
 fn allocations_per_keep_alive_get_and_per_tunnelled_message() {
-    if let Ok(format) = std::env::var(CHILD_FORMAT) {
-        // The child run: GETs only, their access lines on the discarded stdout.
-        let per_get = per_get(start(&format));
+    if let Ok(name) = std::env::var(CHILD_SETUP) {
+        // A child run: GETs only, their access lines on the discarded stdout.
+        let setup = Setup::named(&name).unwrap_or_else(|| panic!("unknown setup {name:?}"));
+        let per_get = per_get(start(setup));
         eprintln!("{CHILD_SAYS} {per_get:.2}");
         return;
     }
-    let front = start("off");
+    let front = start(Setup::PLAIN);
     let per_get = per_get(front);
     let mut buf = [0u8; 8192];
 
@@ -261,9 +295,10 @@ fn allocations_per_keep_alive_get_and_per_tunnelled_message() {
     assert!(per_get <= MAX_PER_GET, "{per_get} allocations per GET (ceiling {MAX_PER_GET})");
     assert!(per_message <= MAX_PER_MESSAGE, "{per_message} allocations per message (ceiling {MAX_PER_MESSAGE})");
     // Measured last: running a child allocates in this process.
-    for format in ["combined", "json"] {
-        let with_log = per_get_with_access_log(format);
-        println!("heap allocations per proxied keep-alive GET with a {format} access log: {with_log:.2}");
-        assert!(with_log <= MAX_PER_GET, "{with_log} allocations per GET with a {format} access log");
+    for setup in Setup::CHILDREN {
+        let n = per_get_in_child(setup);
+        let name = setup.name();
+        println!("heap allocations per proxied keep-alive GET ({name}): {n:.2}");
+        assert!(n <= MAX_PER_GET, "{n} allocations per GET ({name}; ceiling {MAX_PER_GET})");
     }
 }

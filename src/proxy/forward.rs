@@ -121,6 +121,25 @@ async fn route_with(
 /// Sends the request to a replica of `dest` and relays the answer, trying another
 /// replica where that is safe.
 async fn forward(req: &mut Request, dest: &Destination<'_>, client: &mut Conn) -> Result<Next, ProxyError> {
+    // A balanced request picks into buffers out of its scratch: the members it tried
+    // and the URL of the one it is on.
+    let mut tried = std::mem::take(&mut req.scratch().tried);
+    let mut member = req.scratch().member.take();
+    tried.clear();
+    let result = forward_with(req, dest, client, &mut tried, &mut member).await;
+    let scratch = req.scratch();
+    scratch.tried = tried;
+    scratch.member = member;
+    result
+}
+
+async fn forward_with(
+    req: &mut Request,
+    dest: &Destination<'_>,
+    client: &mut Conn,
+    tried: &mut Vec<usize>,
+    member: &mut Option<Url>,
+) -> Result<Next, ProxyError> {
     let upstream = match &*dest.target {
         Target::Url(u) => Upstream::Direct(u),
         Target::Balancer { name, .. } => {
@@ -142,20 +161,17 @@ async fn forward(req: &mut Request, dest: &Destination<'_>, client: &mut Conn) -
     };
     let replayable = req.framing == Framing::None
         && matches!(req.head.method.as_str(), "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE");
-    let mut tried: Vec<usize> = Vec::new();
     let mut replayed = false;
     let mut last_error = None;
     for _ in 0..max_attempts {
-        let picked;
         let url = match &upstream {
             Upstream::Direct(url) => *url,
             Upstream::Balanced(b) => {
-                match Lease::pick(b, &tried, Affinity { sticky_route: sticky.as_deref(), hash_key: key }) {
+                match Lease::pick(b, tried, Affinity { sticky_route: sticky.as_deref(), hash_key: key }, member) {
                     Ok((lease, url)) => {
                         tried.push(lease.member());
                         req.lease = Some(lease);
-                        picked = url;
-                        &picked
+                        url
                     }
                     Err(retry_after) => {
                         return Err(ProxyError::AllReplicasDown { balancer: b.name.clone(), retry_after })
@@ -228,7 +244,7 @@ async fn forward(req: &mut Request, dest: &Destination<'_>, client: &mut Conn) -
     // Every attempt failed. If no replica could take a request now, every replica is
     // down: 503 with Retry-After.
     if let Upstream::Balanced(b) = &upstream {
-        if let Some(retry_after) = all_down(b, &tried) {
+        if let Some(retry_after) = all_down(b, tried) {
             return Err(ProxyError::AllReplicasDown { balancer: b.name.clone(), retry_after });
         }
     }

@@ -26,18 +26,23 @@ pub(crate) struct Lease {
 
 impl Lease {
     /// Picks a member for a new request and counts the request on it, under one lock
-    /// (a pick and its count must not be split, or concurrent picks miss it).
-    /// `Err`: no member can take it; answer 503 with this `Retry-After`.
-    pub fn pick(
+    /// (a pick and its count must not be split, or concurrent picks miss it). The
+    /// member's URL is copied into `member` (the member list may change once the lock
+    /// is released), reusing the strings it holds. `Err`: no member can take it;
+    /// answer 503 with this `Retry-After`.
+    pub fn pick<'m>(
         balancer: &Arc<SharedBalancer>,
         tried: &[usize],
         affinity: Affinity<'_>,
-    ) -> Result<(Lease, Url), Duration> {
+        member: &'m mut Option<Url>,
+    ) -> Result<(Lease, &'m Url), Duration> {
         let mut b = balancer.lock();
         match b.pick_with(Instant::now(), tried, affinity) {
             Pick::Replica(attempt) => {
                 b.start(attempt.replica, Work::Request);
-                let url = b.spec().replicas[attempt.replica].url.clone();
+                let picked = &b.spec().replicas[attempt.replica].url;
+                let url = member.get_or_insert_with(|| picked.clone());
+                url.clone_from(picked);
                 let lease =
                     Lease { balancer: Arc::clone(balancer), attempt, work: Work::Request, bytes: 0, reported: false };
                 Ok((lease, url))

@@ -57,6 +57,9 @@ pub(crate) struct Scratch {
     /// The backend's response head.
     pub response: ResponseHead,
     pub route: RouteBufs,
+    /// A balanced request's tried members, and the URL of the member it is on.
+    pub tried: Vec<usize>,
+    pub member: Option<crate::target::Url>,
     /// Heads sidecar writes, with the first body bytes, and the body copy's buffer.
     pub out: Vec<u8>,
     /// The strings an access record held (request line, Referer, User-Agent,
@@ -76,6 +79,8 @@ impl Scratch {
         let bytes = self.head.capacity_bytes()
             + self.response.capacity_bytes()
             + self.route.capacity_bytes()
+            + self.tried.capacity() * std::mem::size_of::<usize>()
+            + self.member.as_ref().map_or(0, |u| u.host.capacity() + u.path.capacity())
             + self.out.capacity()
             + self.texts.iter().map(String::capacity).sum::<usize>();
         bytes <= Self::KEPT_BYTES
