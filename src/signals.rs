@@ -76,7 +76,16 @@ fn reload(running: &mut Running, path: &Path) {
                 log::error!("SIGHUP: reload rejected, old config kept: {d}");
                 return;
             }
-            log::info!("SIGHUP: reloaded {}", path.display());
+            config.retire_members(&old);
+            let config = Arc::new(config);
+            match running.reload(Arc::clone(&config)) {
+                0 => log::info!("SIGHUP: reloaded {}", path.display()),
+                late => log::warn!(
+                    "SIGHUP: reloaded {}; {late} worker(s) had not taken it after {:?} and will when free",
+                    path.display(),
+                    crate::server::RELOAD_WAIT
+                ),
+            }
             if let Some(s) = config
                 .self_signed
                 .as_ref()
@@ -84,8 +93,6 @@ fn reload(running: &mut Running, path: &Path) {
             {
                 s.log();
             }
-            config.retire_members(&old);
-            running.reload(Arc::new(config));
         }
         Err(diagnostics) => {
             for d in &diagnostics {
