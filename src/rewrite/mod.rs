@@ -239,8 +239,8 @@ impl Rules {
     }
 
     /// Whether a `[P]` rule could send a request to an `https://` or `wss://` backend:
-    /// its substitution names such a scheme, or does not start with a literal `http://`
-    /// or `ws://` (a variable or back-reference could supply any scheme).
+    /// its substitution names such a scheme, or does not start with a literal `http://`,
+    /// `ws://` or `balancer://` (a variable or back-reference could supply any scheme).
     pub(crate) fn may_proxy_over_tls(&self) -> bool {
         self.rules.iter().any(|r| {
             r.flags.action == flags::Action::Proxy
@@ -265,7 +265,8 @@ impl Rules {
     }
 }
 
-/// `http://` or `ws://`, in any case: a target that needs no TLS.
+/// `http://`, `ws://` or `balancer://` (whose members say for themselves), in any
+/// case: a target that needs no TLS of its own.
 fn starts_with_plain_scheme(s: &str) -> bool {
-    ["http://", "ws://"].iter().any(|p| s.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p)))
+    ["http://", "ws://", "balancer://"].iter().any(|p| s.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p)))
 }

@@ -283,6 +283,8 @@ fn which_rule_sets_may_proxy_over_tls() {
         (".* HTTPS://app/ [P]", true),
         (".* ws://localhost:3000%{REQUEST_URI} [P,L]", false),
         (".* HTTP://app/$0 [P]", false),
+        // A balancer's members are checked on their own.
+        (".* balancer://pool%{REQUEST_URI} [P,L]", false),
         // The scheme comes from the request or the match: it could be https.
         ("^/(.*) %{ENV:BACKEND}/$1 [P]", true),
         ("^/(\\w+)/(.*) $1://app/$2 [P]", true),
