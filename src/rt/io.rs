@@ -289,7 +289,12 @@ impl AsyncRead for Io<TcpStream> {
 impl AsyncWrite for Io<TcpStream> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let offered = buf.len();
-        self.poll_io(cx, Ready::WRITABLE, |s| Ok(rustix::net::send(s, buf, SendFlags::NOSIGNAL)?), |r, res| r.after_write(res, offered))
+        self.poll_io(
+            cx,
+            Ready::WRITABLE,
+            |s| Ok(rustix::net::send(s, buf, SendFlags::NOSIGNAL)?),
+            |r, res| r.after_write(res, offered),
+        )
     }
 
     fn poll_write_vectored(
