@@ -78,11 +78,14 @@ fn reload(running: &mut Running, path: &Path) {
             }
             config.retire_members(&old);
             let config = Arc::new(config);
-            running.reload(Arc::clone(&config));
-            // Said once every worker has been handed the config (its wake-up is
-            // signalled before a client reading this line can connect), so a request
-            // that follows the line is served with it.
-            log::info!("SIGHUP: reloaded {}", path.display());
+            match running.reload(Arc::clone(&config)) {
+                0 => log::info!("SIGHUP: reloaded {}", path.display()),
+                late => log::warn!(
+                    "SIGHUP: reloaded {}; {late} worker(s) had not taken it after {:?} and will when free",
+                    path.display(),
+                    crate::server::RELOAD_WAIT
+                ),
+            }
             if let Some(s) = config
                 .self_signed
                 .as_ref()

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_rustls::rustls::RootCertStore;
 use toml::Spanned;
 
 use super::diag::{Diagnostic, Lines};
@@ -289,25 +290,6 @@ impl Cx<'_> {
                 None
             }
         });
-        let ca = file
-            .backend_tls
-            .as_ref()
-            .and_then(|b| b.get_ref().ca.as_ref())
-            .map(|ca| (self.file_path(ca, "backend_tls.ca"), ca));
-        let ca_file = ca.as_ref().map(|(p, _)| p.as_path()).filter(|p| self.is_file(p));
-        let backend_tls = match self.disk {
-            Disk::Read => crate::tls::client_config(ca_file),
-            Disk::Absent => crate::tls::client_config_with_roots(futures_rustls::rustls::RootCertStore::empty(), None),
-        };
-        let backend_tls = match backend_tls {
-            Ok(c) => Some(c),
-            Err(e) => {
-                if let Some((_, at)) = &ca {
-                    self.err(at, "backend_tls.ca", e);
-                }
-                None
-            }
-        };
         let balancers: Vec<BalancerSpec> = file.balancer.iter().map(|(name, b)| self.balancer(name, b)).collect();
         let resolver = self.resolver(file.resolver.as_ref());
         let balancer_names: Vec<&str> = balancers.iter().map(|b| b.name.as_str()).collect();
@@ -331,6 +313,31 @@ impl Cx<'_> {
             .collect();
         let rules = self.rules(&rule_lines, &rule_sources);
         let (routes, reverse) = self.routes(&file.proxy, &balancer_names, &balancers, ws_keepalive);
+        let ca = file
+            .backend_tls
+            .as_ref()
+            .and_then(|b| b.get_ref().ca.as_ref())
+            .map(|ca| (self.file_path(ca, "backend_tls.ca"), ca));
+        let ca_file = ca.as_ref().map(|(p, _)| p.as_path()).filter(|p| self.is_file(p));
+        // The system store is read only when a backend may need it: it costs a few
+        // milliseconds at every load and about 0.4 MiB for as long as sidecar runs.
+        let any_tls_backend = routes.iter().any(|r| matches!(&r.target, Target::Url(u) if u.scheme.is_tls()))
+            || balancers.iter().flat_map(|b| &b.replicas).any(|m| m.url.scheme.is_tls())
+            || rules.as_ref().is_some_and(Rules::may_proxy_over_tls);
+        let backend_tls = match self.disk {
+            Disk::Read if any_tls_backend => crate::tls::client_config(ca_file),
+            Disk::Read => crate::tls::client_config_with_roots(RootCertStore::empty(), ca_file),
+            Disk::Absent => crate::tls::client_config_with_roots(RootCertStore::empty(), None),
+        };
+        let backend_tls = match backend_tls {
+            Ok(c) => Some(c),
+            Err(e) => {
+                if let Some((_, at)) = &ca {
+                    self.err(at, "backend_tls.ca", e);
+                }
+                None
+            }
+        };
         if file.proxy.is_empty() && file.rewrite.is_empty() {
             self.err(&file.server, "proxy", "no [[proxy]] or [[rewrite]] entry: nothing would be served");
         }

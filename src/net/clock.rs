@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_io::Timer;
 
-use crate::rt;
+use crate::rt::{self, WakerKey};
 
 /// The time of the current wake-up.
 pub fn now() -> Instant {
@@ -27,6 +27,8 @@ pub fn since(t: Instant) -> Duration {
 pub struct Sleep {
     at: Instant,
     inner: Inner,
+    /// The deadline and waker its table entry holds (see `rt::WakerKey`).
+    armed: Option<(Instant, WakerKey)>,
 }
 
 enum Inner {
@@ -43,7 +45,7 @@ pub fn sleep(limit: Duration) -> Sleep {
 /// Completes at `at`.
 pub fn sleep_until(at: Instant) -> Sleep {
     let inner = if rt::is_running() { Inner::Table(None) } else { Inner::Timer(Timer::at(at)) };
-    Sleep { at, inner }
+    Sleep { at, inner, armed: None }
 }
 
 impl Sleep {
@@ -60,13 +62,21 @@ impl Future for Sleep {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let at = self.at;
-        match &mut self.inner {
+        let Sleep { at, inner, armed } = &mut *self;
+        let at = *at;
+        match inner {
             Inner::Timer(t) => Pin::new(t).poll(cx).map(|_| ()),
             Inner::Table(slot) => rt::with_core(|core| {
                 if core.now() >= at {
                     return Poll::Ready(());
                 }
+                // Entries fire only once `now` reaches them, so one armed for `at` with
+                // this waker is still armed.
+                let key = WakerKey::of(cx.waker());
+                if slot.is_some() && *armed == Some((at, key)) {
+                    return Poll::Pending;
+                }
+                *armed = Some((at, key));
                 let mut timers = core.timers();
                 match *slot {
                     None => *slot = Some(timers.insert(at, cx.waker().clone())),

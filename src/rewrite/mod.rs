@@ -238,6 +238,19 @@ impl Rules {
         }
     }
 
+    /// Whether a `[P]` rule could send a request to an `https://` or `wss://` backend:
+    /// its substitution names such a scheme, or does not start with a literal `http://`,
+    /// `ws://` or `balancer://` (a variable or back-reference could supply any scheme).
+    pub(crate) fn may_proxy_over_tls(&self) -> bool {
+        self.rules.iter().any(|r| {
+            r.flags.action == flags::Action::Proxy
+                && r.substitution.as_ref().is_some_and(|t| match t.pieces.first() {
+                    Some(expand::Piece::Lit(lit)) => !starts_with_plain_scheme(lit),
+                    _ => true,
+                })
+        })
+    }
+
     /// Runs the rules over one request (see `eval.rs` for the semantics).
     pub fn evaluate(&self, req: &dyn RequestVars) -> Decision {
         self.evaluate_traced(req, &mut NoTrace)
@@ -250,4 +263,10 @@ impl Rules {
         }
         eval::evaluate(&self.rules, req, trace)
     }
+}
+
+/// `http://`, `ws://` or `balancer://` (whose members say for themselves), in any
+/// case: a target that needs no TLS of its own.
+fn starts_with_plain_scheme(s: &str) -> bool {
+    ["http://", "ws://", "balancer://"].iter().any(|p| s.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p)))
 }

@@ -274,3 +274,27 @@ fn no_rules_pass_everything() {
     assert_eq!(r.evaluate(&TestReq::get("/x", "")), Decision::Pass);
     assert_eq!(Rules::default().evaluate(&TestReq::get("/x", "")), Decision::Pass);
 }
+
+#[test]
+fn which_rule_sets_may_proxy_over_tls() {
+    for (rule, want) in [
+        (WEBSOCKET_RULE, true),
+        (".* https://app/ [P]", true),
+        (".* HTTPS://app/ [P]", true),
+        (".* ws://localhost:3000%{REQUEST_URI} [P,L]", false),
+        (".* HTTP://app/$0 [P]", false),
+        // A balancer's members are checked on their own.
+        (".* balancer://pool%{REQUEST_URI} [P,L]", false),
+        // The scheme comes from the request or the match: it could be https.
+        ("^/(.*) %{ENV:BACKEND}/$1 [P]", true),
+        ("^/(\\w+)/(.*) $1://app/$2 [P]", true),
+        // Not proxied: no backend at all.
+        (".* https://elsewhere/ [R=302]", false),
+        ("^/old /new [PT]", false),
+        (".* - [F]", false),
+    ] {
+        assert_eq!(rules(&[(&[], rule)]).may_proxy_over_tls(), want, "{rule}");
+    }
+    assert!(!Rules::default().may_proxy_over_tls());
+    assert!(rules(&[(&[], ".* http://a/ [P]"), (&[], ".* wss://b/ [P]")]).may_proxy_over_tls());
+}

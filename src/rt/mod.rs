@@ -167,6 +167,18 @@ fn moved<T>(v: &mut Vec<T>, capacity: usize) -> Vec<T> {
     fresh
 }
 
+/// Which waker a table entry was armed with: a future polled again by the same task
+/// finds its entry still armed and skips the table (the hot path polls each pending
+/// deadline and signal once per wake-up). Compared as `Waker::will_wake` compares.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WakerKey(usize, usize);
+
+impl WakerKey {
+    pub fn of(waker: &Waker) -> Self {
+        Self(waker.data() as usize, std::ptr::from_ref(waker.vtable()) as usize)
+    }
+}
+
 /// Slots a compacted table keeps room for.
 const SLOTS_KEPT: usize = 64;
 

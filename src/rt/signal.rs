@@ -6,6 +6,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
+use super::WakerKey;
+
 #[derive(Default)]
 pub struct Signal {
     fired: Cell<bool>,
@@ -29,13 +31,15 @@ impl Signal {
 
     /// Completes once the signal has fired.
     pub fn wait(&self) -> Wait<'_> {
-        Wait { signal: self, slot: None }
+        Wait { signal: self, slot: None, armed: None }
     }
 }
 
 pub struct Wait<'s> {
     signal: &'s Signal,
     slot: Option<usize>,
+    /// The waker the slot holds (see `WakerKey`).
+    armed: Option<WakerKey>,
 }
 
 impl Future for Wait<'_> {
@@ -45,6 +49,12 @@ impl Future for Wait<'_> {
         if self.signal.fired.get() {
             return Poll::Ready(());
         }
+        // Only `fire` empties a slot, and it sets `fired` first.
+        let key = WakerKey::of(cx.waker());
+        if self.armed == Some(key) {
+            return Poll::Pending;
+        }
+        self.armed = Some(key);
         let mut waiters = self.signal.waiters.borrow_mut();
         match self.slot {
             Some(i) => match &mut waiters[i] {
@@ -114,6 +124,19 @@ mod tests {
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
         assert!(a.as_mut().poll(&mut cx).is_ready());
         assert!(signal.wait().poll_unpin_ready(&mut cx));
+    }
+
+    #[test]
+    fn a_waiter_polled_by_another_task_wakes_that_task() {
+        let signal = Signal::default();
+        let (first, second) = (Arc::new(Count(AtomicUsize::new(0))), Arc::new(Count(AtomicUsize::new(0))));
+        let (w1, w2) = (Waker::from(Arc::clone(&first)), Waker::from(Arc::clone(&second)));
+        let mut wait = Box::pin(signal.wait());
+        for waker in [&w1, &w1, &w2, &w2] {
+            assert!(wait.as_mut().poll(&mut Context::from_waker(waker)).is_pending());
+        }
+        signal.fire();
+        assert_eq!((first.0.load(Ordering::SeqCst), second.0.load(Ordering::SeqCst)), (0, 1));
     }
 
     trait ReadyOnce {

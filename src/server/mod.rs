@@ -16,7 +16,7 @@ pub(crate) use worker::Worker;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,12 @@ use crate::shared::Shared;
 
 /// How often a worker closes pooled connections idle past their timeout.
 const POOL_PRUNE_EVERY: Duration = Duration::from_secs(5);
+/// How long a reload waits for the workers to take the new config. A worker is busy
+/// for microseconds at a time, so only a stuck one makes the wait this long.
+pub(crate) const RELOAD_WAIT: Duration = Duration::from_secs(2);
+
+/// A new config for a worker, and where it says that the config is in force.
+type Reload = (Arc<Config>, mpsc::Sender<()>);
 
 /// The started proxy.
 pub struct Running {
@@ -36,7 +42,7 @@ pub struct Running {
     threads: Vec<JoinHandle<()>>,
     /// Dropped to start draining (a closed channel wakes every worker).
     shutdown: Option<async_channel::Sender<()>>,
-    reloads: Vec<async_channel::Sender<Arc<Config>>>,
+    reloads: Vec<async_channel::Sender<Reload>>,
     listen: Vec<SocketAddr>,
     workers: usize,
     pub shared: Arc<Shared>,
@@ -49,16 +55,35 @@ impl Running {
         self.shutdown = None;
     }
 
-    /// Hands a new config to every worker. Listener addresses are bound at start and
-    /// stay; a changed `listen` is reported and needs a restart.
-    pub fn reload(&mut self, config: Arc<Config>) {
+    /// Hands a new config to every worker and waits until each has it in force, so
+    /// that what follows (the "reloaded" line) is true for the next connection. Returns
+    /// how many running workers had not taken it within `RELOAD_WAIT`. Listener addresses are
+    /// bound at start and stay; a changed `listen` is reported and needs a restart.
+    pub fn reload(&mut self, config: Arc<Config>) -> usize {
         if config.listen != self.listen || config.workers != self.workers {
             log::warn!("reload: server.listen and server.workers changes take effect only after a restart");
         }
         self.shared.set_config(Arc::clone(&config));
+        let (applied_tx, applied_rx) = mpsc::channel();
+        let (mut sent, mut late) = (0, 0);
         for tx in &self.reloads {
-            let _ = tx.try_send(Arc::clone(&config));
+            match tx.try_send((Arc::clone(&config), applied_tx.clone())) {
+                Ok(()) => sent += 1,
+                // Earlier reloads still queued: this one follows them.
+                Err(async_channel::TrySendError::Full(_)) => late += 1,
+                // The worker has stopped (a drain ended).
+                Err(async_channel::TrySendError::Closed(_)) => {}
+            }
         }
+        let deadline = Instant::now() + RELOAD_WAIT;
+        let mut applied = 0;
+        while applied < sent {
+            match applied_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(()) => applied += 1,
+                Err(_) => break,
+            }
+        }
+        late + sent - applied
     }
 
     /// The worker threads, for a caller that joins them itself.
@@ -111,7 +136,7 @@ fn run_worker(
     shared: Arc<Shared>,
     listeners: Vec<TcpListener>,
     shutdown: async_channel::Receiver<()>,
-    reloads: async_channel::Receiver<Arc<Config>>,
+    reloads: async_channel::Receiver<Reload>,
     first: bool,
 ) {
     let worker = Rc::new(Worker::new(shared));
@@ -133,8 +158,9 @@ fn run_worker(
         // runtime's cross-thread queue, never on the request path.
         let w = Rc::clone(&worker);
         rt::spawn(async move {
-            while let Ok(config) = reloads.recv().await {
+            while let Ok((config, applied)) = reloads.recv().await {
                 w.set_config(config);
+                let _ = applied.send(());
                 let _ = reloaded_tx.try_send(());
             }
         })
