@@ -50,7 +50,8 @@ pub enum Decided<'a> {
 }
 
 /// Where a request's routing writes: its normalised path and its upstream target.
-/// A connection's requests reuse one, so routing allocates nothing.
+/// It lives in the request's `Scratch`, reused from one request to the next, so
+/// routing allocates nothing.
 #[derive(Debug, Default)]
 pub struct RouteBufs {
     path: String,

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! mod.rs      the connection loop: head → Request → forward::handle → finish | tunnel
-//! request.rs  one request's state from head to access line (config, lease, record)
+//! request.rs  one request's state from head to access line (config, lease, record), and
+//!             the buffers its worker hands from one request to the next (Scratch)
 //! forward.rs  framing checks, routing (decide.rs), replica choice and retries
 //! exchange.rs one attempt on one replica, up to the response head
 //! relay.rs    the response to the client; a 101 goes to tunnel.rs
