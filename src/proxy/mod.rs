@@ -65,15 +65,33 @@ pub(crate) enum Next {
     Tunnel(Conn, pump::Session),
 }
 
-/// Serves one client connection until it closes.
-pub(crate) async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) {
+/// A connection that became a WebSocket tunnel: the 101 has been written.
+pub(crate) struct Tunnel {
+    req: Box<Request>,
+    client: Conn,
+    backend: Conn,
+    session: pump::Session,
+}
+
+impl Tunnel {
+    /// Relays until both sides close (or sidecar closes the tunnel), then writes the
+    /// access line.
+    pub(crate) async fn run(self) {
+        tunnel::run(self.req, self.client, self.backend, self.session).await;
+    }
+}
+
+/// Serves one client connection until it closes, or until it becomes a tunnel, which
+/// is returned for the caller to run. A tunnel may stay open for hours, so it runs as
+/// a task of its own, apart from the state this connection needed for its requests.
+pub(crate) async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) -> Option<Tunnel> {
     let info = Rc::new(info);
     let mut client = Conn::new(stream);
     let mut first = true;
     loop {
         client.shrink();
         if worker.is_draining() {
-            return;
+            return None;
         }
         if client.buffered().is_empty() {
             // Between requests a connection may idle for the keep-alive timeout; the
@@ -94,7 +112,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) 
             });
             match next.await {
                 Ok(n) if n > 0 => {}
-                _ => return,
+                _ => return None,
             }
         }
         first = false;
@@ -107,7 +125,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) 
         let read = read_head(&mut client, &mut scratch.head, limits.max_head_bytes, limits.max_headers);
         let refused = match deadline(config.timeouts.header, read).await {
             Some(Ok(())) => None,
-            Some(Err(None)) => return,
+            Some(Err(None)) => return None,
             Some(Err(Some(e))) => Some(match e {
                 HeadError::TooLarge => (431, "request head too large".to_string()),
                 HeadError::MethodNotAllowed => (405, e.to_string()),
@@ -118,7 +136,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) 
         if let Some((status, reason)) = refused {
             worker.give_scratch(scratch);
             refuse(&worker, &config, &mut client, &info, status, reason, started).await;
-            return;
+            return None;
         }
         // The request runs in a box the worker reuses: this connection's task holds a
         // pointer to it only while the request is in flight, so an idle keep-alive
@@ -129,11 +147,8 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) 
         client = back;
         match ended {
             Ended::KeepAlive => {}
-            Ended::Closed => return,
-            Ended::Tunnel(req, backend, session) => {
-                Box::pin(tunnel::run(req, client, backend, session)).await;
-                return;
-            }
+            Ended::Closed => return None,
+            Ended::Tunnel(req, backend, session) => return Some(Tunnel { req, client, backend, session }),
         }
     }
 }

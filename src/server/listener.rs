@@ -85,5 +85,13 @@ async fn connection(
         return;
     }
     let info = ClientInfo { peer, peer_ip: peer.ip().to_string(), local, https };
-    serve(worker, stream, info).await;
+    if let Some(tunnel) = serve(worker, stream, info).await {
+        // This task's state (sized for the whole request path) is freed now; the
+        // tunnel's task holds only what relaying needs, and the connection's count.
+        rt::spawn(async move {
+            let _open = _open;
+            tunnel.run().await;
+        })
+        .detach();
+    }
 }
