@@ -635,10 +635,19 @@ impl<L: Future<Output = Leave>> Pump<L> {
 }
 
 impl<L: Future<Output = Leave>> Future for Pump<L> {
-    type Output = TunnelEnd;
+    type Output = TunnelStats;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<TunnelEnd> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<TunnelStats> {
         let t = self.get_mut();
+        let end = std::task::ready!(t.poll_end(cx));
+        Poll::Ready(TunnelStats { up: t.up.bytes, down: t.down.bytes, end })
+    }
+}
+
+impl<L: Future<Output = Leave>> Pump<L> {
+    /// Moves bytes until the tunnel ends, and says how.
+    fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<TunnelEnd> {
+        let t = self;
         let mut rounds = 0;
         loop {
             let mut again = false;
@@ -759,17 +768,18 @@ pub(super) fn random() -> u64 {
 /// Runs a tunnel until it ends. `to_backend` / `to_client` are bytes already read from
 /// the other side (frames sent right behind the handshake); they go first. When `leave`
 /// completes, sidecar closes the tunnel as it says.
-pub async fn run(
+///
+/// A plain function returning the pump itself, not an `async fn`: an `async fn` would
+/// keep its arguments beside the pump they were moved into, for the tunnel's life.
+pub fn run(
     client: Stream,
     to_backend: Vec<u8>,
     backend: Stream,
     to_client: Vec<u8>,
     session: Session,
     leave: impl Future<Output = Leave>,
-) -> TunnelStats {
-    let mut pump = Pump::new(client, to_backend, backend, to_client, session, leave);
-    let end = (&mut pump).await;
-    TunnelStats { up: pump.up.bytes, down: pump.down.bytes, end }
+) -> impl Future<Output = TunnelStats> {
+    Pump::new(client, to_backend, backend, to_client, session, leave)
 }
 
 #[cfg(test)]
