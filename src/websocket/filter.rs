@@ -50,8 +50,10 @@ pub struct Filter {
     state: State,
     /// A fragmented data message is open (continuation frames expected).
     in_message: bool,
-    held: [u8; MAX_CONTROL_FRAME],
-    held_len: usize,
+    /// A header or control frame cut by the end of a read. Allocated the first time a
+    /// frame is cut and kept for the tunnel's life: most tunnels never need it, and an
+    /// idle tunnel should not carry its bytes.
+    held: Vec<u8>,
     /// The proxy's own frames for the destination, written at the next boundary.
     inject: Vec<u8>,
     /// Once `inject` is written, the destination has been sent a Close: drop the rest.
@@ -73,8 +75,7 @@ impl Filter {
             extensions,
             state: State::Boundary,
             in_message: false,
-            held: [0; MAX_CONTROL_FRAME],
-            held_len: 0,
+            held: Vec::new(),
             inject: Vec::new(),
             seal_after_inject: false,
             sealed: false,
@@ -143,15 +144,15 @@ impl Filter {
     /// `buf` the bytes for the destination now are.
     #[inline(always)]
     pub fn scan(&mut self, buf: &mut [u8], start: usize, end: usize) -> Range<usize> {
-        if self.held_len == 0 && self.inject.is_empty() && !self.sealed {
+        if self.held.is_empty() && self.inject.is_empty() && !self.sealed {
             match self.skim(&buf[start..end]) {
                 Some(()) => return start..end,
                 None => return self.scan_from(buf, start, start, end),
             }
         }
-        let r = start - self.held_len;
-        buf[r..start].copy_from_slice(&self.held[..self.held_len]);
-        self.held_len = 0;
+        let r = start - self.held.len();
+        buf[r..start].copy_from_slice(&self.held);
+        self.held.clear();
         self.scan_from(buf, r, r, end)
     }
 
@@ -279,8 +280,12 @@ impl Filter {
     }
 
     fn hold(&mut self, rest: &[u8]) {
-        self.held[..rest.len()].copy_from_slice(rest);
-        self.held_len = rest.len();
+        debug_assert!(rest.len() <= MAX_CONTROL_FRAME);
+        if self.held.capacity() == 0 {
+            self.held.reserve_exact(MAX_CONTROL_FRAME);
+        }
+        self.held.clear();
+        self.held.extend_from_slice(rest);
     }
 
     /// Puts the queued frames at `w`, moving the unread bytes on if they are in the way.
