@@ -50,6 +50,15 @@ impl Scheme {
     }
 }
 
+/// Whether a target with this scheme is itself reached over TLS; `None` for a scheme
+/// sidecar does not proxy to. A `balancer://` target is not: its members say.
+pub(crate) fn scheme_uses_tls(scheme: &str) -> Option<bool> {
+    if scheme.eq_ignore_ascii_case("balancer") {
+        return Some(false);
+    }
+    Scheme::parse(scheme).map(Scheme::is_tls)
+}
+
 /// A concrete backend URL. `host` is lower-case; an IPv6 literal keeps its brackets.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Url {

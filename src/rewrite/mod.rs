@@ -67,7 +67,7 @@ mod wire_tests;
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::target::Target;
+use crate::target::{scheme_uses_tls, Target};
 
 pub use lint::lints;
 
@@ -245,7 +245,9 @@ impl Rules {
         self.rules.iter().any(|r| {
             r.flags.action == flags::Action::Proxy
                 && r.substitution.as_ref().is_some_and(|t| match t.pieces.first() {
-                    Some(expand::Piece::Lit(lit)) => !starts_with_plain_scheme(lit),
+                    Some(expand::Piece::Lit(lit)) => {
+                        lit.split_once("://").and_then(|(scheme, _)| scheme_uses_tls(scheme)).unwrap_or(true)
+                    }
                     _ => true,
                 })
         })
@@ -263,10 +265,4 @@ impl Rules {
         }
         eval::evaluate(&self.rules, req, trace)
     }
-}
-
-/// `http://`, `ws://` or `balancer://` (whose members say for themselves), in any
-/// case: a target that needs no TLS of its own.
-fn starts_with_plain_scheme(s: &str) -> bool {
-    ["http://", "ws://", "balancer://"].iter().any(|p| s.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p)))
 }
