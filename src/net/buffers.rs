@@ -7,7 +7,6 @@
 //! connection, a pooled backend connection and an idle tunnel hold none, so these
 //! gauges fall back to the pools' size when traffic stops.
 
-use std::cell::{Cell, RefCell};
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 
@@ -94,69 +93,47 @@ impl Drop for Counted {
 /// went unused since the last call, so a burst leaves nothing behind.
 pub mod spare {
     use super::*;
+    use crate::rt::FreeList;
 
     /// The size of the buffers kept: a connection's first buffer.
     pub const SPARE_BYTES: usize = 4 * 1024;
     /// At most this many buffers wait (256 KiB per worker).
     const KEPT: usize = 64;
 
-    struct Spare {
-        bufs: RefCell<Vec<Vec<u8>>>,
-        /// The fewest buffers waiting since the last `trim`: those were not needed.
-        low: Cell<usize>,
-    }
-
     thread_local! {
-        static SPARE: Spare = const { Spare { bufs: RefCell::new(Vec::new()), low: Cell::new(0) } };
+        static SPARE: FreeList<Vec<u8>> = const { FreeList::new(KEPT) };
     }
 
     /// A buffer with its first size already zeroed, or an empty one.
     pub fn take() -> Vec<u8> {
-        SPARE
-            .try_with(|s| {
-                let buf = s.bufs.borrow_mut().pop()?;
-                s.low.set(s.low.get().min(s.bufs.borrow().len()));
+        match SPARE.try_with(FreeList::take).ok().flatten() {
+            Some(buf) => {
                 POOLED.fetch_sub(SPARE_BYTES as i64, Relaxed);
-                Some(buf)
-            })
-            .ok()
-            .flatten()
-            .unwrap_or_default()
+                buf
+            }
+            None => Vec::new(),
+        }
     }
 
     /// Keeps `buf` for `take` if it has the first size; frees it otherwise.
     pub fn give(buf: Vec<u8>) {
-        if buf.len() == SPARE_BYTES && buf.capacity() == SPARE_BYTES {
-            let _ = SPARE.try_with(|s| {
-                let mut bufs = s.bufs.borrow_mut();
-                if bufs.len() < KEPT {
-                    bufs.push(buf);
-                    POOLED.fetch_add(SPARE_BYTES as i64, Relaxed);
-                }
-            });
+        if buf.len() == SPARE_BYTES && buf.capacity() == SPARE_BYTES && SPARE.try_with(|s| s.give(buf)) == Ok(true) {
+            POOLED.fetch_add(SPARE_BYTES as i64, Relaxed);
         }
     }
 
     /// Frees the buffers that waited unused since the last call (the pool's low-water
     /// mark): a steady load keeps what it uses, a quiet worker ends with none.
     pub fn trim() {
-        let _ = SPARE.try_with(|s| {
-            let mut bufs = s.bufs.borrow_mut();
-            let unused = s.low.get().min(bufs.len());
-            // The oldest buffers are at the bottom.
-            bufs.drain(..unused);
-            if bufs.is_empty() {
-                *bufs = Vec::new();
-            }
-            POOLED.fetch_sub((unused * SPARE_BYTES) as i64, Relaxed);
-            s.low.set(bufs.len());
-        });
+        if let Ok(freed) = SPARE.try_with(FreeList::trim) {
+            POOLED.fetch_sub((freed * SPARE_BYTES) as i64, Relaxed);
+        }
     }
 
     /// Buffers waiting on this thread.
     #[cfg(test)]
     pub fn len() -> usize {
-        SPARE.with(|s| s.bufs.borrow().len())
+        SPARE.with(FreeList::len)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Memory a worker hands from one request to the next instead of allocating it per
 //! request: `FreeList<T>`, values given back when a request ends (the buffers it
-//! parsed and wrote into), and `FuturePool`, the boxes a request's future runs in.
+//! parsed and wrote into, a connection's first read buffer), and `FuturePool`, the
+//! boxes a request's future runs in.
 //!
 //! Both are bounded and shrink when the worker is quiet: `trim` (every few seconds,
 //! with the backend pool's prune) frees what went unused since its last call, its
@@ -35,16 +36,20 @@ impl<T> FreeList<T> {
         Some(item)
     }
 
-    /// Keeps `item` for `take`, or frees it when `kept` values already wait.
-    pub fn give(&self, item: T) {
+    /// Keeps `item` for `take`, or frees it when `kept` values already wait. Returns
+    /// whether it was kept.
+    pub fn give(&self, item: T) -> bool {
         let mut items = self.items.borrow_mut();
-        if items.len() < self.kept {
+        let keep = items.len() < self.kept;
+        if keep {
             items.push(item);
         }
+        keep
     }
 
-    /// Frees the values that waited unused since the last call (the oldest first).
-    pub fn trim(&self) {
+    /// Frees the values that waited unused since the last call (the oldest first), and
+    /// says how many.
+    pub fn trim(&self) -> usize {
         let mut items = self.items.borrow_mut();
         let unused = self.low.get().min(items.len());
         items.drain(..unused);
@@ -52,6 +57,7 @@ impl<T> FreeList<T> {
             *items = Vec::new();
         }
         self.low.set(items.len());
+        unused
     }
 
     /// Values waiting.
@@ -90,7 +96,7 @@ impl<F: 'static> Slots for FreeList<Slot<F>> {
         self
     }
     fn trim(&self) {
-        FreeList::trim(self)
+        FreeList::trim(self);
     }
     #[cfg(test)]
     fn len(&self) -> usize {
@@ -140,7 +146,7 @@ impl<F: Future + 'static> Pooled<'_, F> {
         if let Some(mut slot) = self.slot.take() {
             slot.as_mut().set(None);
             if let Some(list) = self.list {
-                list.give(slot);
+                let _ = list.give(slot);
             }
         }
     }
