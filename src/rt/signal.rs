@@ -33,6 +33,15 @@ impl Signal {
     pub fn wait(&self) -> Wait<'_> {
         Wait { signal: self, slot: None, armed: None }
     }
+
+    /// Drops the waiter table's free tail (what a burst of waiters left), as the
+    /// runtime's tables are compacted. A slot in use is never moved.
+    pub fn compact(&self) {
+        if self.fired.get() {
+            return;
+        }
+        super::compact_slots(&mut self.waiters.borrow_mut(), &mut self.free.borrow_mut());
+    }
 }
 
 pub struct Wait<'s> {
@@ -83,10 +92,12 @@ impl Future for Wait<'_> {
 impl Drop for Wait<'_> {
     fn drop(&mut self) {
         if let Some(i) = self.slot {
+            // A slot past the table's end was dropped by `compact` (it was free, since
+            // the signal fired and emptied every slot): nothing to give back.
             if let Some(w) = self.signal.waiters.borrow_mut().get_mut(i) {
                 *w = None;
+                self.signal.free.borrow_mut().push(i);
             }
-            self.signal.free.borrow_mut().push(i);
         }
     }
 }
@@ -123,6 +134,45 @@ mod tests {
         signal.fire();
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
         assert!(a.as_mut().poll(&mut cx).is_ready());
+        assert!(signal.wait().poll_unpin_ready(&mut cx));
+    }
+
+    #[test]
+    fn compacting_frees_what_a_burst_of_waiters_left_and_keeps_the_live_ones() {
+        let signal = Signal::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let mut burst: Vec<_> = (0..10_000).map(|_| Box::pin(signal.wait())).collect();
+        burst.iter_mut().for_each(|w| assert!(w.as_mut().poll(&mut cx).is_pending()));
+        // The first and the 5,000th stay; the rest end.
+        let mut kept = vec![burst.swap_remove(4_999), burst.swap_remove(0)];
+        drop(burst);
+        signal.compact();
+        assert_eq!(signal.waiters.borrow().len(), 5_000, "the table ends at its last live slot");
+        assert!(signal.waiters.borrow().capacity() < 16_384, "the burst's capacity is freed");
+        kept.pop();
+        signal.compact();
+        assert_eq!(signal.waiters.borrow().len(), 5_000, "slot 4,999 is still in use");
+        // New waiters reuse the lowest free slots.
+        let mut new = Box::pin(signal.wait());
+        assert!(new.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(new.slot, Some(0));
+        signal.fire();
+        assert_eq!(count.0.load(Ordering::SeqCst), 2, "both live waiters woke");
+        assert!(kept[0].as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn a_waiter_dropped_after_fire_and_compact_frees_nothing_twice() {
+        let signal = Signal::default();
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut w = Box::pin(signal.wait());
+        assert!(w.as_mut().poll(&mut cx).is_pending());
+        signal.fire();
+        signal.compact();
+        drop(w);
         assert!(signal.wait().poll_unpin_ready(&mut cx));
     }
 

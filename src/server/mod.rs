@@ -6,8 +6,10 @@
 //! found once for the whole process and `bybusyness` sees every worker's load.
 //!
 //! worker.rs holds one thread's state, listener.rs accepts and hands connections to
-//! the proxy.
+//! the proxy, after_burst.rs decides when memory a burst left free goes back to the
+//! system.
 
+mod after_burst;
 mod listener;
 mod worker;
 
@@ -172,7 +174,8 @@ fn run_worker(
         })
         .detach();
         // The worker's housekeeping: pooled connections past their timeout close, and
-        // what a burst of connections left behind (spare buffers, grown tables) is freed.
+        // what a burst of connections left behind (spare buffers, grown tables) is freed
+        // and its pages given back to the system.
         let prune = async {
             loop {
                 clock::sleep(POOL_PRUNE_EVERY).await;
@@ -180,6 +183,10 @@ fn run_worker(
                 crate::net::buffers::spare::trim();
                 worker.trim_request_stores();
                 rt::compact();
+                if worker.burst_over() {
+                    let gave = heap_release::release_free_pages();
+                    log::debug!("a burst of connections closed: free heap pages given back to the system: {gave}");
+                }
             }
         };
         futures_lite::future::or(prune, worker.shutdown()).await;

@@ -16,6 +16,8 @@ use crate::proxy::Scratch;
 use crate::rt::{FreeList, FuturePool, Signal, Wait};
 use crate::shared::Shared;
 
+use super::after_burst::AfterBurst;
+
 /// Request boxes and buffer sets kept for reuse, each: as many as requests run at once
 /// on a busy worker. A box is about 4 KiB, a buffer set 1–2 KiB (at most 33 KiB, after
 /// a body relay): 256 KiB of boxes and usually less of buffers, freed when the worker
@@ -38,6 +40,8 @@ pub(crate) struct Worker {
     requests: FuturePool,
     /// The buffers requests parse and write into.
     scratch: FreeList<Box<Scratch>>,
+    /// When to give the allocator's free pages back to the system.
+    after_burst: RefCell<AfterBurst>,
 }
 
 impl Worker {
@@ -54,6 +58,7 @@ impl Worker {
             drain: Signal::default(),
             requests: FuturePool::new(KEPT_PER_REQUEST_STORE),
             scratch: FreeList::new(KEPT_PER_REQUEST_STORE),
+            after_burst: RefCell::new(AfterBurst::default()),
         }
     }
 
@@ -75,10 +80,18 @@ impl Worker {
         }
     }
 
-    /// Frees the request boxes and buffers that went unused since the last call.
+    /// Frees the request boxes and buffers that went unused since the last call, and
+    /// what a burst of connections left in the drain signal's waiter table.
     pub fn trim_request_stores(&self) {
         self.requests.trim();
         self.scratch.trim();
+        self.drain.compact();
+    }
+
+    /// At a housekeeping round: whether a burst of connections has just closed, so
+    /// that the allocator's free pages should go back to the system.
+    pub fn burst_over(&self) -> bool {
+        self.after_burst.borrow_mut().due(self.open_connections.get())
     }
 
     /// The config in force now. A request takes it once and keeps it to its end.
@@ -143,7 +156,9 @@ impl Worker {
     /// Counts a client connection as open for as long as the guard lives, panics
     /// included.
     pub fn connection_opened(self: &std::rc::Rc<Self>) -> OpenConnection {
-        self.open_connections.set(self.open_connections.get() + 1);
+        let open = self.open_connections.get() + 1;
+        self.open_connections.set(open);
+        self.after_burst.borrow_mut().opened(open);
         self.metrics().open_connections.fetch_add(1, Relaxed);
         OpenConnection(std::rc::Rc::clone(self))
     }
