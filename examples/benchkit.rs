@@ -2,8 +2,11 @@
 //! It owns only load and measurement; the proxies, `wrk` and the report belong to the script.
 //!
 //! ```text
-//! benchkit backend [PORT] [--tls CERT KEY]  HTTP/1.1 keep-alive + WebSocket echo on 127.0.0.1:PORT (0)
+//! benchkit backend [PORT] [--tls CERT KEY]  HTTP/1.1 keep-alive + WebSocket echo on 127.0.0.1:PORT (0);
+//!                                           GET /64k… answers 65,536 bytes, any other path 13
 //! benchkit ws-echo URL CONNS SECONDS [MSG_BYTES [PAUSE_MS]]   round trips: messages_per_sec, p99_us
+//! benchkit ws-handshakes URL CONNS SECONDS  CONNS workers loop connect, upgrade, close handshake,
+//!                                           server's FIN: handshakes_per_sec, p99_us (connect→101)
 //! benchkit ws-idle URL COUNT HOLD_SECONDS   opens COUNT tunnels, prints open=N, holds them
 //! benchkit http-idle URL COUNT HOLD_SECONDS opens COUNT keep-alive connections, one GET each,
 //!                                           prints open=N, holds them idle
@@ -35,6 +38,7 @@ type Ws = WebSocketStream<Net>;
 const USAGE: &str = "usage:
   benchkit backend [PORT] [--tls CERT KEY]
   benchkit ws-echo URL CONNS SECONDS [MSG_BYTES [PAUSE_MS]] [--ca FILE]
+  benchkit ws-handshakes URL CONNS SECONDS [--ca FILE]
   benchkit ws-idle URL COUNT HOLD_SECONDS [--ca FILE]
   benchkit http-idle URL COUNT HOLD_SECONDS [--ca FILE]
   benchkit tls-cert DIR
@@ -44,6 +48,8 @@ URL is ws://127.0.0.1:PORT/path (an IP address, not a name); wss:// and https://
 /// The body of every 200: 13 bytes, the same as the classic nginx "hello, world" bench.
 const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nContent-Type: text/plain\r\n\r\nhello, world\n";
 const HELLO_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nContent-Type: text/plain\r\n\r\n";
+/// The body `GET /64k` answers: a bulk response, the size the HTTP 64 KiB figure is made of.
+const BIG_BODY_BYTES: usize = 64 * 1024;
 const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 /// Request bodies are read whole before answering; a bench never sends a big one.
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -54,6 +60,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const ECHO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Errors printed in full on stderr; the rest are only counted.
 const MAX_PRINTED_ERRORS: usize = 5;
+/// Bound on one close handshake, from our close frame to the server's FIN.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a failed handshake a worker waits this long, so a refusing server is not spun on.
+const FAILURE_PAUSE: Duration = Duration::from_millis(5);
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -89,6 +99,14 @@ fn main() {
                     future::block_on(ex.run(ws_echo(ex, target, conns, secs as u64, msg_bytes, pause)))
                 }
                 (a, b, c, d, e) => usage_error(a.err().or(b.err()).or(c.err()).or(d.err()).or(e.err())),
+            }
+        }
+        ["ws-handshakes", url, conns, secs] => {
+            match (Target::parse(url, &client_tls), number(conns, "CONNS"), number(secs, "SECONDS")) {
+                (Ok(target), Ok(conns), Ok(secs)) => {
+                    future::block_on(ex.run(ws_handshakes(ex, target, conns, secs as u64)))
+                }
+                (a, b, c) => usage_error(a.err().or(b.err()).or(c.err())),
             }
         }
         [kind @ ("ws-idle" | "http-idle"), url, count, hold] => {
@@ -380,11 +398,28 @@ async fn serve(mut stream: Net) {
                 break; // the body is still on its way
             }
             let is_head = req.method == Some("HEAD");
+            let big = req.path.is_some_and(|p| p.starts_with("/64k"));
             let version_10 = req.version == Some(0);
             let conn = header("connection").map(|c| c.to_ascii_lowercase()).unwrap_or_default();
             close = conn.contains("close") || (version_10 && !conn.contains("keep-alive"));
-            out.extend_from_slice(if is_head { HELLO_HEAD } else { HELLO });
             buf.drain(..head_len + body_len);
+            if big {
+                // 64 KiB is not copied into `out`: what is queued goes first, then the
+                // prebuilt response in one write.
+                let (response, head) = big_response();
+                let response = if is_head { &response[..head] } else { response };
+                if !out.is_empty() {
+                    if stream.write_all(&out).await.is_err() {
+                        return;
+                    }
+                    out.clear();
+                }
+                if stream.write_all(response).await.is_err() {
+                    return;
+                }
+            } else {
+                out.extend_from_slice(if is_head { HELLO_HEAD } else { HELLO });
+            }
             if close {
                 break;
             }
@@ -403,6 +438,21 @@ async fn serve(mut stream: Net) {
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
+}
+
+/// The `GET /64k` response, head and body, built once; and the length of its head.
+fn big_response() -> (&'static [u8], usize) {
+    static RESPONSE: std::sync::OnceLock<(Vec<u8>, usize)> = std::sync::OnceLock::new();
+    let (response, head) = RESPONSE.get_or_init(|| {
+        let mut r = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {BIG_BODY_BYTES}\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .into_bytes();
+        let head = r.len();
+        r.resize(head + BIG_BODY_BYTES, b'x');
+        (r, head)
+    });
+    (response, *head)
 }
 
 /// Sends every text and binary message back; pings and closes are answered by tungstenite.
@@ -523,13 +573,7 @@ async fn ws_echo(
     }
     let elapsed = start.elapsed().as_secs_f64();
     latencies.sort_unstable();
-    let pct = |p: f64| -> u32 {
-        if latencies.is_empty() {
-            return 0;
-        }
-        let i = ((latencies.len() as f64) * p).ceil() as usize;
-        latencies[i.clamp(1, latencies.len()) - 1]
-    };
+    let pct = |p: f64| percentile(&latencies, p);
     say(&format!("connections={}", conns - connect_errors));
     say(&format!("connect_errors={connect_errors}"));
     say(&format!("echo_errors={echo_errors}"));
@@ -539,6 +583,15 @@ async fn ws_echo(
     say(&format!("p99_us={}", pct(0.99)));
     say(&format!("max_us={}", latencies.last().copied().unwrap_or(0)));
     Ok(connect_errors == 0 && echo_errors == 0 && !latencies.is_empty())
+}
+
+/// The `p` quantile (0 < p ≤ 1) of sorted latencies, nearest rank; 0 when there are none.
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64) * p).ceil() as usize;
+    sorted[i.clamp(1, sorted.len()) - 1]
 }
 
 /// One connection: send, wait for the same bytes back, repeat until `deadline`.
@@ -572,6 +625,164 @@ async fn echo_loop(mut ws: Ws, payload: Utf8Bytes, deadline: Instant, pause: Dur
         }
     };
     EchoResult { latencies_us, error }
+}
+
+struct HandshakeResult {
+    /// Connect → 101 of every handshake that succeeded.
+    latencies_us: Vec<u32>,
+    handshake_errors: usize,
+    close_errors: usize,
+    /// The first few errors, for stderr.
+    errors: Vec<String>,
+}
+
+/// `conns` workers, each looping until the deadline: connect (and TLS), upgrade, close
+/// handshake, the server's FIN. One handshake counts when its 101 carried the right
+/// `Sec-WebSocket-Accept`; a close that went wrong is counted apart.
+async fn ws_handshakes(
+    ex: &'static LocalExecutor<'static>,
+    target: Target,
+    conns: usize,
+    secs: u64,
+) -> io::Result<bool> {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let tasks: Vec<_> = (0..conns)
+        .map(|_| {
+            let target = target.clone();
+            ex.spawn(async move { handshake_loop(&target, deadline).await })
+        })
+        .collect();
+    let (mut latencies, mut handshake_errors, mut close_errors, mut printed) = (Vec::new(), 0, 0, 0);
+    for t in tasks {
+        let r = t.await;
+        latencies.extend_from_slice(&r.latencies_us);
+        handshake_errors += r.handshake_errors;
+        close_errors += r.close_errors;
+        for e in &r.errors {
+            report_error(&mut printed, e);
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    say(&format!("workers={conns}"));
+    say(&format!("handshakes={}", latencies.len()));
+    say(&format!("handshakes_per_sec={:.0}", latencies.len() as f64 / elapsed));
+    say(&format!("handshake_errors={handshake_errors}"));
+    say(&format!("close_errors={close_errors}"));
+    say(&format!("p50_us={}", percentile(&latencies, 0.50)));
+    say(&format!("p99_us={}", percentile(&latencies, 0.99)));
+    say(&format!("max_us={}", latencies.last().copied().unwrap_or(0)));
+    Ok(handshake_errors == 0 && close_errors == 0 && !latencies.is_empty())
+}
+
+async fn handshake_loop(target: &Target, deadline: Instant) -> HandshakeResult {
+    let mut r = HandshakeResult {
+        latencies_us: Vec::with_capacity(16 * 1024),
+        handshake_errors: 0,
+        close_errors: 0,
+        errors: Vec::new(),
+    };
+    let keep = |r: &mut HandshakeResult, e: String| {
+        if r.errors.len() < MAX_PRINTED_ERRORS {
+            r.errors.push(e);
+        }
+    };
+    while Instant::now() < deadline {
+        let t0 = Instant::now();
+        let upgraded = within(CONNECT_TIMEOUT, upgrade(target))
+            .await
+            .unwrap_or_else(|| Err(format!("connect + upgrade {}: no answer in {CONNECT_TIMEOUT:?}", target.url)));
+        let (stream, key) = match upgraded {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                r.handshake_errors += 1;
+                keep(&mut r, e);
+                Timer::after(FAILURE_PAUSE).await;
+                continue;
+            }
+        };
+        r.latencies_us.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        let closed = within(CLOSE_TIMEOUT, close_handshake(stream, key))
+            .await
+            .unwrap_or_else(|| Err(format!("close {}: no close frame and FIN in {CLOSE_TIMEOUT:?}", target.url)));
+        if let Err(e) = closed {
+            r.close_errors += 1;
+            keep(&mut r, e);
+        }
+    }
+    r
+}
+
+/// Connect and upgrade: the 101 and its `Sec-WebSocket-Accept` are checked. Returns the
+/// stream and the key that was sent (its bytes mask the close frame).
+async fn upgrade(target: &Target) -> Result<(Net, String), String> {
+    let mut stream = target.connect().await?;
+    let key = async_tungstenite::tungstenite::handshake::client::generate_key();
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        target.path, target.addr
+    );
+    stream.write_all(request.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+    stream.flush().await.map_err(|e| format!("flush: {e}"))?;
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("closed before the 101".to_owned());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut res = httparse::Response::new(&mut headers);
+        match res.parse(&buf) {
+            Ok(httparse::Status::Complete(head)) => {
+                if res.code != Some(101) {
+                    return Err(format!("status {} instead of 101", res.code.unwrap_or(0)));
+                }
+                let accept = res.headers.iter().find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"));
+                if accept.map(|h| h.value.trim_ascii()) != Some(derive_accept_key(key.as_bytes()).as_bytes()) {
+                    return Err("101 without the right Sec-WebSocket-Accept".to_owned());
+                }
+                if buf.len() > head {
+                    return Err(format!("{} bytes after the 101 before any message was sent", buf.len() - head));
+                }
+                return Ok((stream, key));
+            }
+            Ok(httparse::Status::Partial) if buf.len() <= 16 * 1024 => {}
+            Ok(httparse::Status::Partial) => return Err("a 101 head over 16 KiB".to_owned()),
+            Err(e) => return Err(format!("bad response head: {e}")),
+        }
+    }
+}
+
+/// Sends a close frame (1000) and reads until the server's FIN, which must follow its
+/// own close frame. The server closes the TCP connection first (RFC 6455 §7.1.1).
+async fn close_handshake(mut stream: Net, key: String) -> Result<(), String> {
+    let mask: [u8; 4] = key.as_bytes()[..4].try_into().unwrap_or([0x5a; 4]);
+    let code = 1000u16.to_be_bytes();
+    let frame = [0x88, 0x82, mask[0], mask[1], mask[2], mask[3], code[0] ^ mask[0], code[1] ^ mask[1]];
+    stream.write_all(&frame).await.map_err(|e| format!("write close: {e}"))?;
+    stream.flush().await.map_err(|e| format!("flush close: {e}"))?;
+    let mut first = None;
+    let mut chunk = [0u8; 256];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(_) => {
+                first.get_or_insert(chunk[0]);
+            }
+            // A TLS peer that ends with a FIN and no close_notify: still the server's FIN.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(format!("read after close: {e}")),
+        }
+    }
+    match first {
+        Some(0x88) => Ok(()),
+        Some(b) => Err(format!("a frame with first byte {b:#04x} instead of a close frame")),
+        None => Err("FIN without a close frame".to_owned()),
+    }
 }
 
 /// Opens `count` tunnels (`websocket`) or keep-alive connections that had one GET,
