@@ -9,6 +9,9 @@ pub mod import_apache;
 pub mod run;
 
 /// Logging to stderr, `info` unless `RUST_LOG` says otherwise, one line per message:
+/// rustls itself only from `error` up, since it warns once per connection about what
+/// clients commonly send (an IP address as the server name), and a failed handshake is
+/// logged by sidecar with its peer.
 /// `[2026-11-25T07:22:01Z INFO  sidecar::server] listening on …` (env_logger's own
 /// layout and colours; the UTC timestamp is ours, which spares env_logger's date crate).
 pub fn init_logging() {
@@ -16,7 +19,7 @@ pub fn init_logging() {
 
     use env_logger::fmt::style::{AnsiColor, Style};
 
-    let env = env_logger::Env::default().default_filter_or("info");
+    let env = env_logger::Env::default().default_filter_or("info,rustls=error");
     let _ = env_logger::Builder::from_env(env)
         .format(|buf, record| {
             let level = buf.default_level_style(record.level());
