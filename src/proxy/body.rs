@@ -87,17 +87,31 @@ impl WriteDeadline {
 
     /// Writes all of `buf`; each write waits at most until the deadline.
     async fn write_all(&mut self, to: &mut Stream, buf: &[u8]) -> io::Result<()> {
-        let mut off = 0;
-        while off < buf.len() {
+        self.write_all_after(to, &[], buf).await
+    }
+
+    /// Writes all of `head` then all of `body`, both in one write as long as `head`
+    /// lasts, so a head and the body bytes read with it leave in one system call
+    /// without being copied together first.
+    async fn write_all_after(&mut self, to: &mut Stream, head: &[u8], body: &[u8]) -> io::Result<()> {
+        let (mut h, mut b) = (0, 0);
+        while h < head.len() || b < body.len() {
             let left = self.at.saturating_duration_since(clock::now());
             if left.is_zero() {
                 return Err(timed_out());
             }
-            let n = with_timeout(left, to.write(&buf[off..])).await?;
+            let n = if h < head.len() {
+                let bufs = [io::IoSlice::new(&head[h..]), io::IoSlice::new(&body[b..])];
+                with_timeout(left, to.write_vectored(&bufs)).await?
+            } else {
+                with_timeout(left, to.write(&body[b..])).await?
+            };
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
-            off += n;
+            let of_head = n.min(head.len() - h);
+            h += of_head;
+            b += n - of_head;
             self.taken += n;
             if self.taken >= WRITE_PROGRESS_BYTES {
                 self.at = clock::now() + self.idle;
@@ -142,6 +156,10 @@ pub async fn copy_body(
         Framing::UntilClose => false,
     };
     let mut writes = WriteDeadline::new(write_idle);
+    // Bytes that go out as they came in are written from the read buffer itself; only
+    // a body whose framing changes on the way (chunks decoded or made) is assembled in
+    // `out`, where several small chunks also gather into one write.
+    let direct = encoding == Encoding::Raw && framing != Framing::Chunked;
     // What the pace is judged on: time spent waiting for the source, bytes it sent.
     let (mut waited, mut received) = (Duration::ZERO, from.buffered().len() as u64);
     let mut since_yield = 0u64;
@@ -179,16 +197,20 @@ pub async fn copy_body(
         };
         if !data.is_empty() {
             let bytes = &input[data];
-            if encoding == Encoding::Chunked {
+            copied += bytes.len() as u64;
+            if max_bytes.is_some_and(|max| copied > max) {
+                return Err(CopyError::TooLarge);
+            }
+            if direct {
+                // Straight from the read buffer, after whatever head waits in `out`.
+                writes.write_all_after(to, out, bytes).await.map_err(CopyError::Write)?;
+                out.clear();
+            } else if encoding == Encoding::Chunked {
                 chunk_header(bytes.len(), out);
                 out.extend_from_slice(bytes);
                 out.extend_from_slice(b"\r\n");
             } else {
                 out.extend_from_slice(bytes);
-            }
-            copied += bytes.len() as u64;
-            if max_bytes.is_some_and(|max| copied > max) {
-                return Err(CopyError::TooLarge);
             }
         }
         from.consume(consumed);
