@@ -427,7 +427,9 @@ fn members_follow_dns_from_3_to_10_to_2_under_load_with_no_failed_request_or_cut
             .expect("members")
             .iter()
             .find(|m| m.get("address").and_then(Value::as_str) == Some(&format!("127.0.0.4:{port}")))
-            .map(|m| (m.get("status").and_then(Value::as_str).map(String::from), m.get("tunnels").and_then(Value::as_f64)))
+            .map(|m| {
+                (m.get("status").and_then(Value::as_str).map(String::from), m.get("tunnels").and_then(Value::as_f64))
+            })
     };
     // A tunnel that has its Close is counted until its close handshake ends; one that
     // echoed above may get its Close before the status is read, and must then have it.
