@@ -38,6 +38,11 @@ pub fn server_config_from(
         .with_single_cert(chain, key)
         .map_err(|e| format!("certificate and key do not fit together: {e}"))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Resumption by stateless tickets (encrypted under a key made at start and rotated
+    // every 6 hours): a returning client skips the certificate and its signature, and
+    // sidecar keeps nothing per session, where the default cache would keep up to 256
+    // sessions allocated at whatever moment they were made.
+    config.ticketer = futures_rustls::rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
     Ok(Arc::new(config))
 }
 

@@ -64,6 +64,28 @@ fn tls_listener_serves_requests_with_alpn_http11_and_forwarded_proto_https() {
 }
 
 #[test]
+fn a_returning_client_resumes_its_session_with_a_ticket() {
+    use futures_rustls::rustls::HandshakeKind;
+    let b = backend::echo();
+    let (p, front) = tls_sidecar(&route_to(&format!("http://{}/", b.addr)), &[]);
+    let cfg = client(&front, H1);
+    let first = block_within(DEADLINE, "TLS handshake", tls::connect(p.addr(), "localhost", Arc::clone(&cfg)))
+        .expect("first handshake");
+    assert_eq!(first.get_ref().1.handshake_kind(), Some(HandshakeKind::Full));
+    // The tickets come after the handshake: a response read on the way takes them in.
+    let mut c = Conn::from_io(Box::new(first));
+    c.send("GET /first HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send to sidecar");
+    assert_eq!(c.read_response().status_line, "HTTP/1.1 200 OK");
+    drop(c);
+    let second =
+        block_within(DEADLINE, "TLS handshake", tls::connect(p.addr(), "localhost", cfg)).expect("second handshake");
+    assert_eq!(second.get_ref().1.handshake_kind(), Some(HandshakeKind::Resumed), "the ticket was accepted");
+    let mut c = Conn::from_io(Box::new(second));
+    c.send("GET /again HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send to sidecar");
+    assert_eq!(c.read_response().status_line, "HTTP/1.1 200 OK");
+}
+
+#[test]
 fn tls_listener_answers_503_with_retry_after_over_max_connections() {
     let b = backend::answers_ok("ok");
     let front = tls::self_signed(&["localhost", "127.0.0.1"]);
