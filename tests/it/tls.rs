@@ -204,6 +204,29 @@ fn https_backend_is_verified_with_backend_tls_ca() {
 }
 
 #[test]
+fn a_new_connection_to_an_https_backend_resumes_the_tls_session() {
+    let ca = Ca::new("sidecar test backend CA");
+    let leaf = ca.leaf(&["127.0.0.1", "localhost"]);
+    // `Connection: close` on every answer: each request needs a new backend connection.
+    let b = Backend::start_tls(tls::server_config(&leaf, H1), |_| {
+        Reply::Send(response(200, &[("Connection", "close")], b"hello"))
+    });
+    let p = plain_front(
+        &format!("{}\n[backend_tls]\nca = \"certs/backend-ca.pem\"\n", route_to(&format!("https://{}/", b.addr))),
+        &[("certs/backend-ca.pem", &ca.pem)],
+    );
+    for _ in 0..3 {
+        assert_eq!(p.get("/").body_str(), "hello");
+    }
+    let kinds: Vec<String> = b.notes().into_iter().filter(|n| n.starts_with("tls handshake:")).collect();
+    assert_eq!(
+        kinds,
+        ["tls handshake: Some(Full)", "tls handshake: Some(Resumed)", "tls handshake: Some(Resumed)"],
+        "the first connection does a full handshake, the next ones resume"
+    );
+}
+
+#[test]
 fn untrusted_backend_certificate_is_502() {
     // docs/security.md, T1: verified by default; the CA is not configured.
     let ca = Ca::new("unknown CA");

@@ -161,7 +161,11 @@ impl Backend {
                             None => Box::new(tcp),
                             Some(cfg) => match within(Duration::from_secs(5), TlsAcceptor::from(cfg).accept(tcp)).await
                             {
-                                Some(Ok(s)) => Box::new(s),
+                                Some(Ok(s)) => {
+                                    let kind = s.get_ref().1.handshake_kind();
+                                    st.lock().expect("state").notes.push(format!("tls handshake: {kind:?}"));
+                                    Box::new(s)
+                                }
                                 Some(Err(e)) => {
                                     let mut s = st.lock().expect("state");
                                     s.tls_failures += 1;
