@@ -18,62 +18,51 @@
 //! nothing and says so.
 #![deny(unsafe_code)]
 
-/// Asks the allocator to give every whole free page of every arena back to the
-/// system. Returns whether it gave any. It walks the whole heap under each arena's
-/// lock, so call it when a burst is over, not per request.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub fn release_free_pages() -> bool {
-    let cached = take_thread_cache();
-    let gave = trim();
-    // What the cache held goes back to the arena behind blocks allocated now, from
-    // the free space the first walk merged, side by side.
-    refill_thread_cache(cached);
-    trim() || gave
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn trim() -> bool {
-    // SAFETY: malloc_trim takes no pointer and is MT-safe (glibc locks each arena in
-    // turn); it only changes which free pages are backed by memory.
-    unsafe { libc::malloc_trim(0) == 1 }
-}
-
-/// The request sizes of glibc's thread-cache bins (one per 16 bytes of block size,
-/// blocks of 32 to 1,040 bytes) and how many blocks each bin holds.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const CACHE_BINS: usize = 64;
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const CACHE_PER_BIN: usize = 7;
-
-/// A block of each bin's request size, as many as the bin holds: what the thread
-/// cache held, taken out of it, or fresh blocks.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn blocks() -> Vec<Vec<u8>> {
-    (0..CACHE_BINS)
-        .flat_map(|bin| (0..CACHE_PER_BIN).map(move |_| 24 + 16 * bin))
-        .map(|request| std::hint::black_box(Vec::with_capacity(request)))
-        .collect()
-}
-
-/// Takes every block this thread's cache of freed blocks holds.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn take_thread_cache() -> Vec<Vec<u8>> {
-    blocks()
-}
-
-/// Fills the (empty) thread cache with fresh blocks, then frees `cached`: the cache is
-/// full, so they go to the arena.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn refill_thread_cache(cached: Vec<Vec<u8>>) {
-    drop(std::hint::black_box(blocks()));
-    drop(std::hint::black_box(cached));
-}
+pub use glibc::release_free_pages;
 
 /// No allocator call to make here: nothing is given back.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn release_free_pages() -> bool {
     false
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod glibc {
+    /// The request sizes of glibc's thread-cache bins (one per 16 bytes of block size,
+    /// blocks of 32 to 1,040 bytes) and how many blocks each bin holds.
+    const CACHE_BINS: usize = 64;
+    const CACHE_PER_BIN: usize = 7;
+
+    /// Asks the allocator to give every whole free page of every arena back to the
+    /// system. Returns whether it gave any. It walks the whole heap under each arena's
+    /// lock, so call it when a burst is over, not per request.
+    pub fn release_free_pages() -> bool {
+        // Every block the thread cache holds, taken out of it.
+        let cached = blocks();
+        let gave = trim();
+        // The cache, empty now, is filled with blocks allocated side by side from the
+        // free space the walk merged; what it held is freed behind them, into the
+        // arena, since the cache is full.
+        drop(std::hint::black_box(blocks()));
+        drop(std::hint::black_box(cached));
+        trim() || gave
+    }
+
+    #[allow(unsafe_code)]
+    fn trim() -> bool {
+        // SAFETY: malloc_trim takes no pointer and is MT-safe (glibc locks each arena
+        // in turn); it only changes which free pages are backed by memory.
+        unsafe { libc::malloc_trim(0) == 1 }
+    }
+
+    /// A block of each bin's request size, as many as the bin holds.
+    fn blocks() -> Vec<Vec<u8>> {
+        (0..CACHE_BINS)
+            .flat_map(|bin| (0..CACHE_PER_BIN).map(move |_| 24 + 16 * bin))
+            .map(|request| std::hint::black_box(Vec::with_capacity(request)))
+            .collect()
+    }
 }
 
 #[cfg(all(test, target_os = "linux", target_env = "gnu"))]
