@@ -9,11 +9,11 @@ pub mod import_apache;
 pub mod run;
 
 /// Logging to stderr, `info` unless `RUST_LOG` says otherwise, one line per message:
-/// rustls itself only from `error` up, since it warns once per connection about what
-/// clients commonly send (an IP address as the server name), and a failed handshake is
-/// logged by sidecar with its peer.
 /// `[2026-11-25T07:22:01Z INFO  sidecar::server] listening on …` (env_logger's own
 /// layout and colours; the UTC timestamp is ours, which spares env_logger's date crate).
+/// rustls itself only from `error` up: it warns once per connection about what clients
+/// commonly send (an IP address as the server name), and sidecar logs a failed
+/// handshake itself, with its peer.
 pub fn init_logging() {
     use std::io::Write;
 
