@@ -181,7 +181,7 @@ fn run_worker(
                 clock::sleep(POOL_PRUNE_EVERY).await;
                 worker.pool().prune(clock::now());
                 crate::net::buffers::spare::trim();
-                worker.trim_request_stores();
+                worker.trim();
                 rt::compact();
                 if worker.burst_over() {
                     let gave = heap_release::release_free_pages();

@@ -80,9 +80,9 @@ impl Worker {
         }
     }
 
-    /// Frees the request boxes and buffers that went unused since the last call, and
-    /// what a burst of connections left in the drain signal's waiter table.
-    pub fn trim_request_stores(&self) {
+    /// Frees what went unused since the last call: request boxes and buffers, and the
+    /// drain signal's waiter slots a burst of connections left behind.
+    pub fn trim(&self) {
         self.requests.trim();
         self.scratch.trim();
         self.drain.compact();
