@@ -9,11 +9,15 @@ pub mod file;
 mod resolve;
 mod server_tls;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_lite::Stream;
 use futures_rustls::rustls::{ClientConfig, ServerConfig};
 
 pub use diag::Diagnostic;
@@ -122,15 +126,8 @@ impl SharedBalancer {
 
     /// Completes once `replica` has left the balancer. Its slot cannot be reused while
     /// the caller's tunnel counts against it, so the index is safe to hold.
-    pub async fn removed(&self, replica: usize) {
-        loop {
-            // Subscribe before looking, so a removal in between is not missed.
-            let changed = self.removals.lock().unwrap_or_else(|e| e.into_inner()).1.clone();
-            if self.lock().is_removed(replica) {
-                return;
-            }
-            let _ = changed.recv().await;
-        }
+    pub fn removed(self: &Arc<Self>, replica: usize) -> MemberRemoved {
+        MemberRemoved { balancer: Arc::clone(self), replica, changes: None }
     }
 
     /// The balancer, locked. A poisoned lock (a panic while held) is still usable: its
@@ -230,4 +227,37 @@ pub fn parse(path: &Path, source: &str) -> Result<Config, Vec<Diagnostic>> {
 /// system trust store is read (for the fuzz targets).
 pub fn parse_text(path: &Path, source: &str) -> Result<Config, Vec<Diagnostic>> {
     resolve::resolve(path, source, Disk::Absent)
+}
+
+/// See `SharedBalancer::removed`. A plain struct, as small as it can be: every open
+/// tunnel on a balancer member holds one.
+pub struct MemberRemoved {
+    balancer: Arc<SharedBalancer>,
+    replica: usize,
+    /// Closed when members leave; subscribed before looking, so a removal in between
+    /// is not missed.
+    changes: Option<Pin<Box<async_channel::Receiver<()>>>>,
+}
+
+impl Future for MemberRemoved {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match self.changes.as_mut() {
+                None => {
+                    let changes = self.balancer.removals.lock().unwrap_or_else(|e| e.into_inner()).1.clone();
+                    if self.balancer.lock().is_removed(self.replica) {
+                        return Poll::Ready(());
+                    }
+                    self.changes = Some(Box::pin(changes));
+                }
+                Some(changes) => match changes.as_mut().poll_next(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    // Never sent on: it ended because members left. Look again.
+                    Poll::Ready(_) => self.changes = None,
+                },
+            }
+        }
+    }
 }

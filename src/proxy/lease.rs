@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::balance::{Affinity, Attempt, Outcome, Pick, Work};
-use crate::config::SharedBalancer;
+use crate::config::{MemberRemoved, SharedBalancer};
 use crate::target::Url;
 
 pub(crate) struct Lease {
@@ -78,8 +78,8 @@ impl Lease {
 
     /// Completes once the member has left the balancer (its name's DNS answer dropped
     /// it). A tunnel's lease keeps the member's slot from being reused meanwhile.
-    pub async fn member_left(&self) {
-        self.balancer.removed(self.attempt.replica).await
+    pub fn member_left(&self) -> MemberRemoved {
+        self.balancer.removed(self.attempt.replica)
     }
 
     pub fn add_bytes(&mut self, bytes: u64) {

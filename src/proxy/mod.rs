@@ -42,7 +42,7 @@ use crate::net::clock;
 use crate::net::stream::{deadline, with_timeout, Conn, HeadReadError, Stream};
 use crate::server::Worker;
 
-use request::{log_access, Request};
+use request::{log_access, Request, RequestEnd};
 
 pub(crate) use affinity::hash_key;
 pub(crate) use decide::{decide_traced, Decided, RouteBufs};
@@ -67,7 +67,7 @@ pub(crate) enum Next {
 
 /// A connection that became a WebSocket tunnel: the 101 has been written.
 pub(crate) struct Tunnel {
-    req: Box<Request>,
+    req: Box<RequestEnd>,
     client: Conn,
     backend: Conn,
     session: pump::Session,
@@ -75,9 +75,9 @@ pub(crate) struct Tunnel {
 
 impl Tunnel {
     /// Relays until both sides close (or sidecar closes the tunnel), then writes the
-    /// access line.
-    pub(crate) async fn run(self) {
-        tunnel::run(self.req, self.client, self.backend, self.session).await;
+    /// access line; `connection` stays counted until then.
+    pub(crate) fn run(self, connection: crate::server::OpenConnection) -> impl std::future::Future<Output = ()> {
+        tunnel::run(self.req, self.client, self.backend, self.session, connection)
     }
 }
 
@@ -158,9 +158,10 @@ enum Ended {
     KeepAlive,
     /// Answered and closed.
     Closed,
-    /// The 101 has been written: the connection becomes this tunnel. The request is
-    /// boxed (once per tunnel) to keep every other request's outcome small.
-    Tunnel(Box<Request>, Conn, pump::Session),
+    /// The 101 has been written: the connection becomes this tunnel. What is left of
+    /// the request is boxed (once per tunnel) to keep every other request's outcome
+    /// small.
+    Tunnel(Box<RequestEnd>, Conn, pump::Session),
 }
 
 /// One request, from its parsed head (in `scratch`) to its access line, or to the
@@ -185,7 +186,7 @@ async fn run_request(
             let _ = futures_lite::AsyncWriteExt::close(&mut client.stream).await;
             Ended::Closed
         }
-        Next::Tunnel(backend, session) => Ended::Tunnel(Box::new(req), backend, session),
+        Next::Tunnel(backend, session) => Ended::Tunnel(Box::new(req.into_end()), backend, session),
     };
     (client, ended)
 }

@@ -390,7 +390,8 @@ struct Pump<L: Future<Output = Leave>> {
     close_from: [bool; 2],
     timer: Sleep,
     leave: Option<Pin<Box<L>>>,
-    closing: Option<Closing>,
+    /// Boxed: every open tunnel holds the option, few ever close it themselves.
+    closing: Option<Box<Closing>>,
 }
 
 impl<L: Future<Output = Leave>> Pump<L> {
@@ -468,8 +469,14 @@ impl<L: Future<Output = Leave>> Pump<L> {
             Cause::NoPong(side, _) | Cause::Violation(side, _) => Some(side),
             Cause::Drain | Cause::MemberLeft => None,
         };
-        self.closing =
-            Some(Closing { cause, send_at: now + after, sent: false, give_up: now + within, cut, deferred: None });
+        self.closing = Some(Box::new(Closing {
+            cause,
+            send_at: now + after,
+            sent: false,
+            give_up: now + within,
+            cut,
+            deferred: None,
+        }));
         self.timer.set_at(self.next_deadline());
         self.send_closes_if_due(now)
     }

@@ -256,10 +256,8 @@ impl Request {
 
     /// The end of the request: its access line and its counters.
     pub fn finish(mut self) {
-        self.record.elapsed = clock::since(self.started);
-        log_access(&self.worker, &self.config, &self.record);
-        // The record's strings go back with the buffers (a tunnel gave those back at
-        // its start: its strings are simply freed).
+        report(&self.worker, &self.config, self.started, &mut self.record, &self.counts);
+        // The record's strings go back with the buffers.
         if let Some(scratch) = self.scratch.as_mut() {
             let r = &mut self.record;
             for text in [&mut r.request_line, &mut r.referer, &mut r.user_agent, &mut r.replica] {
@@ -269,19 +267,50 @@ impl Request {
             }
         }
         self.release_scratch();
-        let m = self.worker.metrics();
-        let c = &self.counts;
-        let (tunnel_up, tunnel_down) = self.record.tunnel.unwrap_or((0, 0));
-        for (counter, n) in [
-            (&m.bytes_in, c.body_in + tunnel_up),
-            (&m.bytes_out, self.record.bytes.unwrap_or(0) + tunnel_down),
-            (&m.connect_errors, c.connect_errors),
-            (&m.pool_reused, c.pooled),
-            (&m.pool_new, c.fresh),
-        ] {
-            if n > 0 {
-                counter.fetch_add(n, Relaxed);
-            }
+    }
+
+    /// What is left of the request once its head and buffers go back to the worker
+    /// (a tunnel needs neither for its hours).
+    pub fn into_end(mut self) -> RequestEnd {
+        self.release_scratch();
+        let Request { worker, config, started, lease, record, counts, .. } = self;
+        RequestEnd { worker, config, started, lease, record, counts }
+    }
+}
+
+/// A request reduced to what its access line and counters need, and its lease: what
+/// a tunnel holds from its 101 to its end.
+pub(crate) struct RequestEnd {
+    pub worker: Rc<Worker>,
+    pub config: Arc<Config>,
+    started: Instant,
+    pub lease: Option<Lease>,
+    pub record: AccessRecord,
+    counts: Counts,
+}
+
+impl RequestEnd {
+    /// The access line and the counters.
+    pub fn finish(mut self) {
+        report(&self.worker, &self.config, self.started, &mut self.record, &self.counts);
+    }
+}
+
+/// A request's access line, and its counts added to the metrics.
+fn report(worker: &Worker, config: &Config, started: Instant, record: &mut AccessRecord, c: &Counts) {
+    record.elapsed = clock::since(started);
+    log_access(worker, config, record);
+    let m = worker.metrics();
+    let (tunnel_up, tunnel_down) = record.tunnel.unwrap_or((0, 0));
+    for (counter, n) in [
+        (&m.bytes_in, c.body_in + tunnel_up),
+        (&m.bytes_out, record.bytes.unwrap_or(0) + tunnel_down),
+        (&m.connect_errors, c.connect_errors),
+        (&m.pool_reused, c.pooled),
+        (&m.pool_new, c.fresh),
+    ] {
+        if n > 0 {
+            counter.fetch_add(n, Relaxed);
         }
     }
 }

@@ -6,22 +6,28 @@
 //! tunnel itself (drain, the member's removal, an unanswered Ping, broken framing).
 //! Tear-down: the tunnel's byte counts go to the lease, the metrics and the access line.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::config::MemberRemoved;
 use crate::h1::framing::Framing;
 use crate::h1::head::{ResponseHead, Version};
 use crate::h1::headers::ClientConnection;
 use crate::h1::upgrade::check_switch;
 use crate::net::stream::Conn;
-use crate::server::Worker;
+use crate::rt::{Signal, Wait};
+use crate::server::{OpenConnection, Worker};
 use crate::target::Url;
 
 use super::decide::Destination;
 use super::error::{ProxyError, UpstreamError};
-use super::pump::{self, Cause, Leave, Session, TunnelEnd};
-use super::request::Request;
+use super::lease::Lease;
+use super::pump::{self, Cause, Leave, Session, TunnelEnd, TunnelStats};
+use super::request::{Request, RequestEnd};
 use super::Next;
 
 /// Accepts a backend's 101 for `req`: checks it and relays it to the client. The caller
@@ -55,54 +61,102 @@ pub(super) async fn switch(
     Ok(Next::Tunnel(backend, session))
 }
 
-/// Runs the tunnel of `req` until it ends, then writes its access line.
-pub(super) async fn run(mut req: Box<Request>, client: Conn, backend: Conn, session: Session) {
-    // A tunnel may stay open for hours; its request head and buffers are not needed
-    // any more, and the worker's next request can use them.
-    req.release_scratch();
+/// The tunnel of `req`, to run as a task of its own until it ends; it then writes its
+/// access line. It may stay open for hours, so the task holds only what relaying and
+/// the access line need: the pump, the request's record and lease, and the counts.
+pub(super) fn run(
+    req: Box<RequestEnd>,
+    client: Conn,
+    backend: Conn,
+    session: Session,
+    connection: OpenConnection,
+) -> impl Future<Output = ()> {
     let worker = Rc::clone(&req.worker);
-    let worker = &*worker;
-    let open = OpenTunnel::new(worker);
+    worker.metrics().open_tunnels.fetch_add(1, Relaxed);
+    worker.tunnel_opened();
     let (client_stream, to_backend) = client.into_parts();
     let (backend_stream, to_client) = backend.into_parts();
-    let timeouts = req.config.timeouts;
-    let lease = req.lease.as_ref();
-    // Draining, or the member left: a Close at this tunnel's moment in `drain_spread`,
-    // and `drain_timeout` for the closing handshake.
-    let leave = async {
-        let member_left = async {
-            match lease {
-                Some(lease) => lease.member_left().await,
-                None => std::future::pending().await,
-            }
-        };
-        let cause = futures_lite::future::or(
-            async {
-                worker.shutdown().await;
-                Cause::Drain
-            },
-            async {
-                member_left.await;
-                Cause::MemberLeft
-            },
-        )
-        .await;
-        let after = match cause {
-            Cause::Drain => worker.drain_close_offset(timeouts.drain_spread),
-            _ => spread_at_random(timeouts.drain_spread),
-        };
-        Leave { cause, after, within: timeouts.drain }
+    let timeouts = &req.config.timeouts;
+    let leave = LeaveWatch {
+        drain: worker.shutdown_owned(),
+        member: req.lease.as_ref().map(Lease::member_left),
+        worker,
+        spread: timeouts.drain_spread,
+        within: timeouts.drain,
     };
-    let stats = pump::run(client_stream, to_backend, backend_stream, to_client, session, leave).await;
-    drop(open);
-    req.record.tunnel = Some((stats.up, stats.down));
-    if stats.end != TunnelEnd::Closed {
-        req.record.reason = Some(format!("tunnel ended: {}", stats.end));
+    let pump = pump::run(client_stream, to_backend, backend_stream, to_client, session, leave);
+    Running { pump, req: Some(*req), _connection: connection }
+}
+
+/// A tunnel's task: a plain struct rather than an `async` block, which would keep
+/// room for its arguments beside the pump they were moved into.
+struct Running<P> {
+    pump: P,
+    /// `None` once the access line is written.
+    req: Option<RequestEnd>,
+    _connection: OpenConnection,
+}
+
+impl<P: Future<Output = TunnelStats> + Unpin> Future for Running<P> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let stats = std::task::ready!(Pin::new(&mut self.pump).poll(cx));
+        let Some(mut req) = self.req.take() else { return Poll::Ready(()) };
+        tunnel_closed(&req.worker);
+        req.record.tunnel = Some((stats.up, stats.down));
+        if stats.end != TunnelEnd::Closed {
+            req.record.reason = Some(format!("tunnel ended: {}", stats.end));
+        }
+        if let Some(lease) = req.lease.as_mut() {
+            lease.add_bytes(stats.up + stats.down);
+        }
+        req.finish();
+        Poll::Ready(())
     }
-    if let Some(lease) = req.lease.as_mut() {
-        lease.add_bytes(stats.up + stats.down);
+}
+
+/// An open tunnel is counted in the metrics and on its worker for as long as its task
+/// lives, panics included.
+impl<P> Drop for Running<P> {
+    fn drop(&mut self) {
+        if let Some(req) = &self.req {
+            tunnel_closed(&req.worker);
+        }
     }
-    req.finish();
+}
+
+fn tunnel_closed(worker: &Worker) {
+    worker.metrics().open_tunnels.fetch_sub(1, Relaxed);
+    worker.tunnel_closed();
+}
+
+/// When a tunnel is to leave: the worker drains (SIGTERM), or the tunnel's member
+/// left the balancer. Its Close goes at this tunnel's moment in `drain_spread`, and the
+/// closing handshake gets `drain_timeout`. Every open tunnel holds one, so it is a
+/// plain struct rather than an `async` block over two futures.
+struct LeaveWatch {
+    worker: Rc<Worker>,
+    drain: Wait<Rc<Signal>>,
+    member: Option<MemberRemoved>,
+    spread: Duration,
+    within: Duration,
+}
+
+impl Future for LeaveWatch {
+    type Output = Leave;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Leave> {
+        let (cause, after) = if Pin::new(&mut self.drain).poll(cx).is_ready() {
+            (Cause::Drain, self.worker.drain_close_offset(self.spread))
+        } else if self.member.as_mut().is_some_and(|m| Pin::new(m).poll(cx).is_ready()) {
+            self.member = None;
+            (Cause::MemberLeft, spread_at_random(self.spread))
+        } else {
+            return Poll::Pending;
+        };
+        Poll::Ready(Leave { cause, after, within: self.within })
+    }
 }
 
 /// A moment in `spread` for a member's tunnel: members leave one at a time, so there is
@@ -113,23 +167,4 @@ fn spread_at_random(spread: Duration) -> Duration {
         return Duration::ZERO;
     }
     Duration::from_nanos(pump::random() % nanos)
-}
-
-/// Counts an open tunnel in the metrics and on its worker for as long as it lives,
-/// panics included.
-struct OpenTunnel<'w>(&'w Worker);
-
-impl<'w> OpenTunnel<'w> {
-    fn new(worker: &'w Worker) -> Self {
-        worker.metrics().open_tunnels.fetch_add(1, Relaxed);
-        worker.tunnel_opened();
-        Self(worker)
-    }
-}
-
-impl Drop for OpenTunnel<'_> {
-    fn drop(&mut self) {
-        self.0.metrics().open_tunnels.fetch_sub(1, Relaxed);
-        self.0.tunnel_closed();
-    }
 }

@@ -3,7 +3,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::ops::Deref;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use super::WakerKey;
@@ -30,8 +32,13 @@ impl Signal {
     }
 
     /// Completes once the signal has fired.
-    pub fn wait(&self) -> Wait<'_> {
+    pub fn wait(&self) -> Wait<&Signal> {
         Wait { signal: self, slot: None, armed: None }
+    }
+
+    /// `wait` for a task that holds the signal rather than borrows it.
+    pub fn wait_owned(self: &Rc<Self>) -> Wait<Rc<Signal>> {
+        Wait { signal: Rc::clone(self), slot: None, armed: None }
     }
 
     /// Drops the waiter table's free tail (what a burst of waiters left), as the
@@ -44,14 +51,14 @@ impl Signal {
     }
 }
 
-pub struct Wait<'s> {
-    signal: &'s Signal,
+pub struct Wait<S: Deref<Target = Signal>> {
+    signal: S,
     slot: Option<usize>,
     /// The waker the slot holds (see `WakerKey`).
     armed: Option<WakerKey>,
 }
 
-impl Future for Wait<'_> {
+impl<S: Deref<Target = Signal> + Unpin> Future for Wait<S> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -89,7 +96,7 @@ impl Future for Wait<'_> {
     }
 }
 
-impl Drop for Wait<'_> {
+impl<S: Deref<Target = Signal>> Drop for Wait<S> {
     fn drop(&mut self) {
         if let Some(i) = self.slot {
             // A slot past the table's end was dropped by `compact` (it was free, since
@@ -192,7 +199,7 @@ mod tests {
     trait ReadyOnce {
         fn poll_unpin_ready(self, cx: &mut Context<'_>) -> bool;
     }
-    impl ReadyOnce for Wait<'_> {
+    impl ReadyOnce for Wait<&Signal> {
         fn poll_unpin_ready(mut self, cx: &mut Context<'_>) -> bool {
             Pin::new(&mut self).poll(cx).is_ready()
         }

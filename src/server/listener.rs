@@ -88,10 +88,6 @@ async fn connection(
     if let Some(tunnel) = serve(worker, stream, info).await {
         // This task's state (sized for the whole request path) is freed now; the
         // tunnel's task holds only what relaying needs, and the connection's count.
-        rt::spawn(async move {
-            let _open = _open;
-            tunnel.run().await;
-        })
-        .detach();
+        rt::spawn(tunnel.run(_open)).detach();
     }
 }

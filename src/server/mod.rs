@@ -13,7 +13,7 @@ mod after_burst;
 mod listener;
 mod worker;
 
-pub(crate) use worker::Worker;
+pub(crate) use worker::{OpenConnection, Worker};
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};

@@ -6,6 +6,7 @@
 //! config) sits behind `Shared`.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -35,7 +36,7 @@ pub(crate) struct Worker {
     drain_closes: Cell<Option<(usize, usize)>>,
     /// Fired once SIGTERM/SIGINT arrived: no new requests on kept-alive connections,
     /// and every wait that should end then listens on it.
-    drain: Signal,
+    drain: Rc<Signal>,
     /// The boxes request futures run in (`proxy::serve`).
     requests: FuturePool,
     /// The buffers requests parse and write into.
@@ -55,7 +56,7 @@ impl Worker {
             open_connections: Cell::new(0),
             tunnels: Cell::new(0),
             drain_closes: Cell::new(None),
-            drain: Signal::default(),
+            drain: Rc::default(),
             requests: FuturePool::new(KEPT_PER_REQUEST_STORE),
             scratch: FreeList::new(KEPT_PER_REQUEST_STORE),
             after_burst: RefCell::new(AfterBurst::default()),
@@ -122,8 +123,13 @@ impl Worker {
 
     /// Completes when draining starts. Waiting allocates nothing (it is on every
     /// keep-alive wait).
-    pub fn shutdown(&self) -> Wait<'_> {
+    pub fn shutdown(&self) -> Wait<&Signal> {
         self.drain.wait()
+    }
+
+    /// `shutdown` for a task that outlives its borrow of the worker.
+    pub fn shutdown_owned(&self) -> Wait<Rc<Signal>> {
+        self.drain.wait_owned()
     }
 
     /// Starts draining: every `shutdown` wait completes.
@@ -155,17 +161,17 @@ impl Worker {
 
     /// Counts a client connection as open for as long as the guard lives, panics
     /// included.
-    pub fn connection_opened(self: &std::rc::Rc<Self>) -> OpenConnection {
+    pub fn connection_opened(self: &Rc<Self>) -> OpenConnection {
         let open = self.open_connections.get() + 1;
         self.open_connections.set(open);
         self.after_burst.borrow_mut().opened(open);
         self.metrics().open_connections.fetch_add(1, Relaxed);
-        OpenConnection(std::rc::Rc::clone(self))
+        OpenConnection(Rc::clone(self))
     }
 }
 
 /// One open client connection, counted until dropped.
-pub(crate) struct OpenConnection(std::rc::Rc<Worker>);
+pub(crate) struct OpenConnection(Rc<Worker>);
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
