@@ -4,7 +4,7 @@
 //! figures.
 
 use crate::config::Config;
-use crate::net::stream::READ_BYTES;
+use crate::net::stream::{READ_BYTES, TUNNEL_READ_BYTES};
 
 /// A connection's own state (its task, the request it carries, a tunnel's frame
 /// state and socket registrations), measured with `scripts/burst`.
@@ -15,10 +15,10 @@ pub const TLS_BYTES: usize = 36 * 1024;
 
 /// Worst-case bytes of one client connection: its state, a read buffer on each side
 /// (a head up to `max_head_bytes`, or a body read `READ_BYTES` at a time; a tunnel's
-/// bytes a peer cannot take yet are at most one read per direction), and rustls on
-/// each side that speaks TLS.
+/// bytes a peer cannot take yet are at most one `TUNNEL_READ_BYTES` read per
+/// direction), and rustls on each side that speaks TLS.
 pub fn per_connection(max_head_bytes: usize, client_tls: bool, backend_tls: bool) -> usize {
-    let buffer = max_head_bytes.max(READ_BYTES);
+    let buffer = max_head_bytes.max(READ_BYTES).max(TUNNEL_READ_BYTES);
     STATE_BYTES + 2 * buffer + TLS_BYTES * (usize::from(client_tls) + usize::from(backend_tls))
 }
 
@@ -52,10 +52,11 @@ mod tests {
     fn a_connection_costs_its_state_two_buffers_and_tls_where_spoken() {
         let k = 1024;
         for (head, client_tls, backend_tls, want) in [
-            (8 * k, false, false, STATE_BYTES + 2 * READ_BYTES),
+            (8 * k, false, false, STATE_BYTES + 2 * 32 * k),
+            (32 * k, false, false, STATE_BYTES + 2 * 32 * k),
             (64 * k, false, false, STATE_BYTES + 2 * 64 * k),
-            (8 * k, true, false, STATE_BYTES + 2 * READ_BYTES + TLS_BYTES),
-            (8 * k, true, true, STATE_BYTES + 2 * READ_BYTES + 2 * TLS_BYTES),
+            (8 * k, true, false, STATE_BYTES + 2 * 32 * k + TLS_BYTES),
+            (8 * k, true, true, STATE_BYTES + 2 * 32 * k + 2 * TLS_BYTES),
         ] {
             assert_eq!(
                 per_connection(head, client_tls, backend_tls),

@@ -19,11 +19,17 @@ use crate::rt::Io;
 /// Bytes read from a socket per read call when streaming a body; also the most a
 /// `Conn` buffers beyond a head.
 pub const READ_BYTES: usize = 16 * 1024;
+/// Bytes read per call from one side of a tunnel, into the worker's one shared buffer:
+/// a message of 16 KiB with its frame header, or a run of small ones, takes one read
+/// and one write instead of two. What the other side cannot take yet is kept, so a
+/// tunnel holds at most this much per direction.
+pub const TUNNEL_READ_BYTES: usize = 32 * 1024;
 /// Bytes a relay (a body copy, a tunnel direction) moves before it lets the other tasks
 /// of its worker run. Sockets on loopback or a fast LAN can stay ready for as long as a
 /// peer keeps sending, and an executor task runs until it returns `Pending`: without
 /// this, one tunnel fed faster than it drains would keep its worker from everyone else.
-/// 128 KiB is eight reads; the yield costs one readiness registration.
+/// 128 KiB is eight body reads or four tunnel reads; the yield costs one readiness
+/// registration.
 pub const FAIR_SHARE_BYTES: u64 = 128 * 1024;
 /// A connection's first buffer: most request and response heads fit, and allocating it
 /// per request (buffers are released between requests) stays cheap.

@@ -27,7 +27,7 @@ use futures_lite::{AsyncRead, AsyncWrite};
 
 use crate::net::buffers::{self, Counted};
 use crate::net::clock::{self, Sleep};
-use crate::net::stream::{Stream, FAIR_SHARE_BYTES, READ_BYTES};
+use crate::net::stream::{Stream, FAIR_SHARE_BYTES, TUNNEL_READ_BYTES};
 use crate::websocket::filter::{Filter, HEADROOM, TAILROOM};
 use crate::websocket::frame::{self, PING};
 use crate::websocket::Keepalive;
@@ -45,7 +45,7 @@ thread_local! {
 }
 
 /// The shared read buffer's size.
-const SCRATCH_BYTES: usize = HEADROOM + READ_BYTES + TAILROOM;
+const SCRATCH_BYTES: usize = HEADROOM + TUNNEL_READ_BYTES + TAILROOM;
 
 /// After sidecar's own Close (except on drain, which has `drain_timeout`), how long it
 /// waits for the closing handshake before it closes the connections.
@@ -326,7 +326,7 @@ fn pump(from: &mut Stream, to: &mut Stream, d: &mut Direction, cx: &mut Context<
         }
         let step = SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            let n = match Pin::new(&mut *from).poll_read(cx, &mut scratch[HEADROOM..HEADROOM + READ_BYTES]) {
+            let n = match Pin::new(&mut *from).poll_read(cx, &mut scratch[HEADROOM..HEADROOM + TUNNEL_READ_BYTES]) {
                 Poll::Ready(Ok(0)) => {
                     d.read_done = true;
                     return Poll::Ready(Ok(()));
@@ -820,7 +820,7 @@ mod tests {
         assert!(Pin::new(&mut pump).poll(&mut cx).is_pending());
         let moved = pump.up.bytes;
         assert!(
-            moved >= FAIR_SHARE_BYTES && moved <= FAIR_SHARE_BYTES + READ_BYTES as u64,
+            moved >= FAIR_SHARE_BYTES && moved <= FAIR_SHARE_BYTES + TUNNEL_READ_BYTES as u64,
             "one poll moved {moved} of {waiting} ready bytes; a fair share is {FAIR_SHARE_BYTES}"
         );
         // The rest follows on the next polls.
