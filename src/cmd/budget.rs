@@ -4,7 +4,7 @@
 //! figures.
 
 use crate::config::Config;
-use crate::net::stream::{READ_BYTES, TUNNEL_READ_BYTES};
+use crate::net::stream::{LARGE_READS, LARGE_READ_BYTES, READ_BYTES, TUNNEL_READ_BYTES};
 
 /// A connection's own state (its task, the request it carries, a tunnel's frame
 /// state and socket registrations), measured with `scripts/burst`.
@@ -22,17 +22,21 @@ pub fn per_connection(max_head_bytes: usize, client_tls: bool, backend_tls: bool
     STATE_BYTES + 2 * buffer + TLS_BYTES * (usize::from(client_tls) + usize::from(backend_tls))
 }
 
+/// What a worker holds beyond its connections' own buffers at worst: the larger read
+/// buffers of bodies relayed as they came (`LARGE_READS` of them).
+pub const PER_WORKER_BYTES: usize = LARGE_READS * LARGE_READ_BYTES;
+
 /// `check`'s line about memory. Whether a backend speaks TLS is known only per request
 /// (a rewrite may pick `wss://`), so its share is named apart.
 pub fn describe(c: &Config) -> String {
     let client_tls = c.server_tls.is_some();
     let per = per_connection(c.limits.max_head_bytes, client_tls, false);
     let connections = c.limits.max_connections * c.workers;
-    let mib = |b: usize| b as f64 * connections as f64 / (1024.0 * 1024.0);
+    let mib = |b: usize| (b * connections + PER_WORKER_BYTES * c.workers) as f64 / (1024.0 * 1024.0);
     format!(
         "memory  at most {:.0} MiB at max_connections ({} per worker x {} worker{}): {:.1} KiB per connection with \
-         its buffers full{}, {} KiB more with a TLS backend ({:.0} MiB in all); an idle connection or tunnel holds no \
-         buffer\n",
+         its buffers full{}, {} KiB more with a TLS backend ({:.0} MiB in all), {} MiB per worker for large body reads \
+         included; an idle connection or tunnel holds no buffer\n",
         mib(per),
         c.limits.max_connections,
         c.workers,
@@ -41,6 +45,7 @@ pub fn describe(c: &Config) -> String {
         if client_tls { " (TLS to clients included)" } else { "" },
         TLS_BYTES / 1024,
         mib(per + TLS_BYTES),
+        PER_WORKER_BYTES / (1024 * 1024),
     )
 }
 

@@ -18,7 +18,7 @@ use futures_lite::AsyncWriteExt;
 use crate::h1::chunked::{chunk_header, ChunkedDecoder, LAST_CHUNK};
 use crate::h1::framing::Framing;
 use crate::net::clock;
-use crate::net::stream::{timed_out, with_timeout, Conn, Stream, FAIR_SHARE_BYTES, READ_BYTES};
+use crate::net::stream::{timed_out, with_timeout, Conn, Stream, FAIR_SHARE_BYTES, LARGE_READ_BYTES, READ_BYTES};
 
 /// How much a peer must take before a write deadline moves: four reads' worth. A
 /// receiver that does not read still frees a few KiB now and then (the kernel
@@ -169,10 +169,14 @@ pub async fn copy_body(
                 from.stream.yield_before_read().await;
                 since_yield = 0;
             }
-            from.reserve_read();
+            // Large reads only where the bytes go out as they came: an assembled body
+            // would gather them in `out`, which is kept for the next request only while
+            // it stays small.
+            from.reserve_read(direct);
             let started = clock::now();
-            let n =
-                with_timeout(read.next_wait(waited, received), from.fill(READ_BYTES)).await.map_err(CopyError::Read)?;
+            let n = with_timeout(read.next_wait(waited, received), from.fill(LARGE_READ_BYTES))
+                .await
+                .map_err(CopyError::Read)?;
             waited += clock::since(started);
             received += n as u64;
             since_yield += n as u64;
@@ -270,7 +274,7 @@ mod tests {
             }
             relayed += n;
         }
-        assert!(relayed as u64 <= FAIR_SHARE_BYTES + READ_BYTES as u64, "one poll relayed {relayed} bytes");
+        assert!(relayed as u64 <= FAIR_SHARE_BYTES + LARGE_READ_BYTES as u64, "one poll relayed {relayed} bytes");
         let mut done = None;
         for _ in 0..200 {
             if let Poll::Ready(r) = copy.as_mut().poll(&mut cx) {
