@@ -34,7 +34,8 @@ pub struct Sleep {
 enum Inner {
     /// The runtime's table, with the slot once armed.
     Table(Option<usize>),
-    Timer(Timer),
+    /// Boxed: only code off the runtime uses it, and every tunnel holds a `Sleep`.
+    Timer(Box<Timer>),
 }
 
 /// Completes `limit` after the current wake-up.
@@ -44,7 +45,7 @@ pub fn sleep(limit: Duration) -> Sleep {
 
 /// Completes at `at`.
 pub fn sleep_until(at: Instant) -> Sleep {
-    let inner = if rt::is_running() { Inner::Table(None) } else { Inner::Timer(Timer::at(at)) };
+    let inner = if rt::is_running() { Inner::Table(None) } else { Inner::Timer(Box::new(Timer::at(at))) };
     Sleep { at, inner, armed: None }
 }
 
