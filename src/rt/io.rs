@@ -17,7 +17,7 @@ use std::task::{Context, Poll, Waker};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use rustix::event::epoll::{self, EventData, EventFlags};
-use rustix::net::SendFlags;
+use rustix::net::{SendFlags, SocketFlags};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{with_core, Ready};
@@ -211,13 +211,14 @@ impl<T: AsFd> Drop for Io<T> {
 }
 
 impl Io<TcpListener> {
-    /// Accepts one connection and registers it.
+    /// Accepts one connection and registers it. `accept4` makes it non-blocking
+    /// (std's `accept` would need one more system call, an `ioctl`, to do so).
     pub async fn accept(&self) -> io::Result<(Io<TcpStream>, SocketAddr)> {
-        let (stream, peer) = std::future::poll_fn(|cx| {
+        let (fd, peer) = std::future::poll_fn(|cx| {
             self.poll_io(
                 cx,
                 Ready::READABLE,
-                |l| l.accept(),
+                |l| Ok(rustix::net::acceptfrom_with(l, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)?),
                 |r, res| match res {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => r.without(Ready::READABLE),
                     _ => r,
@@ -225,9 +226,10 @@ impl Io<TcpListener> {
             )
         })
         .await?;
-        stream.set_nonblocking(true)?;
+        let peer = peer.and_then(|a| SocketAddr::try_from(a).ok());
+        let peer = peer.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "accepted a non-IP connection"))?;
         // Its bytes, if any arrived already, are reported by the first wait.
-        Ok((Io::new(stream, Ready::WRITABLE)?, peer))
+        Ok((Io::new(TcpStream::from(fd), Ready::WRITABLE)?, peer))
     }
 }
 

@@ -36,7 +36,12 @@ pub(super) async fn accept_loop(listener: Io<TcpListener>, worker: Rc<Worker>) {
         match accepted {
             Ok((tcp, peer)) => {
                 let _ = tcp.get_ref().set_nodelay(true);
-                let local = tcp.get_ref().local_addr().ok().or(local).unwrap_or(peer);
+                // A listener on one address accepts on that address; only a wildcard
+                // one needs to ask (a `getsockname` per connection).
+                let local = match local {
+                    Some(l) if !l.ip().is_unspecified() => l,
+                    _ => tcp.get_ref().local_addr().ok().or(local).unwrap_or(peer),
+                };
                 // TLS settings are read per connection, so SIGHUP reloads certificates.
                 let tls = worker.config().server_tls.clone().map(TlsAcceptor::from);
                 rt::spawn(connection(Rc::clone(&worker), tcp, peer, local, tls)).detach();
