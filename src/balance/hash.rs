@@ -147,7 +147,27 @@ pub fn score(key: u64, member: u64, weight: u32) -> f64 {
     // The top 53 bits, centred in their interval: `u` is never 0 or 1, so the
     // logarithm is finite and negative.
     let u = ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    f64::from(weight.max(1)) / -u.ln()
+    f64::from(weight.max(1)) / -ln(u)
+}
+
+/// The natural logarithm of a positive, normal `x`, computed here: it is sidecar's only
+/// use of libm, which would otherwise be one more shared library loaded and mapped.
+/// x = m·2ᵉ with m in [√½, √2), and ln m = 2·atanh(s) = 2(s + s³/3 + s⁵/5 + …) with
+/// s = (m − 1)/(m + 1), |s| < 0.172: twelve terms reach double precision.
+fn ln(x: f64) -> f64 {
+    const TERMS: u32 = 12;
+    let bits = x.to_bits();
+    let mut exponent = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let mut m = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | (1023 << 52));
+    if m > std::f64::consts::SQRT_2 {
+        m /= 2.0;
+        exponent += 1;
+    }
+    let s = (m - 1.0) / (m + 1.0);
+    let s2 = s * s;
+    // Horner's rule from the smallest term: Σ s²ᵏ/(2k + 1).
+    let series = (0..TERMS).rev().fold(0.0, |acc, k| acc * s2 + 1.0 / f64::from(2 * k + 1));
+    exponent as f64 * std::f64::consts::LN_2 + 2.0 * s * series
 }
 
 /// The candidate `(index, member hash, weight)` with the highest score for `key`; on
@@ -209,6 +229,36 @@ mod tests {
             if let Ok(source) = got {
                 assert_eq!(source.to_string(), input, "round trip");
             }
+        }
+    }
+
+    #[test]
+    fn the_logarithm_matches_libm_to_double_precision() {
+        let tiny = 0.5 / (1u64 << 53) as f64;
+        for x in [
+            tiny,
+            1e-12,
+            0.001,
+            0.1,
+            0.25,
+            0.5,
+            std::f64::consts::FRAC_1_SQRT_2,
+            0.7072,
+            0.9,
+            0.999_999,
+            1.0 - tiny,
+            1.0,
+            2.0,
+            1e9,
+        ] {
+            let (got, want) = (ln(x), x.ln());
+            assert!((got - want).abs() <= 4.0 * f64::EPSILON * want.abs().max(1.0), "ln({x}) = {got}, libm {want}");
+        }
+        let mut u = tiny;
+        while u < 1.0 {
+            let next = u * 1.001 + tiny;
+            assert!(ln(next) > ln(u), "monotonic at {u}");
+            u = next;
         }
     }
 
