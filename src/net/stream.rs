@@ -170,7 +170,13 @@ struct LargeRead;
 
 impl LargeRead {
     fn take() -> Option<Self> {
-        LARGE_IN_USE.with(|n| (n.get() < LARGE_READS).then(|| n.set(n.get() + 1)).map(|()| LargeRead))
+        LARGE_IN_USE.with(|n| {
+            if n.get() >= LARGE_READS {
+                return None;
+            }
+            n.set(n.get() + 1);
+            Some(LargeRead)
+        })
     }
 }
 
@@ -390,4 +396,25 @@ pub async fn with_timeout<T>(limit: Duration, fut: impl Future<Output = io::Resu
         Err(timed_out())
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_lends_at_most_its_large_reads_and_gets_them_back() {
+        // A thread of its own: the count is per worker thread.
+        std::thread::spawn(|| {
+            let mut lent: Vec<_> = (0..LARGE_READS).map(|_| LargeRead::take()).collect();
+            assert!(lent.iter().all(Option::is_some), "{LARGE_READS} to lend");
+            assert!(LargeRead::take().is_none(), "all lent");
+            lent.pop();
+            assert!(LargeRead::take().is_some(), "one given back is lent again");
+            lent.clear();
+            assert_eq!(LARGE_IN_USE.with(Cell::get), 0, "every one given back");
+        })
+        .join()
+        .expect("test thread");
+    }
 }
