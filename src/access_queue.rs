@@ -11,7 +11,7 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Lines held while stdout is slow: about 1 MiB at 250 bytes a line, a tenth of a
@@ -30,34 +30,48 @@ enum Item {
 }
 
 pub struct AccessQueue {
-    tx: SyncSender<Item>,
     dropped: Arc<AtomicU64>,
+    /// The writer thread and its queue, started with the first line: a sidecar that
+    /// has logged nothing yet (`access_log = "off"`, or no request so far) holds
+    /// neither the thread nor the queue's slots (128 KiB, all written when made).
+    writer: OnceLock<Writer>,
+}
+
+struct Writer {
+    tx: SyncSender<Item>,
     /// Buffers of written lines, from the writer back to the workers.
     spare: async_channel::Receiver<String>,
 }
 
 impl AccessQueue {
-    /// Starts the writer thread. `dropped` counts lines that found the queue full.
-    pub fn start(dropped: Arc<AtomicU64>) -> AccessQueue {
-        let (tx, rx) = sync_channel(QUEUE_LINES);
-        let (spare_tx, spare) = async_channel::bounded(SPARE_LINES);
-        let spawned =
-            std::thread::Builder::new().name("sidecar-access-log".into()).spawn(move || write_lines(&rx, &spare_tx));
-        if let Err(e) = spawned {
-            // Without the thread every line finds the queue full and is counted.
-            log::error!("cannot start the access log writer: {e}");
-        }
-        AccessQueue { tx, dropped, spare }
+    /// `dropped` counts lines that found the queue full.
+    pub fn new(dropped: Arc<AtomicU64>) -> AccessQueue {
+        AccessQueue { dropped, writer: OnceLock::new() }
+    }
+
+    fn writer(&self) -> &Writer {
+        self.writer.get_or_init(|| {
+            let (tx, rx) = sync_channel(QUEUE_LINES);
+            let (spare_tx, spare) = async_channel::bounded(SPARE_LINES);
+            let spawned = std::thread::Builder::new()
+                .name("sidecar-access-log".into())
+                .spawn(move || write_lines(&rx, &spare_tx));
+            if let Err(e) = spawned {
+                // Without the thread every line finds the queue full and is counted.
+                log::error!("cannot start the access log writer: {e}");
+            }
+            Writer { tx, spare }
+        })
     }
 
     /// An empty buffer to write a line into: a written line's, or a new one.
     pub fn line_buffer(&self) -> String {
-        self.spare.try_recv().unwrap_or_default()
+        self.writer().spare.try_recv().unwrap_or_default()
     }
 
     /// Queues one line (without its newline); drops it when the queue is full.
     pub fn push(&self, line: String) {
-        match self.tx.try_send(Item::Line(line)) {
+        match self.writer().tx.try_send(Item::Line(line)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Relaxed);
@@ -70,11 +84,12 @@ impl AccessQueue {
 
     /// Waits at most `limit` for every queued line to be written (before exit).
     pub fn flush(&self, limit: Duration) {
+        let Some(writer) = self.writer.get() else { return };
         let end = Instant::now() + limit;
         let (ack_tx, ack_rx) = sync_channel(1);
         let mut item = Item::Flush(ack_tx);
         loop {
-            match self.tx.try_send(item) {
+            match writer.tx.try_send(item) {
                 Ok(()) => break,
                 Err(TrySendError::Disconnected(_)) => return,
                 Err(TrySendError::Full(back)) if Instant::now() < end => {

@@ -68,6 +68,11 @@ pub async fn run(shared: Arc<Shared>, reloaded: async_channel::Receiver<()>) {
 /// `FIRST_LOOKUP_LIMIT`: at startup, before anything listens, so the first requests
 /// find members; and for `sidecar check`.
 pub fn resolve_now(config: &Config) {
+    // Without names there is nothing to wait for, and no reason to start async-io's
+    // reactor and its thread (about 0.1 MiB that would stay for the process's life).
+    if config.balancers.iter().all(|b| b.definition.discovered.is_empty()) {
+        return;
+    }
     let ex = LocalExecutor::new();
     let work = ex.run(async {
         let tasks: Vec<_> = config

@@ -20,7 +20,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: Arc<Config>) -> Arc<Self> {
         let metrics = Metrics::default();
-        let access_log = AccessQueue::start(Arc::clone(&metrics.access_log_dropped));
+        let access_log = AccessQueue::new(Arc::clone(&metrics.access_log_dropped));
         Arc::new(Self { config: RwLock::new(config), metrics, access_log, started: Instant::now() })
     }
 
