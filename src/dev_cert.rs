@@ -5,8 +5,8 @@
 
 use std::fmt::Write;
 
-use futures_rustls::pki_types::CertificateDer;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PublicKeyData};
+use rustls::pki_types::CertificateDer;
 
 /// The names every development certificate covers, so `https://localhost`,
 /// `https://127.0.0.1` and `https://[::1]` all match it.
@@ -108,8 +108,8 @@ fn pem(label: &str, der: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures_rustls::pki_types::pem::PemObject;
-    use futures_rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivateKeyDer;
 
     #[test]
     fn names_cover_loopback_and_the_server_name_once() {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_executor::LocalExecutor;
-use futures_rustls::rustls::ClientConfig;
+use rustls::ClientConfig;
 
 use crate::balance::HealthCheck;
 use crate::config::SharedBalancer;

@@ -6,9 +6,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use futures_rustls::pki_types::pem::PemObject;
-use futures_rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use futures_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -42,7 +42,7 @@ pub fn server_config_from(
     // every 6 hours): a returning client skips the certificate and its signature, and
     // sidecar keeps nothing per session, where the default cache would keep up to 256
     // sessions allocated at whatever moment they were made.
-    config.ticketer = futures_rustls::rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
     Ok(Arc::new(config))
 }
 
@@ -87,8 +87,8 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
         .map_err(|e| format!("{}: {}", path.display(), pem_error(&e)))
 }
 
-fn pem_error(e: &futures_rustls::pki_types::pem::Error) -> String {
-    use futures_rustls::pki_types::pem::Error;
+fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
     match e {
         Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
             "no such file (paths are relative to the config file)".to_string()

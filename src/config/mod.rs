@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_lite::Stream;
-use futures_rustls::rustls::{ClientConfig, ServerConfig};
+use rustls::{ClientConfig, ServerConfig};
 
 pub use diag::Diagnostic;
 use resolve::Disk;

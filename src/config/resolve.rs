@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_rustls::rustls::RootCertStore;
+use rustls::RootCertStore;
 use toml::Spanned;
 
 use super::diag::{Diagnostic, Lines};

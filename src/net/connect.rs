@@ -8,11 +8,11 @@ use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_rustls::pki_types::ServerName;
-use futures_rustls::rustls::ClientConfig;
-use futures_rustls::TlsConnector;
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 
 use super::stream::{Conn, Stream};
+use super::tls_stream::ClientTlsStream;
 use crate::rt::{self, Io};
 use crate::target::Url;
 
@@ -85,7 +85,7 @@ pub async fn connect(url: &Url, tls: &Arc<ClientConfig>, timeout: Duration) -> R
         let name = ServerName::try_from(url.bare_host().to_string())
             .map_err(|e| ConnectError::Tls(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
         let stream =
-            TlsConnector::from(Arc::clone(tls)).connect(name, tcp).await.map_err(|e| match is_local_shortage(&e) {
+            ClientTlsStream::connect(tcp, Arc::clone(tls), name).await.map_err(|e| match is_local_shortage(&e) {
                 true => ConnectError::Local(e),
                 false => ConnectError::Tls(e),
             })?;

@@ -6,6 +6,7 @@ pub mod connect;
 pub mod listen;
 pub mod pool;
 pub mod stream;
+pub mod tls_stream;
 
 #[cfg(test)]
 pub(crate) mod test_sockets {

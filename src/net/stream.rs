@@ -14,6 +14,7 @@ use std::time::Duration;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::buffers::{spare, Counted};
+use super::tls_stream::{ClientTlsStream, ServerTlsStream};
 use crate::h1::scan::{blank_lines, HeadScanner, ScanError};
 use crate::rt::Io;
 
@@ -44,8 +45,8 @@ const FIRST_BUFFER_BYTES: usize = spare::SPARE_BYTES;
 
 pub enum Stream {
     Plain(Io<TcpStream>),
-    ServerTls(Box<futures_rustls::server::TlsStream<Io<TcpStream>>>),
-    ClientTls(Box<futures_rustls::client::TlsStream<Io<TcpStream>>>),
+    ServerTls(Box<ServerTlsStream>),
+    ClientTls(Box<ClientTlsStream>),
 }
 
 impl Stream {
@@ -53,8 +54,8 @@ impl Stream {
     pub fn tcp(&self) -> &Io<TcpStream> {
         match self {
             Self::Plain(s) => s,
-            Self::ServerTls(s) => s.get_ref().0,
-            Self::ClientTls(s) => s.get_ref().0,
+            Self::ServerTls(s) => s.tcp(),
+            Self::ClientTls(s) => s.tcp(),
         }
     }
 
@@ -69,7 +70,7 @@ impl Stream {
     /// `Pending` once, with a wake-up arranged, then `Ready` on the next call (`*yielded`
     /// remembers which). On a plain socket the wake-up is the socket's own readiness,
     /// which comes through the reactor, so tasks waiting for I/O (an `accept`, another
-    /// client's request) are woken in the same turn. Under TLS rustls may already hold
+    /// client's request) are woken in the same turn. Under TLS the stream may already hold
     /// plaintext with nothing left on the socket to signal, so the task only goes to the
     /// back of the executor's queue.
     pub fn poll_yield_before_read(&self, cx: &mut Context<'_>, yielded: &mut bool) -> Poll<()> {
@@ -231,13 +232,13 @@ impl Conn {
 
     /// Completes once the stream has something for `fill` (bytes, end-of-file or an
     /// error), without a buffer meanwhile: an idle keep-alive connection borrows one
-    /// only when its next request arrives. Under TLS that is when rustls holds no
-    /// decrypted bytes and the socket becomes readable.
+    /// only when its next request arrives. Under TLS that is when the stream holds no
+    /// decrypted bytes or whole record and the socket becomes readable.
     pub async fn readable(&self) -> io::Result<()> {
         match &self.stream {
             Stream::Plain(s) => s.readable().await,
-            Stream::ServerTls(s) if s.get_ref().1.wants_read() => s.get_ref().0.readable().await,
-            Stream::ClientTls(s) if s.get_ref().1.wants_read() => s.get_ref().0.readable().await,
+            Stream::ServerTls(s) if !s.has_pending_read() => s.tcp().readable().await,
+            Stream::ClientTls(s) if !s.has_pending_read() => s.tcp().readable().await,
             _ => Ok(()),
         }
     }

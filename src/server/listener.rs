@@ -5,11 +5,14 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_rustls::TlsAcceptor;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
 
 use crate::h1::answer::Answer;
 use crate::net::clock;
 use crate::net::stream::{with_timeout, Stream};
+use crate::net::tls_stream::ServerTlsStream;
 use crate::proxy::{serve, ClientInfo};
 use crate::rt::{self, Io};
 use crate::throttle;
@@ -43,7 +46,7 @@ pub(super) async fn accept_loop(listener: Io<TcpListener>, worker: Rc<Worker>) {
                     _ => tcp.get_ref().local_addr().ok().or(local).unwrap_or(peer),
                 };
                 // TLS settings are read per connection, so SIGHUP reloads certificates.
-                let tls = worker.config().server_tls.clone().map(TlsAcceptor::from);
+                let tls = worker.config().server_tls.clone();
                 rt::spawn(connection(Rc::clone(&worker), tcp, peer, local, tls)).detach();
             }
             Err(e) => {
@@ -61,7 +64,7 @@ async fn connection(
     tcp: Io<TcpStream>,
     peer: SocketAddr,
     local: SocketAddr,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ServerConfig>>,
 ) {
     let _open = worker.connection_opened();
     let config = worker.config();
@@ -69,7 +72,7 @@ async fn connection(
     let https = tls.is_some();
     let mut stream = match tls {
         None => Stream::Plain(tcp),
-        Some(acceptor) => match with_timeout(config.timeouts.header, Box::pin(acceptor.accept(tcp))).await {
+        Some(tls) => match with_timeout(config.timeouts.header, Box::pin(ServerTlsStream::accept(tcp, tls))).await {
             Ok(s) => Stream::ServerTls(Box::new(s)),
             Err(e) => {
                 log::info!(target: "access", "{peer} \"-\" - - 0ms reason=\"TLS handshake failed: {e}\"");
