@@ -5,13 +5,17 @@
 
 use crate::config::Config;
 use crate::net::stream::{LARGE_READS, LARGE_READ_BYTES, READ_BYTES, TUNNEL_READ_BYTES};
+use crate::net::tls_stream::HELD_AT_MOST_BYTES;
 
 /// A connection's own state (its task, the request it carries, a tunnel's frame
 /// state and socket registrations), measured with `scripts/burst`.
 pub const STATE_BYTES: usize = 5 * 1024;
-/// A TLS connection's rustls state at most: a full incoming record (16 KiB plus
-/// header and tag), a full outgoing one, the keys and handshake state.
-pub const TLS_BYTES: usize = 36 * 1024;
+/// A TLS session's own state (keys, record layer, the peer's certificate chain towards
+/// a backend), measured with `scripts/burst --tls`.
+const TLS_SESSION_BYTES: usize = 4 * 1024;
+/// One side's TLS at most: the session, and the records and plaintext its stream
+/// holds between calls when a peer stalls.
+pub const TLS_BYTES: usize = TLS_SESSION_BYTES + HELD_AT_MOST_BYTES;
 
 /// Worst-case bytes of one client connection: its state, a read buffer on each side
 /// (a head up to `max_head_bytes`, or a body read `READ_BYTES` at a time; a tunnel's

@@ -29,9 +29,16 @@ const MAX_RECORD_BYTES: usize = 16 * 1024 + 2048 + 5;
 /// The worker's read scratch: a record cut by the last read plus a tunnel read's worth
 /// (32 KiB of plaintext and its records' overhead).
 const READ_SCRATCH_BYTES: usize = 64 * 1024;
-/// Plaintext encrypted per write call: a large body read, or a tunnel read, is one
-/// encryption and one `send`.
-const WRITE_CHUNK_BYTES: usize = 64 * 1024;
+/// Plaintext encrypted per write call: a tunnel read is one encryption and one `send`.
+const WRITE_CHUNK_BYTES: usize = 32 * 1024;
+/// Records kept unprocessed before a read: a cut record and a handshake message
+/// (a session ticket, a key update) spread over records. More is refused.
+const MAX_HELD_RECORD_BYTES: usize = 2 * MAX_RECORD_BYTES;
+/// What a connection holds at most between calls: one write's records the socket has
+/// not taken, records read but not processed (what a read brought beyond the
+/// reader's buffer, a record it cut), and the rest of a decrypted record. For
+/// `sidecar check`.
+pub const HELD_AT_MOST_BYTES: usize = WRITE_CHUNK_BYTES + 1024 + MAX_HELD_RECORD_BYTES + 1024 + 16 * 1024;
 /// A handshake flight may carry a certificate chain in several records; rustls
 /// accepts handshake messages up to 64 KiB.
 const MAX_HANDSHAKE_BUFFER_BYTES: usize = 64 * 1024 + MAX_RECORD_BYTES;
@@ -145,6 +152,8 @@ pub struct TlsStream<S> {
     peer_closed: bool,
     /// close_notify is queued in `outgoing`.
     close_sent: bool,
+    /// A TLS error ended the connection: every later call fails with its kind.
+    failed: Option<io::ErrorKind>,
 }
 
 /// What a step of the state machine asks for next.
@@ -165,6 +174,7 @@ impl<S: Session> TlsStream<S> {
             outgoing: Held::default(),
             peer_closed: false,
             close_sent: false,
+            failed: None,
         }
     }
 
@@ -186,17 +196,24 @@ impl<S: Session> TlsStream<S> {
         loop {
             let status = self.session.process(&mut buf[..used]);
             let mut discard = status.discard;
+            let mut error = None;
             let next = match status.state {
                 Err(e) => {
-                    self.queue_alerts(&mut buf[..used]);
-                    let _ = poll_fn(|cx| self.poll_flush_outgoing(cx)).await;
-                    return Err(tls_error(e));
+                    error = Some(e);
+                    Next::Read
                 }
                 Ok(ConnectionState::ReadTraffic(mut traffic)) => {
                     while let Some(record) = traffic.next_record() {
-                        let record = record.map_err(tls_error)?;
-                        discard += record.discard;
-                        self.plaintext.push(record.payload);
+                        match record {
+                            Ok(record) => {
+                                discard += record.discard;
+                                self.plaintext.push(record.payload);
+                            }
+                            Err(e) => {
+                                error = Some(e);
+                                break;
+                            }
+                        }
                     }
                     Next::Again
                 }
@@ -204,6 +221,11 @@ impl<S: Session> TlsStream<S> {
             };
             buf.copy_within(discard..used, 0);
             used -= discard;
+            if let Some(e) = error {
+                let e = self.fail(e, &mut buf[..used]);
+                let _ = poll_fn(|cx| self.poll_flush_outgoing(cx)).await;
+                return Err(e);
+            }
             if !self.outgoing.is_empty() {
                 poll_fn(|cx| self.poll_flush_outgoing(cx)).await?;
             }
@@ -232,25 +254,29 @@ impl<S: Session> TlsStream<S> {
         }
     }
 
-    /// After an error, rustls has queued an alert for the peer; it goes to `outgoing`.
-    /// `incoming`: the records the failed call was given (rustls may still point
-    /// into them).
-    fn queue_alerts(&mut self, incoming: &mut [u8]) {
-        let mut used = incoming.len();
-        for _ in 0..4 {
-            let status = self.session.process(&mut incoming[..used]);
-            let discard = status.discard;
-            match status.state {
-                Ok(state @ (ConnectionState::EncodeTlsData(_) | ConnectionState::TransmitTlsData(_))) => {
-                    if step(state, &mut self.outgoing, &mut self.peer_closed).is_err() {
-                        return;
-                    }
-                }
-                _ => return,
-            }
-            incoming.copy_within(discard..used, 0);
-            used -= discard;
+    /// Marks the connection failed by `e`: the alert rustls queued for the peer goes
+    /// to `outgoing`, and no record is processed again (rustls keeps neither the error
+    /// nor its place for some failures: processing the same bytes again would fail
+    /// them twice). `incoming`: the records the failed call was given.
+    fn fail(&mut self, e: rustls::Error, incoming: &mut [u8]) -> io::Error {
+        // The alert comes first, before rustls looks at the records again.
+        if let Ok(state @ ConnectionState::EncodeTlsData(_)) = self.session.process(incoming).state {
+            let _ = step(state, &mut self.outgoing, &mut self.peer_closed);
         }
+        let e = tls_error(e);
+        self.failed = Some(e.kind());
+        e
+    }
+
+    /// The error every call returns once the connection failed.
+    fn failed_before(&self) -> Option<io::Error> {
+        self.failed.map(|kind| io::Error::new(kind, "the TLS connection failed earlier"))
+    }
+
+    /// Steps in which rustls may process every held record before it can say
+    /// anything else, with room for the states that queue records to send.
+    fn steps_allowed(&self) -> usize {
+        16 + self.records.as_slice().len() / 5
     }
 
     /// Writes `outgoing` until it is empty.
@@ -280,13 +306,13 @@ impl<S: Session> TlsStream<S> {
             let result = loop {
                 let status = self.session.process(&mut scratch[..used]);
                 let mut discard = status.discard;
+                let mut error = None;
                 let next = match status.state {
                     Err(e) => {
-                        self.queue_alerts(&mut scratch[..used]);
-                        break Poll::Ready(Err(tls_error(e)));
+                        error = Some(e);
+                        Next::Read
                     }
                     Ok(ConnectionState::ReadTraffic(mut traffic)) => {
-                        let mut failed = None;
                         while let Some(record) = traffic.next_record() {
                             match record {
                                 Ok(record) => {
@@ -297,15 +323,12 @@ impl<S: Session> TlsStream<S> {
                                     self.plaintext.push(&record.payload[n..]);
                                 }
                                 Err(e) => {
-                                    failed = Some(e);
+                                    error = Some(e);
                                     break;
                                 }
                             }
                         }
-                        match failed {
-                            Some(e) => break Poll::Ready(Err(tls_error(e))),
-                            None => Next::Again,
-                        }
+                        Next::Again
                     }
                     Ok(state) => match step(state, &mut self.outgoing, &mut self.peer_closed) {
                         Ok(next) => next,
@@ -314,6 +337,9 @@ impl<S: Session> TlsStream<S> {
                 };
                 scratch.copy_within(discard..used, 0);
                 used -= discard;
+                if let Some(e) = error {
+                    break Poll::Ready(Err(self.fail(e, &mut scratch[..used])));
+                }
                 if filled == out.len() || !self.plaintext.is_empty() {
                     break Poll::Ready(Ok(filled));
                 }
@@ -326,7 +352,7 @@ impl<S: Session> TlsStream<S> {
                 // Read at most what `out` can take (and a whole record), so a small
                 // reader does not leave a large remainder to keep.
                 let end = scratch.len().min(used + (out.len() + 1024).max(MAX_RECORD_BYTES));
-                if used == end {
+                if used > MAX_HELD_RECORD_BYTES || used == end {
                     break Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "TLS message too large")));
                 }
                 match Pin::new(&mut self.io).poll_read(cx, &mut scratch[used..end]) {
@@ -347,6 +373,9 @@ impl<S: Session> TlsStream<S> {
         match self.poll_flush_outgoing(cx) {
             Poll::Ready(Ok(())) => {}
             other => return other.map(|r| r.map(|()| 0)),
+        }
+        if let Some(e) = self.failed_before() {
+            return Poll::Ready(Err(e));
         }
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         if total == 0 {
@@ -392,11 +421,15 @@ impl<S: Session> TlsStream<S> {
     /// Encrypts `plain` into `out[at..]`, growing `out` if it is short; returns the
     /// bytes written.
     fn encrypt(&mut self, plain: &[u8], out: &mut Vec<u8>, at: usize) -> io::Result<usize> {
-        for _ in 0..8 {
+        for _ in 0..self.steps_allowed() {
             let status = self.session.process(self.records.as_mut_slice());
-            let discard = status.discard;
+            let mut discard = status.discard;
+            let mut error = None;
             let next = match status.state {
-                Err(e) => return Err(tls_error(e)),
+                Err(e) => {
+                    error = Some(e);
+                    Next::Read
+                }
                 Ok(ConnectionState::WriteTraffic(mut traffic)) => {
                     let written = match traffic.encrypt(plain, &mut out[at..]) {
                         Err(EncryptError::InsufficientSize(e)) => {
@@ -411,15 +444,15 @@ impl<S: Session> TlsStream<S> {
                     return written.map_err(|e| io::Error::other(e.to_string()));
                 }
                 Ok(ConnectionState::ReadTraffic(mut traffic)) => {
-                    // Plaintext rustls still holds is kept for the reader.
-                    while let Some(Ok(record)) = traffic.next_record() {
-                        self.plaintext.push(record.payload);
-                    }
+                    discard += keep_plaintext(&mut traffic, &mut self.plaintext, &mut error);
                     Next::Again
                 }
                 Ok(state) => step(state, &mut self.outgoing, &mut self.peer_closed)?,
             };
             self.records.consume(discard);
+            if let Some(e) = error {
+                return Err(self.fail_on_held(e));
+            }
             if let Next::Read = next {
                 return Err(io::Error::new(io::ErrorKind::NotConnected, "TLS connection cannot send"));
             }
@@ -427,38 +460,76 @@ impl<S: Session> TlsStream<S> {
         Err(io::Error::other("TLS connection did not reach a state to send"))
     }
 
+    /// `fail` for a failure while processing the held records.
+    fn fail_on_held(&mut self, e: rustls::Error) -> io::Error {
+        let mut records = std::mem::take(&mut self.records);
+        let e = self.fail(e, records.as_mut_slice());
+        self.records = records;
+        e
+    }
+
     /// Queues close_notify once.
     fn queue_close_notify(&mut self) {
-        if self.close_sent {
+        if self.close_sent || self.failed.is_some() {
             return;
         }
-        self.close_sent = true;
-        for _ in 0..8 {
+        for _ in 0..self.steps_allowed() {
             let status = self.session.process(self.records.as_mut_slice());
-            let discard = status.discard;
-            match status.state {
+            let mut discard = status.discard;
+            let mut error = None;
+            let next = match status.state {
+                Err(e) => {
+                    error = Some(e);
+                    Next::Read
+                }
                 Ok(ConnectionState::WriteTraffic(mut traffic)) => {
                     let mut record = [0u8; 64];
                     if let Ok(n) = traffic.queue_close_notify(&mut record) {
                         self.outgoing.push(&record[..n]);
+                        self.close_sent = true;
                     }
                     self.records.consume(discard);
                     return;
                 }
                 Ok(ConnectionState::ReadTraffic(mut traffic)) => {
-                    while let Some(Ok(record)) = traffic.next_record() {
-                        self.plaintext.push(record.payload);
-                    }
+                    discard += keep_plaintext(&mut traffic, &mut self.plaintext, &mut error);
+                    Next::Again
                 }
-                Ok(state) => match step(state, &mut self.outgoing, &mut self.peer_closed) {
-                    Ok(Next::Again) => {}
-                    _ => return,
-                },
-                Err(_) => return,
-            }
+                Ok(state) => step(state, &mut self.outgoing, &mut self.peer_closed).unwrap_or(Next::Read),
+            };
             self.records.consume(discard);
+            if let Some(e) = error {
+                self.fail_on_held(e);
+                return;
+            }
+            if let Next::Read = next {
+                return;
+            }
         }
     }
+}
+
+/// Keeps in `plaintext`, for the reader, what records processed out of turn (a write
+/// while whole records waited) decrypt to; returns the bytes of them to discard.
+fn keep_plaintext<D>(
+    traffic: &mut rustls::unbuffered::ReadTraffic<'_, '_, D>,
+    plaintext: &mut Held,
+    error: &mut Option<rustls::Error>,
+) -> usize {
+    let mut discard = 0;
+    while let Some(record) = traffic.next_record() {
+        match record {
+            Ok(record) => {
+                discard += record.discard;
+                plaintext.push(record.payload);
+            }
+            Err(e) => {
+                *error = Some(e);
+                break;
+            }
+        }
+    }
+    discard
 }
 
 /// Takes the states every caller handles alike: records to send are queued in
@@ -535,6 +606,9 @@ impl<S: Session + Unpin> AsyncRead for TlsStream<S> {
         if !this.plaintext.is_empty() {
             return Poll::Ready(Ok(this.plaintext.drain_into(buf)));
         }
+        if let Some(e) = this.failed_before() {
+            return Poll::Ready(Err(e));
+        }
         if this.peer_closed {
             return Poll::Ready(Ok(0));
         }
@@ -580,34 +654,5 @@ impl<S: Session + Unpin> AsyncWrite for TlsStream<S> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_whole_record_is_told_from_a_cut_one() {
-        let cases: &[(&[u8], bool)] = &[
-            (&[], false),
-            (&[23, 3, 3, 0], false),
-            (&[23, 3, 3, 0, 0], true),
-            (&[23, 3, 3, 0, 2, 1], false),
-            (&[23, 3, 3, 0, 2, 1, 2], true),
-            (&[23, 3, 3, 0, 2, 1, 2, 23], true),
-        ];
-        for (records, whole) in cases {
-            assert_eq!(holds_whole_record(records), *whole, "{records:?}");
-        }
-    }
-
-    #[test]
-    fn held_bytes_keep_no_memory_once_drained() {
-        let mut held = Held::default();
-        held.push(b"hello");
-        let mut out = [0u8; 3];
-        assert_eq!(held.drain_into(&mut out), 3);
-        assert_eq!(&out, b"hel");
-        assert_eq!(held.as_slice(), b"lo");
-        assert_eq!(held.drain_into(&mut out), 2);
-        assert!(held.is_empty());
-        assert_eq!(held.bytes.capacity(), 0);
-    }
-}
+#[path = "tls_stream_tests.rs"]
+mod tests;

@@ -1,7 +1,7 @@
 //! Sockets registered with the worker's epoll: `Io<T>` owns a non-blocking socket and
-//! its readiness flags, and implements the `futures-io` traits over them, so
-//! futures-rustls (and the tests' async-tungstenite) run on it unchanged. `connect` opens a backend
-//! connection without blocking.
+//! its readiness flags, and implements the `futures-io` traits over them, so the TLS
+//! stream (and the tests' futures-rustls and async-tungstenite) run on it unchanged.
+//! `connect` opens a backend connection without blocking.
 //!
 //! A socket is registered once, edge-triggered, for reading, writing and peer
 //! hang-up, and never re-armed. It is not removed from epoll explicitly: closing the
