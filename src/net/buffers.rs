@@ -26,7 +26,8 @@ pub fn pooled_bytes() -> i64 {
     POOLED.load(Relaxed)
 }
 
-/// Counts a worker's own long-lived buffer (the tunnels' shared read buffer) as pooled.
+/// Counts a worker's own long-lived buffer (the tunnels' shared read buffer, the TLS
+/// scratch buffers) as pooled.
 pub fn count_pooled(bytes: usize) {
     POOLED.fetch_add(bytes as i64, Relaxed);
 }

@@ -203,18 +203,7 @@ impl<S: Session> TlsStream<S> {
                     Next::Read
                 }
                 Ok(ConnectionState::ReadTraffic(mut traffic)) => {
-                    while let Some(record) = traffic.next_record() {
-                        match record {
-                            Ok(record) => {
-                                discard += record.discard;
-                                self.plaintext.push(record.payload);
-                            }
-                            Err(e) => {
-                                error = Some(e);
-                                break;
-                            }
-                        }
-                    }
+                    discard += keep_plaintext(&mut traffic, &mut self.plaintext, &mut error);
                     Next::Again
                 }
                 Ok(state) => step(state, &mut self.outgoing, &mut self.peer_closed)?,
@@ -509,8 +498,9 @@ impl<S: Session> TlsStream<S> {
     }
 }
 
-/// Keeps in `plaintext`, for the reader, what records processed out of turn (a write
-/// while whole records waited) decrypt to; returns the bytes of them to discard.
+/// Keeps in `plaintext`, for the reader, what records processed out of turn (with the
+/// handshake's last flight, or by a write while whole records waited) decrypt to;
+/// returns the bytes of them to discard.
 fn keep_plaintext<D>(
     traffic: &mut rustls::unbuffered::ReadTraffic<'_, '_, D>,
     plaintext: &mut Held,
