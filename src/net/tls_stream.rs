@@ -18,7 +18,9 @@ use std::task::{Context, Poll};
 use futures_lite::{AsyncRead, AsyncWrite};
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedConnectionCommon, UnbufferedStatus};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, UnbufferedConnectionCommon, UnbufferedStatus, WriteTraffic,
+};
 
 use super::buffers::count_pooled;
 use crate::rt::Io;
@@ -195,19 +197,10 @@ impl<S: Session> TlsStream<S> {
         let mut used = 0;
         loop {
             let status = self.session.process(&mut buf[..used]);
-            let mut discard = status.discard;
-            let mut error = None;
-            let next = match status.state {
-                Err(e) => {
-                    error = Some(e);
-                    Next::Read
-                }
-                Ok(ConnectionState::ReadTraffic(mut traffic)) => {
-                    discard += keep_plaintext(&mut traffic, &mut self.plaintext, &mut error);
-                    Next::Again
-                }
-                Ok(state) => step(state, &mut self.outgoing, &mut self.peer_closed)?,
-            };
+            let plaintext = &mut self.plaintext;
+            let Stepped { next, discard, error } =
+                step(status.state, &mut self.outgoing, &mut self.peer_closed, |p| plaintext.push(p))?;
+            let discard = status.discard + discard;
             buf.copy_within(discard..used, 0);
             used -= discard;
             if let Some(e) = error {
@@ -249,8 +242,8 @@ impl<S: Session> TlsStream<S> {
     /// them twice). `incoming`: the records the failed call was given.
     fn fail(&mut self, e: rustls::Error, incoming: &mut [u8]) -> io::Error {
         // The alert comes first, before rustls looks at the records again.
-        if let Ok(state @ ConnectionState::EncodeTlsData(_)) = self.session.process(incoming).state {
-            let _ = step(state, &mut self.outgoing, &mut self.peer_closed);
+        if let state @ Ok(ConnectionState::EncodeTlsData(_)) = self.session.process(incoming).state {
+            let _ = step(state, &mut self.outgoing, &mut self.peer_closed, |_| {});
         }
         let e = tls_error(e);
         self.failed = Some(e.kind());
@@ -294,36 +287,18 @@ impl<S: Session> TlsStream<S> {
             let mut filled = 0;
             let result = loop {
                 let status = self.session.process(&mut scratch[..used]);
-                let mut discard = status.discard;
-                let mut error = None;
-                let next = match status.state {
-                    Err(e) => {
-                        error = Some(e);
-                        Next::Read
-                    }
-                    Ok(ConnectionState::ReadTraffic(mut traffic)) => {
-                        while let Some(record) = traffic.next_record() {
-                            match record {
-                                Ok(record) => {
-                                    discard += record.discard;
-                                    let n = record.payload.len().min(out.len() - filled);
-                                    out[filled..filled + n].copy_from_slice(&record.payload[..n]);
-                                    filled += n;
-                                    self.plaintext.push(&record.payload[n..]);
-                                }
-                                Err(e) => {
-                                    error = Some(e);
-                                    break;
-                                }
-                            }
-                        }
-                        Next::Again
-                    }
-                    Ok(state) => match step(state, &mut self.outgoing, &mut self.peer_closed) {
-                        Ok(next) => next,
-                        Err(e) => break Poll::Ready(Err(e)),
-                    },
+                let plaintext = &mut self.plaintext;
+                let stepped = step(status.state, &mut self.outgoing, &mut self.peer_closed, |payload| {
+                    let n = payload.len().min(out.len() - filled);
+                    out[filled..filled + n].copy_from_slice(&payload[..n]);
+                    filled += n;
+                    plaintext.push(&payload[n..]);
+                });
+                let Stepped { next, discard, error } = match stepped {
+                    Ok(stepped) => stepped,
+                    Err(e) => break Poll::Ready(Err(e)),
                 };
+                let discard = status.discard + discard;
                 scratch.copy_within(discard..used, 0);
                 used -= discard;
                 if let Some(e) = error {
@@ -410,34 +385,47 @@ impl<S: Session> TlsStream<S> {
     /// Encrypts `plain` into `out[at..]`, growing `out` if it is short; returns the
     /// bytes written.
     fn encrypt(&mut self, plain: &[u8], out: &mut Vec<u8>, at: usize) -> io::Result<usize> {
+        let written = self.with_write_traffic(|traffic| match traffic.encrypt(plain, &mut out[at..]) {
+            Err(EncryptError::InsufficientSize(e)) => {
+                let before = out.capacity();
+                out.resize(at + e.required_size, 0);
+                count_pooled(out.capacity() - before);
+                traffic.encrypt(plain, &mut out[at..])
+            }
+            other => other,
+        })?;
+        written.map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    /// Queues close_notify once.
+    fn queue_close_notify(&mut self) {
+        if self.close_sent || self.failed.is_some() {
+            return;
+        }
+        let mut record = [0u8; 64];
+        if let Ok(Ok(n)) = self.with_write_traffic(|traffic| traffic.queue_close_notify(&mut record)) {
+            self.outgoing.push(&record[..n]);
+            self.close_sent = true;
+        }
+    }
+
+    /// Brings the connection to where it may send and runs `f` there. Held records are
+    /// processed first (rustls hands back each whole one before it lets a write
+    /// through; their plaintext is kept for the reader), and records it queues to send
+    /// go to `outgoing`.
+    fn with_write_traffic<R>(&mut self, f: impl FnOnce(&mut WriteTraffic<'_, S::Data>) -> R) -> io::Result<R> {
         for _ in 0..self.steps_allowed() {
             let status = self.session.process(self.records.as_mut_slice());
-            let mut discard = status.discard;
-            let mut error = None;
-            let next = match status.state {
-                Err(e) => {
-                    error = Some(e);
-                    Next::Read
-                }
-                Ok(ConnectionState::WriteTraffic(mut traffic)) => {
-                    let written = match traffic.encrypt(plain, &mut out[at..]) {
-                        Err(EncryptError::InsufficientSize(e)) => {
-                            let before = out.capacity();
-                            out.resize(at + e.required_size, 0);
-                            count_pooled(out.capacity() - before);
-                            traffic.encrypt(plain, &mut out[at..])
-                        }
-                        other => other,
-                    };
-                    self.records.consume(discard);
-                    return written.map_err(|e| io::Error::other(e.to_string()));
-                }
-                Ok(ConnectionState::ReadTraffic(mut traffic)) => {
-                    discard += keep_plaintext(&mut traffic, &mut self.plaintext, &mut error);
-                    Next::Again
-                }
-                Ok(state) => step(state, &mut self.outgoing, &mut self.peer_closed)?,
-            };
+            let held_discard = status.discard;
+            if let Ok(ConnectionState::WriteTraffic(mut traffic)) = status.state {
+                let result = f(&mut traffic);
+                self.records.consume(held_discard);
+                return Ok(result);
+            }
+            let plaintext = &mut self.plaintext;
+            let Stepped { next, discard, error } =
+                step(status.state, &mut self.outgoing, &mut self.peer_closed, |p| plaintext.push(p))?;
+            let discard = held_discard + discard;
             self.records.consume(discard);
             if let Some(e) = error {
                 return Err(self.fail_on_held(e));
@@ -456,77 +444,44 @@ impl<S: Session> TlsStream<S> {
         self.records = records;
         e
     }
+}
 
-    /// Queues close_notify once.
-    fn queue_close_notify(&mut self) {
-        if self.close_sent || self.failed.is_some() {
-            return;
-        }
-        for _ in 0..self.steps_allowed() {
-            let status = self.session.process(self.records.as_mut_slice());
-            let mut discard = status.discard;
-            let mut error = None;
-            let next = match status.state {
-                Err(e) => {
-                    error = Some(e);
-                    Next::Read
-                }
-                Ok(ConnectionState::WriteTraffic(mut traffic)) => {
-                    let mut record = [0u8; 64];
-                    if let Ok(n) = traffic.queue_close_notify(&mut record) {
-                        self.outgoing.push(&record[..n]);
-                        self.close_sent = true;
+/// What a step of the state machine came to.
+struct Stepped {
+    next: Next,
+    /// Bytes of records to discard beyond the status's own.
+    discard: usize,
+    /// rustls failed: the connection is over.
+    error: Option<rustls::Error>,
+}
+
+/// Takes one state of the machine: each decrypted record goes to `on_record`, records
+/// to send are queued in `outgoing` (and count as sent: nothing is written before
+/// them), the peer's close is remembered in `peer_closed`.
+fn step<D>(
+    state: Result<ConnectionState<'_, '_, D>, rustls::Error>,
+    outgoing: &mut Held,
+    peer_closed: &mut bool,
+    mut on_record: impl FnMut(&[u8]),
+) -> io::Result<Stepped> {
+    let state = match state {
+        Ok(state) => state,
+        Err(e) => return Ok(Stepped { next: Next::Read, discard: 0, error: Some(e) }),
+    };
+    let next = match state {
+        ConnectionState::ReadTraffic(mut traffic) => {
+            let mut discard = 0;
+            while let Some(record) = traffic.next_record() {
+                match record {
+                    Ok(record) => {
+                        discard += record.discard;
+                        on_record(record.payload);
                     }
-                    self.records.consume(discard);
-                    return;
+                    Err(e) => return Ok(Stepped { next: Next::Read, discard, error: Some(e) }),
                 }
-                Ok(ConnectionState::ReadTraffic(mut traffic)) => {
-                    discard += keep_plaintext(&mut traffic, &mut self.plaintext, &mut error);
-                    Next::Again
-                }
-                Ok(state) => step(state, &mut self.outgoing, &mut self.peer_closed).unwrap_or(Next::Read),
-            };
-            self.records.consume(discard);
-            if let Some(e) = error {
-                self.fail_on_held(e);
-                return;
             }
-            if let Next::Read = next {
-                return;
-            }
+            return Ok(Stepped { next: Next::Again, discard, error: None });
         }
-    }
-}
-
-/// Keeps in `plaintext`, for the reader, what records processed out of turn (with the
-/// handshake's last flight, or by a write while whole records waited) decrypt to;
-/// returns the bytes of them to discard.
-fn keep_plaintext<D>(
-    traffic: &mut rustls::unbuffered::ReadTraffic<'_, '_, D>,
-    plaintext: &mut Held,
-    error: &mut Option<rustls::Error>,
-) -> usize {
-    let mut discard = 0;
-    while let Some(record) = traffic.next_record() {
-        match record {
-            Ok(record) => {
-                discard += record.discard;
-                plaintext.push(record.payload);
-            }
-            Err(e) => {
-                *error = Some(e);
-                break;
-            }
-        }
-    }
-    discard
-}
-
-/// Takes the states every caller handles alike: records to send are queued in
-/// `outgoing` (and count as sent: nothing is written before them), the peer's close
-/// is remembered in `peer_closed`.
-fn step<D>(state: ConnectionState<'_, '_, D>, outgoing: &mut Held, peer_closed: &mut bool) -> io::Result<Next> {
-    match state {
         ConnectionState::EncodeTlsData(mut encode) => {
             let mut out = [0u8; 0];
             let size = match encode.encode(&mut out) {
@@ -537,25 +492,25 @@ fn step<D>(state: ConnectionState<'_, '_, D>, outgoing: &mut Held, peer_closed: 
             let at = outgoing.bytes.len();
             outgoing.bytes.resize(at + size, 0);
             encode.encode(&mut outgoing.bytes[at..]).map_err(|e| io::Error::other(e.to_string()))?;
-            Ok(Next::Again)
+            Next::Again
         }
         ConnectionState::TransmitTlsData(transmit) => {
             transmit.done();
-            Ok(Next::Again)
+            Next::Again
         }
         // Edge-triggered: asking again moves on (writing may go on after it).
         ConnectionState::PeerClosed => {
             *peer_closed = true;
-            Ok(Next::Again)
+            Next::Again
         }
         ConnectionState::Closed => {
             *peer_closed = true;
-            Ok(Next::Read)
+            Next::Read
         }
-        ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) => Ok(Next::Read),
-        ConnectionState::ReadTraffic(_) => Err(io::Error::other("TLS records processed out of turn")),
-        _ => Err(io::Error::new(io::ErrorKind::InvalidData, "TLS early data is not accepted")),
-    }
+        ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) => Next::Read,
+        _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "TLS early data is not accepted")),
+    };
+    Ok(Stepped { next, discard: 0, error: None })
 }
 
 /// Whether `records` begins with a whole TLS record.

@@ -1090,58 +1090,41 @@ fn with_records_waiting(role: Role, records: usize, write: bool) -> (Waiting, (V
 const WAITING_RECORDS: [usize; 4] = [1, 8, 9, 20];
 
 // rustls hands each waiting record back (one `ReadTraffic` each) before it lets a
-// write through: however many wait, the write goes out and their bytes stay readable.
+// write through: however many wait, a write ("ack") or close_notify (a clean end at the
+// peer) goes out, and the records' bytes stay readable.
 #[test]
-fn a_write_goes_out_while_whole_records_wait_unread() {
+fn a_write_and_close_notify_go_out_while_whole_records_wait_unread() {
     let mut failures = Vec::new();
-    for role in ROLES {
-        for records in WAITING_RECORDS {
-            let what = format!("{role:?}, {records} records sent, 5 bytes read");
-            let (ours, (ack, _)) = with_records_waiting(role, records, true);
-            if records > 1 && !ours.held {
-                failures.push(format!("{what}: no whole record was left unprocessed (test set-up)"));
-            }
-            match ours.wrote {
-                Some(Ok(())) => {}
-                Some(Err(e)) => failures.push(format!("{what}: the write failed: {e}")),
-                None => unreachable!(),
-            }
-            if ack != b"ack" {
-                failures.push(format!("{what}: the peer got {ack:?}, not \"ack\""));
-            }
-            if ours.got != pattern(10 * records, 5) {
-                failures.push(format!("{what}: sidecar read {} bytes, not the {} sent", ours.got.len(), 10 * records));
-            }
-            if let Err(e) = ours.end {
-                failures.push(format!("{what}: sidecar's read to the end: {e}"));
-            }
-        }
-    }
-    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
-}
-
-// The same for close_notify: the peer sees a clean end however many records wait.
-#[test]
-fn close_notify_goes_out_while_whole_records_wait_unread() {
-    let mut failures = Vec::new();
-    for role in ROLES {
-        for records in WAITING_RECORDS {
-            let what = format!("{role:?}, {records} records sent, 5 bytes read");
-            let (ours, (got, peer_end)) = with_records_waiting(role, records, false);
-            if records > 1 && !ours.held {
-                failures.push(format!("{what}: no whole record was left unprocessed (test set-up)"));
-            }
-            if !got.is_empty() {
-                failures.push(format!("{what}: the peer got {got:?}"));
-            }
-            if let Err(e) = peer_end {
-                failures.push(format!("{what}: the peer saw no close_notify: {e}"));
-            }
-            if ours.got != pattern(10 * records, 5) {
-                failures.push(format!("{what}: sidecar read {} bytes, not the {} sent", ours.got.len(), 10 * records));
-            }
-            if let Err(e) = ours.end {
-                failures.push(format!("{what}: sidecar's read to the end: {e}"));
+    for write in [true, false] {
+        for role in ROLES {
+            for records in WAITING_RECORDS {
+                let what = format!("{role:?}, {records} records sent, 5 bytes read, write {write}");
+                let (ours, (got, peer_end)) = with_records_waiting(role, records, write);
+                if records > 1 && !ours.held {
+                    failures.push(format!("{what}: no whole record was left unprocessed (test set-up)"));
+                }
+                match (write, ours.wrote) {
+                    (true, Some(Ok(()))) | (false, None) => {}
+                    (_, Some(Err(e))) => failures.push(format!("{what}: the write failed: {e}")),
+                    (_, other) => failures.push(format!("{what}: unexpected write outcome {other:?}")),
+                }
+                let want: &[u8] = if write { b"ack" } else { b"" };
+                if got != want {
+                    failures.push(format!("{what}: the peer got {got:?}, not {want:?}"));
+                }
+                if let Err(e) = peer_end {
+                    failures.push(format!("{what}: the peer saw no close_notify: {e}"));
+                }
+                if ours.got != pattern(10 * records, 5) {
+                    failures.push(format!(
+                        "{what}: sidecar read {} bytes, not the {} sent",
+                        ours.got.len(),
+                        10 * records
+                    ));
+                }
+                if let Err(e) = ours.end {
+                    failures.push(format!("{what}: sidecar's read to the end: {e}"));
+                }
             }
         }
     }
