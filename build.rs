@@ -2,10 +2,11 @@
 //! the request and tunnel paths, TLS) sits together: `link/hot-code.txt` lists those
 //! functions, made by `scripts/hot-code`, and the linker places them first. The
 //! kernel maps a binary's code in 64 KiB pieces around each page first touched, so
-//! code spread over the whole file makes an idle sidecar map most of it (2.3 MiB of
-//! 3.6); gathered, 1.3 MiB. Only a linker that takes `--symbol-ordering-file` (lld,
-//! Rust's default linker on x86-64 Linux since 1.90; mold) gets the list: a trial
-//! link tells, so another linker builds the same binary without the layout.
+//! code spread over the whole file makes an idle sidecar map most of it (2.3–2.6 MiB
+//! of 3.6); gathered, about 1 MiB. Only a linker that takes
+//! `--symbol-ordering-file` (lld, Rust's default linker on x86-64 Linux since 1.90;
+//! mold) gets the list: a trial link tells, so another linker builds the same binary
+//! without the layout.
 
 use std::env;
 use std::io::Write;
