@@ -1,4 +1,5 @@
-//! Sockets: streams and buffered connections, listeners, backend connects, the pool.
+//! Sockets: streams and buffered connections, the TLS stream, listeners, backend
+//! connects, the pool.
 
 pub mod buffers;
 pub mod clock;
