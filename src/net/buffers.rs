@@ -88,10 +88,11 @@ impl Drop for Counted {
     }
 }
 
-/// Released connection buffers of the first size (`SPARE_BYTES`), kept per worker
-/// thread for the next request: a keep-alive request takes one and gives it back
-/// instead of allocating and zeroing 4 KiB. Bounded (`KEPT`), and `trim` frees what
-/// went unused since the last call, so a burst leaves nothing behind.
+/// Released connection buffers of the first size (`SPARE_BYTES`) and of the large
+/// body read size (`LARGE_BYTES`), kept per worker thread for the next request: a
+/// keep-alive request takes one and gives it back instead of allocating and zeroing
+/// it. Bounded (`KEPT`, `LARGE_KEPT`), and `trim` frees what went unused since the
+/// last call, so a burst leaves nothing behind.
 pub mod spare {
     use super::*;
     use crate::rt::FreeList;
@@ -100,9 +101,27 @@ pub mod spare {
     pub const SPARE_BYTES: usize = 4 * 1024;
     /// At most this many buffers wait (256 KiB per worker).
     const KEPT: usize = 64;
+    /// The size of a large body read's buffer.
+    pub const LARGE_BYTES: usize = 64 * 1024;
+    /// At most this many large buffers wait. A large buffer is lent only with one of
+    /// the worker's `LARGE_READS` and taken from here first, so those lent and those
+    /// waiting are never more than that together.
+    const LARGE_KEPT: usize = crate::net::stream::LARGE_READS;
 
     thread_local! {
         static SPARE: FreeList<Vec<u8>> = const { FreeList::new(KEPT) };
+        static LARGE: FreeList<Vec<u8>> = const { FreeList::new(LARGE_KEPT) };
+    }
+
+    /// A large buffer already zeroed, or a new one.
+    pub fn take_large() -> Vec<u8> {
+        match LARGE.try_with(FreeList::take).ok().flatten() {
+            Some(buf) => {
+                POOLED.fetch_sub(LARGE_BYTES as i64, Relaxed);
+                buf
+            }
+            None => vec![0; LARGE_BYTES],
+        }
     }
 
     /// A buffer with its first size already zeroed, or an empty one.
@@ -118,8 +137,17 @@ pub mod spare {
 
     /// Keeps `buf` for `take` if it has the first size; frees it otherwise.
     pub fn give(buf: Vec<u8>) {
-        if buf.len() == SPARE_BYTES && buf.capacity() == SPARE_BYTES && SPARE.try_with(|s| s.give(buf)) == Ok(true) {
-            POOLED.fetch_add(SPARE_BYTES as i64, Relaxed);
+        keep(buf, SPARE_BYTES, &SPARE);
+    }
+
+    /// Keeps a buffer lent for a large read for `take_large` (if it has that size).
+    pub fn give_large(buf: Vec<u8>) {
+        keep(buf, LARGE_BYTES, &LARGE);
+    }
+
+    fn keep(buf: Vec<u8>, size: usize, list: &'static std::thread::LocalKey<FreeList<Vec<u8>>>) {
+        if buf.len() == size && buf.capacity() == size && list.try_with(|s| s.give(buf)) == Ok(true) {
+            POOLED.fetch_add(size as i64, Relaxed);
         }
     }
 
@@ -129,12 +157,21 @@ pub mod spare {
         if let Ok(freed) = SPARE.try_with(FreeList::trim) {
             POOLED.fetch_sub((freed * SPARE_BYTES) as i64, Relaxed);
         }
+        if let Ok(freed) = LARGE.try_with(FreeList::trim) {
+            POOLED.fetch_sub((freed * LARGE_BYTES) as i64, Relaxed);
+        }
     }
 
     /// Buffers waiting on this thread.
     #[cfg(test)]
     pub fn len() -> usize {
         SPARE.with(FreeList::len)
+    }
+
+    /// Large buffers waiting on this thread.
+    #[cfg(test)]
+    pub fn large_len() -> usize {
+        LARGE.with(FreeList::len)
     }
 }
 
@@ -165,6 +202,28 @@ mod tests {
             spare::trim();
             assert_eq!(spare::len(), 0);
             assert!(spare::take().is_empty(), "an empty pool hands out an empty buffer");
+        })
+        .join()
+        .expect("pool thread");
+    }
+
+    #[test]
+    fn large_buffers_are_kept_up_to_the_large_reads_and_trimmed_alike() {
+        std::thread::spawn(|| {
+            let large = || vec![7u8; spare::LARGE_BYTES];
+            for _ in 0..20 {
+                spare::give_large(large());
+            }
+            spare::give_large(vec![0u8; spare::SPARE_BYTES]);
+            let most = crate::net::stream::LARGE_READS;
+            assert_eq!(spare::large_len(), most, "at most the worker's large reads, of the large size only");
+            let lent = spare::take_large();
+            assert_eq!(lent.len(), spare::LARGE_BYTES, "a kept buffer is lent");
+            spare::give_large(lent);
+            spare::trim();
+            spare::trim();
+            assert_eq!(spare::large_len(), 0, "a quiet period frees them");
+            assert_eq!(spare::take_large().len(), spare::LARGE_BYTES, "an empty pool makes a new one");
         })
         .join()
         .expect("pool thread");

@@ -25,7 +25,7 @@ pub const READ_BYTES: usize = 16 * 1024;
 /// buffer: a 64 KiB body then takes one read and one write instead of four of each.
 /// At most `LARGE_READS` connections of a worker hold a buffer this size at once (a
 /// bound for `sidecar check`'s worst case); the others read `READ_BYTES` at a time.
-pub const LARGE_READ_BYTES: usize = 64 * 1024;
+pub const LARGE_READ_BYTES: usize = spare::LARGE_BYTES;
 pub const LARGE_READS: usize = 16;
 /// Bytes read per call from one side of a tunnel, into the worker's one shared buffer:
 /// a message of 16 KiB with its frame header, or a run of small ones, takes one read
@@ -252,6 +252,12 @@ impl Conn {
         }
         if large && self.large.is_none() {
             self.large = LargeRead::take();
+            if self.large.is_some() && self.buf.len() < LARGE_READ_BYTES {
+                // One the worker kept, already zeroed, rather than a grown and zeroed one.
+                spare::give(self.buf.replace(spare::take_large()));
+                self.start = 0;
+                self.end = 0;
+            }
         }
         let size = if self.large.is_some() { LARGE_READ_BYTES } else { READ_BYTES };
         if self.buf.len() < size {
@@ -263,11 +269,19 @@ impl Conn {
     /// a pooled one should not hold 16 KiB).
     pub fn shrink(&mut self) {
         if self.start == self.end {
-            spare::give(self.buf.take());
-            self.start = 0;
-            self.end = 0;
-            self.large = None;
+            self.release();
         }
+    }
+
+    /// Gives the buffer back to the worker's pools, and the large read with it.
+    fn release(&mut self) {
+        let buf = self.buf.take();
+        match self.large.take() {
+            Some(_) => spare::give_large(buf),
+            None => spare::give(buf),
+        }
+        self.start = 0;
+        self.end = 0;
     }
 
     pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -289,10 +303,7 @@ impl Conn {
     /// Takes the read-ahead out, leaving the buffer empty and released.
     pub fn take_buffered(&mut self) -> Vec<u8> {
         let rest = self.buffered().to_vec();
-        spare::give(self.buf.take());
-        self.start = 0;
-        self.end = 0;
-        self.large = None;
+        self.release();
         rest
     }
 }
