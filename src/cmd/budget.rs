@@ -4,7 +4,8 @@
 //! figures.
 
 use crate::config::Config;
-use crate::net::stream::{LARGE_READS, LARGE_READ_BYTES, READ_BYTES, TUNNEL_READ_BYTES};
+use crate::net::buffers::spare::{LARGE_READS, LARGE_READ_BYTES};
+use crate::net::stream::{READ_BYTES, TUNNEL_READ_BYTES};
 use crate::net::tls_stream::HELD_AT_MOST_BYTES;
 
 /// A connection's own state (its task, the request it carries, a tunnel's frame

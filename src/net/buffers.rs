@@ -88,12 +88,14 @@ impl Drop for Counted {
     }
 }
 
-/// Released connection buffers of the first size (`SPARE_BYTES`) and of the large
-/// body read size (`LARGE_BYTES`), kept per worker thread for the next request: a
-/// keep-alive request takes one and gives it back instead of allocating and zeroing
-/// it. Bounded (`KEPT`, `LARGE_KEPT`), and `trim` frees what went unused since the
-/// last call, so a burst leaves nothing behind.
+/// Released connection buffers, kept per worker thread for the next request: those
+/// of the first size (`SPARE_BYTES`), which a keep-alive request takes and gives back
+/// instead of allocating and zeroing 4 KiB, and those of the worker's large body reads
+/// (`LargeRead`). Bounded (`KEPT`, `LARGE_READS`), and `trim` frees what went unused
+/// since the last call, so a burst leaves nothing behind.
 pub mod spare {
+    use std::cell::Cell;
+
     use super::*;
     use crate::rt::FreeList;
 
@@ -101,26 +103,54 @@ pub mod spare {
     pub const SPARE_BYTES: usize = 4 * 1024;
     /// At most this many buffers wait (256 KiB per worker).
     const KEPT: usize = 64;
-    /// The size of a large body read's buffer.
-    pub const LARGE_BYTES: usize = 64 * 1024;
-    /// At most this many large buffers wait. A large buffer is lent only with one of
-    /// the worker's `LARGE_READS` and taken from here first, so those lent and those
-    /// waiting are never more than that together.
-    const LARGE_KEPT: usize = crate::net::stream::LARGE_READS;
+    /// Bytes a body relayed as it came in reads at a time when its worker can spare the
+    /// buffer: a 64 KiB body then takes one read and one write instead of four of each.
+    pub const LARGE_READ_BYTES: usize = 64 * 1024;
+    /// At most this many connections of a worker hold a `LARGE_READ_BYTES` buffer at
+    /// once (a bound for `sidecar check`'s worst case); the others read `READ_BYTES` at
+    /// a time. The buffers kept for the next body are taken first, so those lent and
+    /// those kept are never more than this together.
+    pub const LARGE_READS: usize = 16;
 
     thread_local! {
         static SPARE: FreeList<Vec<u8>> = const { FreeList::new(KEPT) };
-        static LARGE: FreeList<Vec<u8>> = const { FreeList::new(LARGE_KEPT) };
+        static LARGE: FreeList<Vec<u8>> = const { FreeList::new(LARGE_READS) };
+        /// Large reads lent now.
+        static LARGE_IN_USE: Cell<usize> = const { Cell::new(0) };
     }
 
-    /// A large buffer already zeroed, or a new one.
-    pub fn take_large() -> Vec<u8> {
-        match LARGE.try_with(FreeList::take).ok().flatten() {
-            Some(buf) => {
-                POOLED.fetch_sub(LARGE_BYTES as i64, Relaxed);
-                buf
-            }
-            None => vec![0; LARGE_BYTES],
+    /// One of the worker's `LARGE_READS`: lent with its buffer, given back when dropped.
+    pub struct LargeRead(());
+
+    impl LargeRead {
+        /// A large read and its buffer (one kept, already zeroed, or a new one), if the
+        /// worker has one to spare.
+        pub fn lend() -> Option<(LargeRead, Vec<u8>)> {
+            LARGE_IN_USE.with(|n| {
+                if n.get() >= LARGE_READS {
+                    return None;
+                }
+                n.set(n.get() + 1);
+                let buf = match LARGE.try_with(FreeList::take).ok().flatten() {
+                    Some(buf) => {
+                        POOLED.fetch_sub(LARGE_READ_BYTES as i64, Relaxed);
+                        buf
+                    }
+                    None => vec![0; LARGE_READ_BYTES],
+                };
+                Some((LargeRead(()), buf))
+            })
+        }
+
+        /// Gives the read back, and its buffer to be kept for the next one.
+        pub fn give_back(self, buf: Vec<u8>) {
+            keep(buf, LARGE_READ_BYTES, &LARGE);
+        }
+    }
+
+    impl Drop for LargeRead {
+        fn drop(&mut self) {
+            let _ = LARGE_IN_USE.try_with(|n| n.set(n.get() - 1));
         }
     }
 
@@ -140,11 +170,6 @@ pub mod spare {
         keep(buf, SPARE_BYTES, &SPARE);
     }
 
-    /// Keeps a buffer lent for a large read for `take_large` (if it has that size).
-    pub fn give_large(buf: Vec<u8>) {
-        keep(buf, LARGE_BYTES, &LARGE);
-    }
-
     fn keep(buf: Vec<u8>, size: usize, list: &'static std::thread::LocalKey<FreeList<Vec<u8>>>) {
         if buf.len() == size && buf.capacity() == size && list.try_with(|s| s.give(buf)) == Ok(true) {
             POOLED.fetch_add(size as i64, Relaxed);
@@ -158,7 +183,7 @@ pub mod spare {
             POOLED.fetch_sub((freed * SPARE_BYTES) as i64, Relaxed);
         }
         if let Ok(freed) = LARGE.try_with(FreeList::trim) {
-            POOLED.fetch_sub((freed * LARGE_BYTES) as i64, Relaxed);
+            POOLED.fetch_sub((freed * LARGE_READ_BYTES) as i64, Relaxed);
         }
     }
 
@@ -172,6 +197,12 @@ pub mod spare {
     #[cfg(test)]
     pub fn large_len() -> usize {
         LARGE.with(FreeList::len)
+    }
+
+    /// Large reads lent on this thread.
+    #[cfg(test)]
+    pub fn large_in_use() -> usize {
+        LARGE_IN_USE.with(Cell::get)
     }
 }
 
@@ -208,22 +239,42 @@ mod tests {
     }
 
     #[test]
-    fn large_buffers_are_kept_up_to_the_large_reads_and_trimmed_alike() {
+    fn a_worker_lends_at_most_its_large_reads_and_gets_them_back() {
+        use spare::{LargeRead, LARGE_READS};
+        // A thread of its own: the count is per worker thread.
         std::thread::spawn(|| {
-            let large = || vec![7u8; spare::LARGE_BYTES];
-            for _ in 0..20 {
-                spare::give_large(large());
+            let mut lent: Vec<_> = (0..LARGE_READS).map(|_| LargeRead::lend()).collect();
+            assert!(lent.iter().all(Option::is_some), "{LARGE_READS} to lend");
+            assert!(LargeRead::lend().is_none(), "all lent");
+            lent.pop();
+            assert!(LargeRead::lend().is_some(), "one given back is lent again");
+            lent.clear();
+            assert_eq!(spare::large_in_use(), 0, "every one given back");
+        })
+        .join()
+        .expect("test thread");
+    }
+
+    #[test]
+    fn large_buffers_are_kept_up_to_the_large_reads_and_trimmed_alike() {
+        use spare::{LargeRead, LARGE_READS, LARGE_READ_BYTES};
+        std::thread::spawn(|| {
+            let lent: Vec<_> = (0..LARGE_READS).filter_map(|_| LargeRead::lend()).collect();
+            for (read, _) in lent {
+                read.give_back(vec![7u8; LARGE_READ_BYTES]);
             }
-            spare::give_large(vec![0u8; spare::SPARE_BYTES]);
-            let most = crate::net::stream::LARGE_READS;
-            assert_eq!(spare::large_len(), most, "at most the worker's large reads, of the large size only");
-            let lent = spare::take_large();
-            assert_eq!(lent.len(), spare::LARGE_BYTES, "a kept buffer is lent");
-            spare::give_large(lent);
+            assert_eq!(spare::large_len(), LARGE_READS, "every one kept, up to the worker's large reads");
+            let (read, _) = LargeRead::lend().expect("a read to lend");
+            read.give_back(vec![0u8; spare::SPARE_BYTES]);
+            assert_eq!(spare::large_len(), LARGE_READS - 1, "of the large size only");
+            let (read, buf) = LargeRead::lend().expect("a read to lend");
+            assert_eq!(buf, vec![7u8; LARGE_READ_BYTES], "a kept buffer is lent");
+            read.give_back(buf);
             spare::trim();
             spare::trim();
             assert_eq!(spare::large_len(), 0, "a quiet period frees them");
-            assert_eq!(spare::take_large().len(), spare::LARGE_BYTES, "an empty pool makes a new one");
+            let (_, buf) = LargeRead::lend().expect("a read to lend");
+            assert_eq!(buf.len(), LARGE_READ_BYTES, "an empty pool makes a new one");
         })
         .join()
         .expect("pool thread");

@@ -3,7 +3,6 @@
 //! frame after a 101). Also the one place that turns a future plus a deadline into a
 //! result.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::net::TcpStream;
@@ -13,7 +12,8 @@ use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::buffers::{spare, Counted};
+use super::buffers::spare::{self, LargeRead, LARGE_READ_BYTES};
+use super::buffers::Counted;
 use super::tls_stream::{ClientTlsStream, ServerTlsStream};
 use crate::h1::scan::{blank_lines, HeadScanner, ScanError};
 use crate::rt::Io;
@@ -21,12 +21,6 @@ use crate::rt::Io;
 /// Bytes read from a socket per read call when streaming a body; also the most a
 /// `Conn` buffers beyond a head.
 pub const READ_BYTES: usize = 16 * 1024;
-/// Bytes a body relayed as it came in reads at a time when its worker can spare the
-/// buffer: a 64 KiB body then takes one read and one write instead of four of each.
-/// At most `LARGE_READS` connections of a worker hold a buffer this size at once (a
-/// bound for `sidecar check`'s worst case); the others read `READ_BYTES` at a time.
-pub const LARGE_READ_BYTES: usize = spare::LARGE_BYTES;
-pub const LARGE_READS: usize = 16;
 /// Bytes read per call from one side of a tunnel, into the worker's one shared buffer:
 /// a message of 16 KiB with its frame header, or a run of small ones, takes one read
 /// and one write instead of two. What the other side cannot take yet is kept, so a
@@ -161,32 +155,6 @@ pub struct Conn {
     large: Option<LargeRead>,
 }
 
-thread_local! {
-    /// Buffers of `LARGE_READ_BYTES` the worker's connections hold.
-    static LARGE_IN_USE: Cell<usize> = const { Cell::new(0) };
-}
-
-/// One of the worker's `LARGE_READS`, given back when dropped.
-struct LargeRead;
-
-impl LargeRead {
-    fn take() -> Option<Self> {
-        LARGE_IN_USE.with(|n| {
-            if n.get() >= LARGE_READS {
-                return None;
-            }
-            n.set(n.get() + 1);
-            Some(LargeRead)
-        })
-    }
-}
-
-impl Drop for LargeRead {
-    fn drop(&mut self) {
-        let _ = LARGE_IN_USE.try_with(|n| n.set(n.get() - 1));
-    }
-}
-
 impl Conn {
     pub fn new(stream: Stream) -> Self {
         Self { stream, buf: Counted::default(), start: 0, end: 0, large: None }
@@ -251,10 +219,9 @@ impl Conn {
             return;
         }
         if large && self.large.is_none() {
-            self.large = LargeRead::take();
-            if self.large.is_some() && self.buf.len() < LARGE_READ_BYTES {
-                // One the worker kept, already zeroed, rather than a grown and zeroed one.
-                spare::give(self.buf.replace(spare::take_large()));
+            if let Some((read, buf)) = LargeRead::lend() {
+                spare::give(self.buf.replace(buf));
+                self.large = Some(read);
                 self.start = 0;
                 self.end = 0;
             }
@@ -277,7 +244,7 @@ impl Conn {
     fn release(&mut self) {
         let buf = self.buf.take();
         match self.large.take() {
-            Some(_) => spare::give_large(buf),
+            Some(read) => read.give_back(buf),
             None => spare::give(buf),
         }
         self.start = 0;
@@ -408,25 +375,4 @@ pub async fn with_timeout<T>(limit: Duration, fut: impl Future<Output = io::Resu
         Err(timed_out())
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_worker_lends_at_most_its_large_reads_and_gets_them_back() {
-        // A thread of its own: the count is per worker thread.
-        std::thread::spawn(|| {
-            let mut lent: Vec<_> = (0..LARGE_READS).map(|_| LargeRead::take()).collect();
-            assert!(lent.iter().all(Option::is_some), "{LARGE_READS} to lend");
-            assert!(LargeRead::take().is_none(), "all lent");
-            lent.pop();
-            assert!(LargeRead::take().is_some(), "one given back is lent again");
-            lent.clear();
-            assert_eq!(LARGE_IN_USE.with(Cell::get), 0, "every one given back");
-        })
-        .join()
-        .expect("test thread");
-    }
 }

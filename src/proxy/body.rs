@@ -17,8 +17,9 @@ use futures_lite::AsyncWriteExt;
 
 use crate::h1::chunked::{chunk_header, ChunkedDecoder, LAST_CHUNK};
 use crate::h1::framing::Framing;
+use crate::net::buffers::spare::LARGE_READ_BYTES;
 use crate::net::clock;
-use crate::net::stream::{timed_out, with_timeout, Conn, Stream, FAIR_SHARE_BYTES, LARGE_READ_BYTES, READ_BYTES};
+use crate::net::stream::{timed_out, with_timeout, Conn, Stream, FAIR_SHARE_BYTES, READ_BYTES};
 
 /// How much a peer must take before a write deadline moves: four reads' worth. A
 /// receiver that does not read still frees a few KiB now and then (the kernel

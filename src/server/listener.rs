@@ -3,9 +3,8 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::ServerConfig;
 
