@@ -32,6 +32,24 @@ pub fn count_pooled(bytes: usize) {
     POOLED.fetch_add(bytes as i64, Relaxed);
 }
 
+/// A buffer a worker's connections share, one call at a time (a thread-local `slot`).
+pub type WorkerBuffer = std::thread::LocalKey<std::cell::Cell<Vec<u8>>>;
+
+/// Lends the worker's buffer in `slot` to `f`, made or grown (zeroed, counted as
+/// pooled) to at least `len` bytes. It is taken out for the call and put back, so it
+/// is never lent twice: a call nested in `f` would get a new one.
+pub fn with_worker_buffer<R>(slot: &'static WorkerBuffer, len: usize, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    let mut buf = slot.with(std::cell::Cell::take);
+    if buf.len() < len {
+        let before = buf.capacity();
+        buf.resize(len, 0);
+        count_pooled(buf.capacity() - before);
+    }
+    let result = f(&mut buf);
+    slot.with(|s| s.set(buf));
+    result
+}
+
 /// A buffer counted in `held_bytes` for its capacity, from allocation to drop.
 #[derive(Default)]
 pub struct Counted(Vec<u8>);

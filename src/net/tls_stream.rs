@@ -22,7 +22,7 @@ use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, UnbufferedConnectionCommon, UnbufferedStatus, WriteTraffic,
 };
 
-use super::buffers::count_pooled;
+use super::buffers::{count_pooled, with_worker_buffer};
 use crate::rt::Io;
 
 /// The largest TLS record on the wire: 16 KiB of payload, TLS 1.2's 2 KiB allowance
@@ -73,27 +73,9 @@ pub type ServerTlsStream = TlsStream<UnbufferedServerConnection>;
 pub type ClientTlsStream = TlsStream<UnbufferedClientConnection>;
 
 thread_local! {
-    /// The worker's scratch buffers, taken out for the length of one call (so a
-    /// buffer is never borrowed twice) and put back.
+    /// The worker's scratch buffers for reading and for encrypting records.
     static READ_SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
     static WRITE_SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
-}
-
-/// Lends the worker's buffer in `slot` to `f`, at least `len` long.
-fn with_scratch<R>(
-    slot: &'static std::thread::LocalKey<Cell<Vec<u8>>>,
-    len: usize,
-    f: impl FnOnce(&mut Vec<u8>) -> R,
-) -> R {
-    let mut buf = slot.with(Cell::take);
-    if buf.len() < len {
-        let before = buf.capacity();
-        buf.resize(len, 0);
-        count_pooled(buf.capacity() - before);
-    }
-    let result = f(&mut buf);
-    slot.with(|s| s.set(buf));
-    result
 }
 
 fn tls_error(e: rustls::Error) -> io::Error {
@@ -277,7 +259,7 @@ impl<S: Session> TlsStream<S> {
     /// Decrypts into `out` what the records held and the socket give, until `out` has
     /// something (or is full) and no whole record is left to process.
     fn poll_read_records(&mut self, cx: &mut Context<'_>, out: &mut [u8]) -> Poll<io::Result<usize>> {
-        with_scratch(&READ_SCRATCH, READ_SCRATCH_BYTES, |scratch| {
+        with_worker_buffer(&READ_SCRATCH, READ_SCRATCH_BYTES, |scratch| {
             let mut used = self.records.as_slice().len();
             if used > scratch.len() {
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "TLS message too large")));
@@ -350,7 +332,7 @@ impl<S: Session> TlsStream<S> {
         }
         let take = total.min(WRITE_CHUNK_BYTES);
         let records = take.div_ceil(16 * 1024) + bufs.len();
-        let result = with_scratch(&WRITE_SCRATCH, take + records * 64, |scratch| -> io::Result<usize> {
+        let result = with_worker_buffer(&WRITE_SCRATCH, take + records * 64, |scratch| -> io::Result<usize> {
             let mut len = 0;
             let mut left = take;
             for buf in bufs {

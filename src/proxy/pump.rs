@@ -15,7 +15,7 @@
 //! `poll`, and are written straight on; only what the peer cannot take right now is
 //! copied into a per-direction `Vec`, freed again once drained.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -35,10 +35,7 @@ use crate::websocket::Keepalive;
 thread_local! {
     /// One read buffer per worker thread, shared by all its tunnels, with room around
     /// the read for the frame filter.
-    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new({
-        buffers::count_pooled(SCRATCH_BYTES);
-        vec![0u8; SCRATCH_BYTES].into_boxed_slice()
-    });
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
     /// Mask keys and Ping payloads. They need to be unpredictable to no one: sidecar's
     /// own frames carry no attacker-chosen bytes (RFC 6455 section 10.3's concern).
     static RANDOM: Cell<u64> = Cell::new(seed());
@@ -324,8 +321,7 @@ fn pump(from: &mut Stream, to: &mut Stream, d: &mut Direction, cx: &mut Context<
                 Poll::Ready(()) => d.since_yield = 0,
             }
         }
-        let step = SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
+        let step = buffers::with_worker_buffer(&SCRATCH, SCRATCH_BYTES, |scratch| {
             let n = match Pin::new(&mut *from).poll_read(cx, &mut scratch[HEADROOM..HEADROOM + TUNNEL_READ_BYTES]) {
                 Poll::Ready(Ok(0)) => {
                     d.read_done = true;
@@ -338,7 +334,7 @@ fn pump(from: &mut Stream, to: &mut Stream, d: &mut Direction, cx: &mut Context<
             d.bytes += n as u64;
             d.since_yield += n as u64;
             d.got_bytes = true;
-            let out = d.filter.scan(&mut scratch, HEADROOM, HEADROOM + n);
+            let out = d.filter.scan(scratch, HEADROOM, HEADROOM + n);
             if !d.dest_shut {
                 write_or_keep(to, d, &scratch[out], cx)?;
             }
