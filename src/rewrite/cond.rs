@@ -323,16 +323,20 @@ pub(crate) fn compile_regex(pattern: &str, nocase: bool, column: usize) -> Resul
         let text = e.to_string();
         let why =
             text.lines().rev().find_map(|l| l.strip_prefix("error: ")).unwrap_or(text.lines().next().unwrap_or(""));
-        // regex draws a caret under the offending part, indented by four spaces.
+        // regex quotes the pattern (its first two lines) and draws carets under the
+        // offending part on the next, indented by four spaces; the quoted pattern itself
+        // may start with `^`.
         let at = text
             .lines()
-            .find(|l| l.trim_start().starts_with('^'))
+            .skip(2)
+            .find(|l| l.trim_start().starts_with('^') && l.chars().all(|c| c == ' ' || c == '^'))
             .map(|l| l.chars().take_while(|&c| c == ' ').count().saturating_sub(4));
-        let hint = match why.contains("not supported") {
-            true => {
-                " (sidecar uses the Rust regex crate: unlike Apache's PCRE it has no backreferences or look-around)"
-            }
-            false => "",
+        let hint = if why.contains("not supported") {
+            " (sidecar uses the Rust regex crate: unlike Apache's PCRE it has no backreferences or look-around)"
+        } else if why.contains("Unicode property not found") {
+            " (sidecar knows the general categories such as \\p{L} and \\p{Lu}, not scripts or other properties such as \\p{Greek})"
+        } else {
+            ""
         };
         let place = at.map(|a| format!(" at character {} of the pattern", a + 1)).unwrap_or_default();
         Located::new(column, format!("invalid regular expression {pattern:?}: {why}{place}{hint}"))

@@ -59,6 +59,13 @@ fn condition_patterns_match_like_apache() {
         ("expr \"'%{REQUEST_METHOD}:%{HTTPS}' == 'GET:on'\"", &ws, true),
         ("expr \"%{REQUEST_METHOD} != 'GET'\"", &ws, false),
         ("expr \"!%{REQUEST_METHOD} != 'GET'\"", &ws, true),
+        // Unicode-aware classes, categories and case folding on a decoded path.
+        ("%{REQUEST_URI} ^/\\w+$", &TestReq::get("/größe", ""), true),
+        ("%{REQUEST_URI} ^/\\p{L}+$", &TestReq::get("/größe", ""), true),
+        ("%{REQUEST_URI} ^/\\p{Lu}", &TestReq::get("/größe", ""), false),
+        ("%{REQUEST_URI} ^/GRÖSSE$ [NC]", &TestReq::get("/größe", ""), false), // ß folds to itself
+        ("%{REQUEST_URI} ^/ÄB$ [NC]", &TestReq::get("/äb", ""), true),
+        ("%{REQUEST_URI} ^/.$", &TestReq::get("/ä", ""), true), // one character, not one byte
         // A test string built from several pieces.
         ("%{REQUEST_METHOD}:%{REQUEST_URI} ^GET:/chat$", &ws, true),
     ] {
@@ -89,8 +96,10 @@ fn load_errors_name_the_column() {
         ("%{HTTP:Upgrade} websocket [NC=1]", 28, "flag NC takes no value"),
         ("%{HTTP:Upgrade} (web", 17, "invalid regular expression \"(web\": unclosed group"),
         ("%{HTTP:Upgrade} !(web", 18, "unclosed group"),
-        ("%{HTTP_HOST} ^(a)\\1$", 14, "backreferences"),
+        ("%{HTTP_HOST} ^(a)\\1$", 14, "backreferences are not supported at character 5 of the pattern"),
         ("%{HTTP_HOST} (?=a)", 14, "look-around"),
+        ("%{HTTP_HOST} ^\\p{Greek}+$", 14, "Unicode property not found at character 2 of the pattern (sidecar knows"),
+        ("%{HTTP_HOST} \\p{Alphabetic}", 14, "not scripts or other properties"),
         ("%{NOPE} x", 1, "unknown variable"),
         ("%{REQUEST_FILENAME} -f", 21, "tests a file"),
         ("%{REQUEST_FILENAME} !-d", 22, "tests a file"),
