@@ -99,13 +99,8 @@ pub fn normalize_target(target: &str) -> Result<NormPath, PathError> {
 
 /// `normalize_target` with the path written into `buf` (cleared first).
 pub fn normalize_target_into<'a>(target: &'a str, buf: &'a mut String) -> Result<NormRef<'a>, PathError> {
-    let origin = match target.find("://") {
-        Some(i) if !target[..i].contains('/') => {
-            let rest = &target[i + 3..];
-            rest.find(['/', '?']).map_or("/", |j| &rest[j..])
-        }
-        _ => target,
-    };
+    // Origin form (`/path?query`), nearly every request, has no scheme to look for.
+    let origin = if target.starts_with('/') { target } else { path_of_absolute_form(target) };
     let (raw_path, query) = match origin.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (origin, None),
@@ -113,6 +108,18 @@ pub fn normalize_target_into<'a>(target: &'a str, buf: &'a mut String) -> Result
     let raw_path = if raw_path.is_empty() { "/" } else { raw_path };
     normalize_path_into(raw_path, buf)?;
     Ok(NormRef { path: buf, query })
+}
+
+/// The path and query of an absolute-form target (`http://host/path?query`); a target
+/// without a scheme is returned as it is.
+fn path_of_absolute_form(target: &str) -> &str {
+    match target.find("://") {
+        Some(i) if !target[..i].contains('/') => {
+            let rest = &target[i + 3..];
+            rest.find(['/', '?']).map_or("/", |j| &rest[j..])
+        }
+        _ => target,
+    }
 }
 
 fn normalize_path_into(raw: &str, out: &mut String) -> Result<(), PathError> {
@@ -123,7 +130,9 @@ fn normalize_path_into(raw: &str, out: &mut String) -> Result<(), PathError> {
     }
     let bytes = raw.as_bytes();
     // Pass 1: every escape is judged before any segment, so a path with both a bad
-    // escape and too many `..` gets the escape's answer.
+    // escape and too many `..` gets the escape's answer. It also tells whether the
+    // path is already normal (no escape, no empty or dot segment), as most are.
+    let mut normal = bytes.first() == Some(&b'/');
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
@@ -133,11 +142,20 @@ fn normalize_path_into(raw: &str, out: &mut String) -> Result<(), PathError> {
                     b'/' | b'\\' => return Err(PathError::EncodedSlash),
                     _ => {}
                 }
+                normal = false;
                 i += 3;
             }
             b'\\' => return Err(PathError::Malformed("backslash in path")),
+            b'/' => {
+                normal &= !matches!(bytes.get(i + 1), Some(b'/' | b'.'));
+                i += 1;
+            }
             _ => i += 1,
         }
+    }
+    if normal {
+        out.push_str(raw);
+        return Ok(());
     }
     // Pass 2: segment by segment (RFC 3986 §5.2.4), each unescaped first (so `%2E%2E`
     // is a dot segment; no escape can hide a `/`, pass 1 refused those), empty
@@ -347,6 +365,12 @@ mod tests {
             ("http://127.0.0.1:9/x?q", Ok(("/x", Some("q")))),           // O1
             ("http://h", Ok(("/", None))),
             ("/api/..;/admin", Ok(("/api/..;/admin", None))), // P6: literal
+            ("/a.b/c.", Ok(("/a.b/c.", None))),
+            ("/a/.b", Ok(("/a/.b", None))),
+            ("/a/...", Ok(("/a/...", None))),
+            ("/a/b/.", Ok(("/a/b/", None))),
+            ("/a/b//", Ok(("/a/b/", None))),
+            ("/a://b", Ok(("/a:/b", None))), // origin form: no scheme
         ] {
             let got = normalize_target(input).map(|n| (n.path, n.query));
             let want = want.map(|(p, q)| (p.to_string(), q.map(str::to_string)));

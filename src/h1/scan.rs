@@ -25,7 +25,16 @@ impl HeadScanner {
     pub fn scan(&mut self, buf: &[u8], max_bytes: usize) -> Result<Option<usize>, ScanError> {
         let mut i = self.scanned;
         while i < buf.len() {
-            match buf[i] {
+            // Most of a head is text: step over it a word at a time, up to the next
+            // CR, LF or other control byte.
+            while let Some(Ok(word)) = buf.get(i..i + 8).map(<[u8; 8]>::try_from) {
+                if has_byte_below_14(u64::from_ne_bytes(word)) {
+                    break;
+                }
+                i += 8;
+            }
+            let Some(&byte) = buf.get(i) else { break };
+            match byte {
                 b'\n' => {
                     if i == 0 || buf[i - 1] != b'\r' {
                         return Err(ScanError::BareLf);
@@ -51,6 +60,13 @@ impl HeadScanner {
         }
         Ok(None)
     }
+}
+
+/// Whether any byte of `word` is below 14 (CR is 13, LF 10). Exact for any bytes,
+/// those of 0x80 and above included ("hasless", Sean Anderson's bit hacks).
+fn has_byte_below_14(word: u64) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    word.wrapping_sub(ONES * 14) & !word & (ONES * 0x80) != 0
 }
 
 /// How many bytes at the start of `buf` are empty lines (whole CRLF pairs), which a
@@ -85,6 +101,42 @@ mod tests {
                 Err(e) => panic!("split {split}: {e:?}"),
             };
             assert_eq!(got, head.len() - 4, "split {split}");
+        }
+    }
+
+    #[test]
+    fn finds_a_control_byte_anywhere_in_a_word() {
+        for at in 0..8 {
+            for control in [0u8, b'\t', b'\n', b'\r'] {
+                let mut word = [b'a'; 8];
+                word[at] = control;
+                assert!(has_byte_below_14(u64::from_ne_bytes(word)), "{control} at {at}");
+            }
+            let mut word = [b'~'; 8];
+            word[at] = [14u8, 0x80, 0x8d, 0xff][at % 4];
+            assert!(!has_byte_below_14(u64::from_ne_bytes(word)), "{word:?}");
+        }
+    }
+
+    #[test]
+    fn long_lines_are_scanned_alike_at_every_split_and_every_offset() {
+        let head = b"GET /a-rather-long-path/of/several/segments?q=1 HTTP/1.1\r\nUser-Agent: a long \xc3\xa9 value\r\nX: y\r\n\r\n";
+        for split in 0..head.len() {
+            let mut s = HeadScanner::default();
+            let got = match s.scan(&head[..split], 1024) {
+                Ok(Some(n)) => n,
+                Ok(None) => s.scan(head, 1024).expect("valid").expect("complete"),
+                Err(e) => panic!("split {split}: {e:?}"),
+            };
+            assert_eq!(got, head.len(), "split {split}");
+        }
+        // A bare CR or LF at any place of a long line is found.
+        for at in 20..40 {
+            for (bad, want) in [(b'\n', ScanError::BareLf), (b'\r', ScanError::BareCr)] {
+                let mut input = head.to_vec();
+                input[at] = bad;
+                assert_eq!(HeadScanner::default().scan(&input, 1024), Err(want), "{bad} at {at}");
+            }
         }
     }
 

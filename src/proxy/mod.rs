@@ -141,8 +141,9 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: Stream, info: ClientInfo) 
         // The request runs in a box the worker reuses: this connection's task holds a
         // pointer to it only while the request is in flight, so an idle keep-alive
         // connection or a tunnel stays small, and no request allocates its state.
-        let running =
-            worker.requests().run(run_request(Rc::clone(&worker), Rc::clone(&info), config, scratch, started, client));
+        let running = worker
+            .requests()
+            .run(|| run_request(Rc::clone(&worker), Rc::clone(&info), config, scratch, started, client));
         let (back, ended) = running.await;
         client = back;
         match ended {

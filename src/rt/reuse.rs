@@ -109,13 +109,15 @@ impl FuturePool {
         Self { kept, slots: OnceCell::new() }
     }
 
-    /// `future`, moved into a reused box (a fresh one when none waits). Awaiting the
-    /// result runs it; the box goes back to the pool when it completes or is dropped.
-    pub fn run<F: Future + 'static>(&self, future: F) -> Pooled<'_, F> {
+    /// The future `make` returns, made in a reused box (a fresh one when none waits).
+    /// Awaiting the result runs it; the box goes back to the pool when it completes or
+    /// is dropped. The future is made here rather than passed in: a future is as large
+    /// as its largest state (kilobytes for a request), and each move copies all of it.
+    pub fn run<F: Future + 'static>(&self, make: impl FnOnce() -> F) -> Pooled<'_, F> {
         let list = self.slots.get_or_init(|| Box::new(FreeList::<Slot<F>>::new(self.kept)));
         let list = list.as_any().downcast_ref::<FreeList<Slot<F>>>();
         let mut slot = list.and_then(FreeList::take).unwrap_or_else(|| Box::pin(None));
-        slot.as_mut().set(Some(future));
+        slot.as_mut().set(Some(make()));
         Pooled { list, slot: Some(slot) }
     }
 
@@ -223,7 +225,7 @@ mod tests {
     #[test]
     fn a_pooled_future_runs_in_a_reused_box_and_is_dropped_when_done_or_abandoned() {
         fn run(pool: &FuturePool, drops: &Rc<Cell<usize>>) -> *const () {
-            let mut pooled = pool.run(second_poll(drops));
+            let mut pooled = pool.run(|| second_poll(drops));
             let at = pooled.slot.as_ref().map_or(std::ptr::null(), |s| &**s as *const _ as *const ());
             let mut cx = Context::from_waker(Waker::noop());
             assert!(Pin::new(&mut pooled).poll(&mut cx).is_pending());
@@ -237,7 +239,7 @@ mod tests {
         let second = run(&pool, &drops);
         assert_eq!(first, second, "the next run reuses the box");
         // Dropped before completing (its connection went away): dropped, box kept.
-        let abandoned = pool.run(second_poll(&drops));
+        let abandoned = pool.run(|| second_poll(&drops));
         drop(abandoned);
         assert_eq!((drops.get(), pool.len()), (3, 1));
         pool.trim();
