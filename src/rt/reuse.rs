@@ -112,7 +112,7 @@ impl FuturePool {
     /// The future `make` returns, made in a reused box (a fresh one when none waits).
     /// Awaiting the result runs it; the box goes back to the pool when it completes or
     /// is dropped. The future is made here rather than passed in: a future is as large
-    /// as its largest state (kilobytes for a request), and each move copies all of it.
+    /// as its largest state, even before it starts, and each move copies all of it.
     pub fn run<F: Future + 'static>(&self, make: impl FnOnce() -> F) -> Pooled<'_, F> {
         let list = self.slots.get_or_init(|| Box::new(FreeList::<Slot<F>>::new(self.kept)));
         let list = list.as_any().downcast_ref::<FreeList<Slot<F>>>();
