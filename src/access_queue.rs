@@ -1,46 +1,60 @@
-//! The way access lines reach stdout without a worker ever waiting for it: workers put
-//! finished lines in a bounded queue, one writer thread writes them out. When stdout
-//! stalls (a log shipper that stopped reading, a full pipe) the queue fills and further
-//! lines are dropped, counted in `sidecar_access_log_dropped_total`, and a warning says
-//! so, throttled. Losing log lines is the lesser harm: the alternative is every worker
-//! blocked on the stdout lock and no request served at all.
+//! The way access lines reach stdout without a worker ever waiting for it: workers
+//! write finished lines into one shared text buffer, one writer thread takes the whole
+//! buffer (swapping in the one it wrote last) and writes it out. When stdout stalls (a
+//! log shipper that stopped reading, a full pipe) the lines waiting reach a bound and
+//! further lines are dropped, counted in `sidecar_access_log_dropped_total`, and a
+//! warning says so, throttled. Losing log lines is the lesser harm: the alternative is
+//! every worker blocked on the stdout lock and no request served at all.
 //!
-//! The writer hands each written line's buffer back (`line_buffer`), so a worker
-//! writes its next line into memory it used before instead of allocating it.
+//! Lines are written straight into the shared buffer, so a line costs no allocation,
+//! however far the writer lags: the buffers only grow, by doubling, when more lines
+//! wait at once than ever before, and go back to a small size once written.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Lines held while stdout is slow: about 1 MiB at 250 bytes a line, a tenth of a
-/// second of a busy proxy's lines, long enough to ride out a reader's hiccup.
-const QUEUE_LINES: usize = 4096;
-/// Written lines' buffers waiting to be reused: enough for every worker's next few
-/// lines (64 KiB at 256 bytes a line).
-const SPARE_LINES: usize = 256;
-/// A buffer that grew past this for one long line is freed, not kept.
-const SPARE_LINE_BYTES: usize = 4096;
-
-enum Item {
-    Line(String),
-    /// Answered once every line queued before it is written and flushed.
-    Flush(SyncSender<()>),
-}
+/// Lines held while stdout is slow (waiting, or being written): about 1 MiB at 250
+/// bytes a line, a tenth of a second of a busy proxy's lines, long enough to ride out
+/// a reader's hiccup.
+const QUEUE_LINES: u64 = 4096;
+/// A buffer that grew past this for a burst of lines is made this small again once
+/// written.
+const KEPT_BYTES: usize = 64 * 1024;
 
 pub struct AccessQueue {
     dropped: Arc<AtomicU64>,
-    /// The writer thread and its queue, started with the first line: a sidecar that
-    /// has logged nothing yet (`access_log = "off"`, or no request so far) holds
-    /// neither the thread nor the queue's slots (128 KiB, all written when made).
-    writer: OnceLock<Writer>,
+    /// The writer thread and what it shares with the workers, started with the first
+    /// line: a sidecar that has logged nothing yet (`access_log = "off"`, or no
+    /// request so far) holds neither.
+    writer: OnceLock<Arc<Shared>>,
 }
 
-struct Writer {
-    tx: SyncSender<Item>,
-    /// Buffers of written lines, from the writer back to the workers.
-    spare: async_channel::Receiver<String>,
+/// What the workers and the writer thread share.
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// Lines are waiting (for the writer).
+    waiting: Condvar,
+    /// A batch was written (for `flush`).
+    written: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// Lines not yet taken by the writer, each ending in a newline.
+    pending: String,
+    /// Lines queued and not yet written (in `pending` or in the writer's hands).
+    held: u64,
+    /// Bytes ever queued, and ever written: `flush` waits for the second to reach
+    /// what the first was when it was called.
+    queued_bytes: u64,
+    written_bytes: u64,
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    shared.state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl AccessQueue {
@@ -49,88 +63,91 @@ impl AccessQueue {
         AccessQueue { dropped, writer: OnceLock::new() }
     }
 
-    fn writer(&self) -> &Writer {
-        self.writer.get_or_init(|| {
-            let (tx, rx) = sync_channel(QUEUE_LINES);
-            let (spare_tx, spare) = async_channel::bounded(SPARE_LINES);
-            let spawned = std::thread::Builder::new()
-                .name("sidecar-access-log".into())
-                .spawn(move || write_lines(&rx, &spare_tx));
+    fn shared(&self) -> Option<&Arc<Shared>> {
+        let shared = self.writer.get_or_init(|| {
+            let shared = Arc::new(Shared::default());
+            let theirs = Arc::clone(&shared);
+            let spawned =
+                std::thread::Builder::new().name("sidecar-access-log".into()).spawn(move || write_lines(&theirs));
             if let Err(e) = spawned {
-                // Without the thread every line finds the queue full and is counted.
                 log::error!("cannot start the access log writer: {e}");
             }
-            Writer { tx, spare }
-        })
+            shared
+        });
+        // Without its thread (it could not start) nothing would ever be written.
+        Some(shared).filter(|s| Arc::strong_count(s) > 1)
     }
 
-    /// An empty buffer to write a line into: a written line's, or a new one.
-    pub fn line_buffer(&self) -> String {
-        self.writer().spare.try_recv().unwrap_or_default()
-    }
-
-    /// Queues one line (without its newline); drops it when the queue is full.
-    pub fn push(&self, line: String) {
-        match self.writer().tx.try_send(Item::Line(line)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Relaxed);
-                crate::throttle::warn(
-                    "access log lines dropped: stdout is not taking them (counted in sidecar_access_log_dropped_total)",
-                );
+    /// Queues the line `write` appends (without its newline) to the text it is given;
+    /// `write` returning false queues nothing. Drops the line when the queue is full.
+    pub fn push_with(&self, write: impl FnOnce(&mut String) -> bool) {
+        let queued = self.shared().and_then(|shared| {
+            let mut state = lock(shared);
+            if state.held >= QUEUE_LINES {
+                return None;
             }
+            let start = state.pending.len();
+            if !write(&mut state.pending) {
+                state.pending.truncate(start);
+                return Some(());
+            }
+            state.pending.push('\n');
+            state.held += 1;
+            state.queued_bytes += (state.pending.len() - start) as u64;
+            if start == 0 {
+                shared.waiting.notify_one();
+            }
+            Some(())
+        });
+        if queued.is_none() {
+            self.dropped.fetch_add(1, Relaxed);
+            crate::throttle::warn(
+                "access log lines dropped: stdout is not taking them (counted in sidecar_access_log_dropped_total)",
+            );
         }
     }
 
     /// Waits at most `limit` for every queued line to be written (before exit).
     pub fn flush(&self, limit: Duration) {
-        let Some(writer) = self.writer.get() else { return };
+        let Some(shared) = self.writer.get().filter(|s| Arc::strong_count(s) > 1) else { return };
         let end = Instant::now() + limit;
-        let (ack_tx, ack_rx) = sync_channel(1);
-        let mut item = Item::Flush(ack_tx);
-        loop {
-            match writer.tx.try_send(item) {
-                Ok(()) => break,
-                Err(TrySendError::Disconnected(_)) => return,
-                Err(TrySendError::Full(back)) if Instant::now() < end => {
-                    item = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(TrySendError::Full(_)) => return,
+        let mut state = lock(shared);
+        let target = state.queued_bytes;
+        while state.written_bytes < target {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
             }
+            state = shared.written.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0;
         }
-        let _ = ack_rx.recv_timeout(end.saturating_duration_since(Instant::now()));
     }
 }
 
-/// The writer thread: lines in order, flushed whenever the queue runs empty. Each
-/// line's buffer goes back to the workers once written.
-fn write_lines(rx: &Receiver<Item>, spare: &async_channel::Sender<String>) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+/// The writer thread: takes every line waiting at once, writes them in order, and
+/// gives its emptied buffer to the workers for the next lines.
+fn write_lines(shared: &Shared) {
+    let mut batch = String::new();
     loop {
-        let item = match rx.try_recv() {
-            Ok(item) => item,
-            Err(_) => {
-                let _ = out.flush();
-                match rx.recv() {
-                    Ok(item) => item,
-                    Err(_) => return,
-                }
+        let lines = {
+            let mut state = lock(shared);
+            while state.pending.is_empty() {
+                state = shared.waiting.wait(state).unwrap_or_else(|e| e.into_inner());
             }
+            std::mem::swap(&mut state.pending, &mut batch);
+            // The lines held are the batch's: the last batch's were let go when written.
+            state.held
         };
-        match item {
-            Item::Line(mut line) => {
-                let _ = out.write_all(line.as_bytes());
-                let _ = out.write_all(b"\n");
-                if line.capacity() <= SPARE_LINE_BYTES {
-                    line.clear();
-                    let _ = spare.try_send(line);
-                }
-            }
-            Item::Flush(ack) => {
-                let _ = out.flush();
-                let _ = ack.try_send(());
-            }
+        // A failed write (stdout closed) loses these lines, as it would lose any.
+        let _ = std::io::stdout().lock().write_all(batch.as_bytes());
+        let bytes = batch.len() as u64;
+        batch.clear();
+        if batch.capacity() > KEPT_BYTES {
+            batch.shrink_to(KEPT_BYTES);
         }
+        let mut state = lock(shared);
+        // Lines queued since the swap stay held.
+        state.held -= lines;
+        state.written_bytes += bytes;
+        shared.written.notify_all();
     }
 }

@@ -9,8 +9,9 @@
 //! reuses from request to request, its future runs in a reused box, and heads are
 //! written into a reused buffer. So does one sent through a balancer (the member's
 //! URL is copied into strings the last request used), and one with an access log on
-//! (the line is written into a buffer the log writer hands back, from strings the
-//! last request's record used). Those are measured in child runs of this binary, one
+//! (the line is written straight into the access log's shared buffer, which grows
+//! only when more lines wait than ever before, from strings the last request's record
+//! used: however late the writer thread runs, a line costs nothing). Those are measured in child runs of this binary, one
 //! sidecar per process, whose stdout (the access lines) is discarded.
 //!
 //! The counting allocator needs `unsafe impl GlobalAlloc`: this file is the only

@@ -319,12 +319,9 @@ fn report(worker: &Worker, config: &Config, started: Instant, record: &mut Acces
 /// for a request that never got as far as a `Request` (a bad head, a timeout).
 pub(crate) fn log_access(worker: &Worker, config: &Config, record: &AccessRecord) {
     if config.access_log != AccessFormat::Off {
-        let queue = &worker.shared().access_log;
-        let mut line = queue.line_buffer();
-        if record.write_line(config.access_log, std::time::SystemTime::now(), &mut line) {
-            // Never written here: a stalled stdout must not stop the worker.
-            queue.push(line);
-        }
+        // Queued, never written here: a stalled stdout must not stop the worker.
+        let now = std::time::SystemTime::now();
+        worker.shared().access_log.push_with(|line| record.write_line(config.access_log, now, line));
     }
     worker.metrics().request(record.route, record.status, record.elapsed);
 }
