@@ -27,8 +27,8 @@ pub struct AccessQueue {
     dropped: Arc<AtomicU64>,
     /// The writer thread and what it shares with the workers, started with the first
     /// line: a sidecar that has logged nothing yet (`access_log = "off"`, or no
-    /// request so far) holds neither.
-    writer: OnceLock<Arc<Shared>>,
+    /// request so far) holds neither. `None` if the thread could not start.
+    writer: OnceLock<Option<Arc<Shared>>>,
 }
 
 /// What the workers and the writer thread share.
@@ -64,18 +64,22 @@ impl AccessQueue {
     }
 
     fn shared(&self) -> Option<&Arc<Shared>> {
-        let shared = self.writer.get_or_init(|| {
-            let shared = Arc::new(Shared::default());
-            let theirs = Arc::clone(&shared);
-            let spawned =
-                std::thread::Builder::new().name("sidecar-access-log".into()).spawn(move || write_lines(&theirs));
-            if let Err(e) = spawned {
-                log::error!("cannot start the access log writer: {e}");
-            }
-            shared
-        });
-        // Without its thread (it could not start) nothing would ever be written.
-        Some(shared).filter(|s| Arc::strong_count(s) > 1)
+        self.writer
+            .get_or_init(|| {
+                let shared = Arc::new(Shared::default());
+                let theirs = Arc::clone(&shared);
+                let spawned =
+                    std::thread::Builder::new().name("sidecar-access-log".into()).spawn(move || write_lines(&theirs));
+                match spawned {
+                    Ok(_) => Some(shared),
+                    Err(e) => {
+                        // Every line is then dropped and counted: nothing would write it.
+                        log::error!("cannot start the access log writer: {e}");
+                        None
+                    }
+                }
+            })
+            .as_ref()
     }
 
     /// Queues the line `write` appends (without its newline) to the text it is given;
@@ -109,7 +113,7 @@ impl AccessQueue {
 
     /// Waits at most `limit` for every queued line to be written (before exit).
     pub fn flush(&self, limit: Duration) {
-        let Some(shared) = self.writer.get().filter(|s| Arc::strong_count(s) > 1) else { return };
+        let Some(Some(shared)) = self.writer.get() else { return };
         let end = Instant::now() + limit;
         let mut state = lock(shared);
         let target = state.queued_bytes;
