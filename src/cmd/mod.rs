@@ -11,9 +11,10 @@ pub mod run;
 /// Logging to stderr, `info` unless `RUST_LOG` says otherwise, one line per message:
 /// `[2026-11-25T07:22:01Z INFO  sidecar::server] listening on …` (env_logger's own
 /// layout and colours; the UTC timestamp is ours, which spares env_logger's date crate).
-/// rustls itself only from `error` up: it warns once per connection about what clients
-/// commonly send (an IP address as the server name), and sidecar logs a failed
-/// handshake itself, with its peer.
+/// sidecar is built without rustls's own log lines (its `logging` feature is off) and
+/// logs a failed handshake itself, with its peer. Where a build turns them on (the
+/// tests' TLS clients do), rustls is kept to `error`: it warns once per connection
+/// about what clients commonly send (an IP address as the server name).
 pub fn init_logging() {
     use std::io::Write;
 
