@@ -6,8 +6,7 @@
 //!   paths, TLS) sits together. `link/hot-code.txt` lists those functions, made by
 //!   `scripts/hot-code`, and the linker places them first. The kernel maps a binary's
 //!   code in 64 KiB pieces around each page first touched, so code spread over the
-//!   whole file makes an idle sidecar map most of it (2.3–2.6 MiB of 3.6); gathered,
-//!   about 1 MiB.
+//!   whole file makes an idle sidecar map most of it; gathered, about 1 MiB.
 //! - Identical code folding (`--icf=all`): functions that compiled to the same bytes
 //!   (generic code instantiated for types of one layout, mostly) are kept once, 44 KB
 //!   less. Rust makes no promise that two functions have distinct addresses, and
@@ -46,8 +45,8 @@ fn link_bin_with_if_taken(args: &[String]) {
     }
 }
 
-/// Whether an empty program links with the link arguments `args` added, with the compiler, target,
-/// linker and flags this build uses.
+/// Whether an empty program links with the link arguments `args` added, with the
+/// compiler, target, linker and flags this build uses.
 fn links_with(args: &[String]) -> bool {
     let (Ok(rustc), Ok(target), Ok(out)) = (env::var("RUSTC"), env::var("TARGET"), env::var("OUT_DIR")) else {
         return false;
