@@ -188,6 +188,8 @@ fn start_sidecar(backend: SocketAddr, setup: Setup) -> SocketAddr {
         assert!(Instant::now() < end, "sidecar did not start listening");
         std::thread::sleep(Duration::from_millis(10));
     }
+    // Listening means the configuration has been read; nothing else is written there.
+    let _ = std::fs::remove_dir_all(&dir);
     front
 }
 

@@ -33,6 +33,10 @@ const MAX_RECORD_BYTES: usize = 16 * 1024 + 2048 + 5;
 const READ_SCRATCH_BYTES: usize = 64 * 1024;
 /// Plaintext encrypted per write call: a tunnel read is one encryption and one `send`.
 const WRITE_CHUNK_BYTES: usize = 32 * 1024;
+/// Slices written together up to this many bytes go out as one record: below it,
+/// copying them costs less than a record's own work (a seal here, an open at the
+/// peer, 22–29 bytes on the wire). A small response's head and body are one record.
+const GATHER_AT_MOST_BYTES: usize = 4 * 1024;
 /// Records kept unprocessed before a read: a cut record and a handshake message
 /// (a session ticket, a key update) spread over records. More is refused.
 const MAX_HELD_RECORD_BYTES: usize = 2 * MAX_RECORD_BYTES;
@@ -73,9 +77,11 @@ pub type ServerTlsStream = TlsStream<UnbufferedServerConnection>;
 pub type ClientTlsStream = TlsStream<UnbufferedClientConnection>;
 
 thread_local! {
-    /// The worker's scratch buffers for reading and for encrypting records.
+    /// The worker's scratch buffers for reading and for encrypting records, and for
+    /// gathering small slices into one record's plaintext.
     static READ_SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
     static WRITE_SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    static GATHER_SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 fn tls_error(e: rustls::Error) -> io::Error {
@@ -331,21 +337,21 @@ impl<S: Session> TlsStream<S> {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "TLS connection closed for writing")));
         }
         let take = total.min(WRITE_CHUNK_BYTES);
-        let records = take.div_ceil(16 * 1024) + bufs.len();
+        let gather = take <= GATHER_AT_MOST_BYTES && bufs.iter().filter(|b| !b.is_empty()).nth(1).is_some();
+        let records = if gather { 1 } else { take.div_ceil(16 * 1024) + bufs.len() };
         let result = with_worker_buffer(&WRITE_SCRATCH, take + records * 64, |scratch| -> io::Result<usize> {
-            let mut len = 0;
-            let mut left = take;
-            for buf in bufs {
-                if left == 0 {
-                    break;
-                }
-                let part = &buf[..buf.len().min(left)];
-                if part.is_empty() {
-                    continue;
-                }
-                len += self.encrypt(part, scratch, len)?;
-                left -= part.len();
-            }
+            let len = if gather {
+                with_worker_buffer(&GATHER_SCRATCH, take, |plain| {
+                    let mut at = 0;
+                    for buf in bufs {
+                        plain[at..at + buf.len()].copy_from_slice(buf);
+                        at += buf.len();
+                    }
+                    self.encrypt(&plain[..at], scratch, 0)
+                })?
+            } else {
+                self.encrypt_each(bufs, take, scratch)?
+            };
             // What the socket does not take now is sent before the next write.
             let mut sent = 0;
             if self.outgoing.is_empty() {
@@ -362,6 +368,24 @@ impl<S: Session> TlsStream<S> {
             Ok(take)
         });
         Poll::Ready(result)
+    }
+
+    /// Encrypts the first `take` bytes of `bufs` into `out`, slice by slice; returns
+    /// the bytes written.
+    fn encrypt_each(&mut self, bufs: &[io::IoSlice<'_>], take: usize, out: &mut Vec<u8>) -> io::Result<usize> {
+        let mut len = 0;
+        let mut left = take;
+        for buf in bufs {
+            if left == 0 {
+                break;
+            }
+            let part = &buf[..buf.len().min(left)];
+            if !part.is_empty() {
+                len += self.encrypt(part, out, len)?;
+                left -= part.len();
+            }
+        }
+        Ok(len)
     }
 
     /// Encrypts `plain` into `out[at..]`, growing `out` if it is short; returns the

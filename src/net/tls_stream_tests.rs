@@ -687,6 +687,66 @@ fn a_vectored_write_arrives_in_order() {
     }
 }
 
+#[test]
+fn small_slices_written_together_leave_as_one_record() {
+    let head = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n".to_vec();
+    // (slices, records before close_notify)
+    let cases: [(Vec<Vec<u8>>, usize); 4] = [
+        (vec![head.clone(), b"hello".to_vec()], 1),
+        (vec![Vec::new(), head.clone(), Vec::new(), b"he".to_vec(), b"llo".to_vec()], 1),
+        (vec![head.clone(), pattern(GATHER_AT_MOST_BYTES - head.len(), 3)], 1),
+        (vec![head.clone(), pattern(GATHER_AT_MOST_BYTES, 3)], 2),
+    ];
+    for version in [Version::Default, Version::Tls12] {
+        for (parts, want_records) in &cases {
+            let parts = parts.clone();
+            let lens: Vec<usize> = parts.iter().map(Vec::len).collect();
+            let total: usize = lens.iter().sum();
+            // sidecar is the client: after its handshake it sends nothing unasked, so
+            // the peer's socket holds what this write and close_notify put there.
+            let ((), wire) = exchange(
+                Role::Client,
+                version,
+                None,
+                |peer| {
+                    peer.handshake().expect("peer's handshake");
+                    peer.write_all(b"go").expect("send go");
+                    peer.flush().expect("flush go");
+                    let mut wire = Vec::new();
+                    peer.tcp().read_to_end(&mut wire).expect("read the raw records");
+                    wire
+                },
+                move |mut s| async move {
+                    let mut go = [0u8; 2];
+                    s.read_exact(&mut go).await.expect("read go");
+                    let slices: Vec<IoSlice<'_>> = parts.iter().map(Vec::as_slice).map(IoSlice::new).collect();
+                    let n = s.write_vectored(&slices).await.expect("write_vectored");
+                    assert_eq!(n, total, "one call takes it all");
+                    s.flush().await.expect("flush");
+                    s.close().await.expect("close");
+                    let _ = s.tcp().shutdown(Shutdown::Write);
+                },
+            );
+            let records = record_lengths(&wire);
+            let what = format!("{version:?}, slices of {lens:?} bytes: records {records:?}");
+            assert_eq!(records.len(), want_records + 1, "{what}");
+            let data: usize = records[..*want_records].iter().sum();
+            assert!(data >= total && data <= total + want_records * 29, "{what}");
+        }
+    }
+}
+
+/// The payload lengths of the TLS records in `wire`, in order.
+fn record_lengths(mut wire: &[u8]) -> Vec<usize> {
+    let mut lengths = Vec::new();
+    while wire.len() >= 5 {
+        let len = usize::from(u16::from_be_bytes([wire[3], wire[4]]));
+        lengths.push(len);
+        wire = &wire[(5 + len).min(wire.len())..];
+    }
+    lengths
+}
+
 /// How the peer ends its data.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Ending {
