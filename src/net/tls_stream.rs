@@ -521,7 +521,16 @@ fn step<D>(
 
 /// Whether `records` begins with a whole TLS record.
 fn holds_whole_record(records: &[u8]) -> bool {
-    records.len() >= 5 && records.len() >= 5 + usize::from(u16::from_be_bytes([records[3], records[4]]))
+    record_payload_len(records).is_some_and(|len| records.len() >= 5 + len)
+}
+
+/// The payload length the record header at the start of `records` announces, once
+/// its 5 bytes are there.
+fn record_payload_len(records: &[u8]) -> Option<usize> {
+    match records {
+        [_, _, _, high, low, ..] => Some(usize::from(u16::from_be_bytes([*high, *low]))),
+        _ => None,
+    }
 }
 
 impl ServerTlsStream {
